@@ -1,0 +1,243 @@
+/**
+ * The prepaid payments API: create a payment object for a service, pay it
+ * with x402 (settled before the answer), or have an operator confirm it; then
+ * spend its token as `X-Payment-Token` on any route with that serviceId.
+ */
+import { timingSafeEqual, createHash } from "node:crypto";
+import express, { type Request, type Response, type Router } from "express";
+import { ConfigError, PaymentError } from "../../errors.js";
+import { toPublicPayment } from "../../core/payment-object.js";
+import type { ResolvedRoute } from "../../core/options.js";
+import type { X402Attempt } from "../../core/engine.js";
+import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
+import { usdCents } from "../../protocol/price.js";
+import { settleResponse } from "../../core/engine.js";
+import { HEADER } from "../../protocol/types.js";
+import type { StoredPayment } from "../../state/store.js";
+import { generatePaymentToken, hashToken, newPaymentId } from "../../state/tokens.js";
+import type { PaywallMiddleware } from "./paywall.js";
+
+export interface PaymentsRouterOptions {
+  /** The paywall whose routes (those with a `serviceId` and a static price) define the services. */
+  paywall: PaywallMiddleware;
+  /** Bearer key for operator routes (confirm, ledger). Without it those routes answer 401. Use at least 16 characters. */
+  adminKey?: string;
+  /** Mount path. Default: the paywall's `paymentsPath` ("/api/payments"). */
+  path?: string;
+  /** Payment creations allowed per client address per window. Default 30 per minute. */
+  createLimit?: { max: number; windowMs: number };
+  /** Most unpaid, unexpired payments that may exist at once. Default 10 000. */
+  maxPending?: number;
+  /** Where the operator ledger is served. Default "/api/ledger". */
+  ledgerPath?: string;
+}
+
+interface Service {
+  serviceId: string;
+  route: ResolvedRoute<Request>;
+}
+
+const ID = /^pay_[A-Za-z0-9_-]{8,64}$/;
+
+function json(res: Response, status: number, body: unknown) {
+  res.status(status).set("Cache-Control", "no-store").json(body);
+}
+
+/** Build the router; mount with `app.use(paymentsRouter({ paywall }))`. */
+export function paymentsRouter(opts: PaymentsRouterOptions): Router {
+  const pw = opts.paywall;
+  if (!pw || !pw.engine) throw new ConfigError("paymentsRouter.paywall", "pass the middleware returned by paywall({...}).");
+  if (opts.adminKey !== undefined && (typeof opts.adminKey !== "string" || opts.adminKey.length < 16)) {
+    throw new ConfigError("paymentsRouter.adminKey", "must be a string of at least 16 characters (e.g. `openssl rand -hex 32`).");
+  }
+  const base = opts.path ?? pw.options.paymentsPath ?? "/api/payments";
+  const ledgerPath = opts.ledgerPath ?? "/api/ledger";
+  const limit = opts.createLimit ?? { max: 30, windowMs: 60_000 };
+  const maxPending = opts.maxPending ?? 10_000;
+  const store = pw.engine.store;
+  const services = new Map<string, Service>();
+  for (const route of pw.routes) {
+    const id = route.options.serviceId;
+    if (id && route.staticPrice && !services.has(id)) services.set(id, { serviceId: id, route });
+  }
+  const adminHash = opts.adminKey ? createHash("sha256").update(opts.adminKey).digest() : undefined;
+  const windows = new Map<string, { start: number; count: number }>();
+
+  function rateLimited(ip: string, now: number): boolean {
+    const w = windows.get(ip);
+    if (!w || now - w.start >= limit.windowMs) {
+      if (windows.size > 50_000) windows.clear();
+      windows.set(ip, { start: now, count: 1 });
+      return false;
+    }
+    return ++w.count > limit.max;
+  }
+
+  function admin(req: Request, res: Response): boolean {
+    const auth = req.headers.authorization;
+    if (!adminHash || !auth || !/^Bearer\s+\S+$/i.test(auth)) {
+      json(res, 401, { error: "unauthorized", message: adminHash ? "send Authorization: Bearer <admin key>." : "operator routes are disabled: configure an admin key." });
+      return false;
+    }
+    const given = createHash("sha256").update(auth.replace(/^Bearer\s+/i, "")).digest();
+    if (!timingSafeEqual(given, adminHash)) {
+      json(res, 403, { error: "forbidden", message: "the admin key is wrong." });
+      return false;
+    }
+    return true;
+  }
+
+  async function load(req: Request, res: Response): Promise<StoredPayment | undefined> {
+    const id = String(req.params.paymentId);
+    const p = ID.test(id) ? await store.getPayment(id) : undefined;
+    if (!p) json(res, 404, { error: "payment_not_found", message: `no payment ${JSON.stringify(id.slice(0, 80))}.` });
+    return p;
+  }
+
+  function payOffer(req: Request, p: StoredPayment, svc: Service) {
+    const origin = pw.origin(req);
+    return pw.offerFor(
+      { ...svc.route, staticPrice: { amount: BigInt(p.amountAtomic), asset: svc.route.staticPrice!.asset }, description: `Prepaid payment ${p.paymentId}: ${p.maxCalls} call(s) of ${p.serviceId}`, options: { ...svc.route.options, resource: undefined } },
+      `${origin}${base}/${p.paymentId}/pay`,
+    );
+  }
+
+  const router = express.Router();
+  const body = express.json({ limit: "4kb" });
+
+  router.post(base, body, async (req, res, next) => {
+    try {
+      const b = req.body;
+      if (!b || typeof b !== "object" || Array.isArray(b)) return json(res, 400, { error: "invalid_body", message: 'send JSON like {"serviceId":"face-comparison"}.' });
+      const unknown = Object.keys(b).filter((k) => k !== "serviceId" && k !== "providerId");
+      if (unknown.length) return json(res, 400, { error: "invalid_body", message: `unknown field(s) ${unknown.join(", ")}; expected serviceId and optional providerId.` });
+      if (typeof b.serviceId !== "string" || !b.serviceId) return json(res, 400, { error: "invalid_body", message: "serviceId (string) is required." });
+      if (b.providerId !== undefined && (typeof b.providerId !== "string" || b.providerId.length > 64)) return json(res, 400, { error: "invalid_body", message: "providerId must be a string of at most 64 characters." });
+      const svc = services.get(b.serviceId);
+      if (!svc) return json(res, 404, { error: "unknown_service", message: `no service ${JSON.stringify(b.serviceId.slice(0, 64))}.`, serviceIds: [...services.keys()] });
+      const now = Date.now();
+      if (rateLimited(req.ip ?? "unknown", now)) return json(res, 429, { error: "rate_limited", message: `at most ${limit.max} payments per ${limit.windowMs / 1000} s per client.` });
+      if ((await store.countPending(now)) >= maxPending) return json(res, 429, { error: "too_many_pending", message: "too many unpaid payments exist; pay or let them expire." });
+      const route = svc.route;
+      const amount = route.staticPrice!.amount * BigInt(route.maxCalls);
+      const token = generatePaymentToken();
+      const p: StoredPayment = {
+        paymentId: newPaymentId(),
+        serviceId: svc.serviceId,
+        tokenHash: hashToken(token),
+        status: "pending",
+        amountCents: usdCents(amount, route.staticPrice!.asset.decimals),
+        amountAtomic: amount.toString(),
+        currency: "USD",
+        billingMode: "per_call",
+        maxCalls: route.maxCalls,
+        callsUsed: 0,
+        expiresAt: now + route.tokenTtl * 1000,
+        createdAt: now,
+        payTo: route.payTo,
+        provider: b.providerId,
+        createdBy: req.ip,
+      };
+      await store.createPayment(p);
+      const offer = await payOffer(req, p, svc);
+      const { body: required } = pw.paymentRequired(offer, route, "X-PAYMENT header is required", pw.origin(req));
+      json(res, 201, {
+        ...toPublicPayment(p, now),
+        token,
+        pay: { method: "POST", url: offer.resource, x402: { x402Version: 1, accepts: required.accepts } },
+        use: { header: "X-Payment-Token", mcpArgument: "paymentToken" },
+      });
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  router.get(`${base}/:paymentId`, async (req, res, next) => {
+    try {
+      const p = await load(req, res);
+      if (p) json(res, 200, toPublicPayment(p, Date.now()));
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  router.post(`${base}/:paymentId/pay`, async (req, res, next) => {
+    let lock: string | undefined;
+    let attempt: X402Attempt | undefined;
+    try {
+      const p = await load(req, res);
+      if (!p) return;
+      const now = Date.now();
+      if (p.status === "paid") return json(res, 200, { ...toPublicPayment(p, now), message: "already paid; nothing was charged." });
+      const svc = services.get(p.serviceId);
+      if (!svc) return json(res, 404, { error: "unknown_service", message: `service ${p.serviceId} is no longer offered.` });
+      const offer = await payOffer(req, p, svc);
+      const origin = pw.origin(req);
+      if (now >= p.expiresAt) return pw.send402(res, offer, svc.route, origin, "expired", "this payment expired before it was paid; create a new one.", { payment: toPublicPayment(p, now) });
+      const v2 = req.headers[HEADER.v2Payment];
+      const v1 = req.headers[HEADER.v1Payment];
+      const raw = typeof v2 === "string" ? v2 : typeof v1 === "string" ? v1 : undefined;
+      if (raw === undefined) return pw.send402(res, offer, svc.route, origin, "X-PAYMENT header is required", undefined, { payment: toPublicPayment(p, now) });
+      const version = typeof v2 === "string" ? 2 : 1;
+      lock = `pay:${p.paymentId}`;
+      if (!(await store.claimNonce(lock, p.expiresAt + 3600_000))) {
+        lock = undefined;
+        return json(res, 409, { error: "payment_in_progress", message: "this payment is being paid by another request; check its status." });
+      }
+      try {
+        attempt = await pw.engine.verifyX402(version, decodeHeader(raw, version === 2 ? "PAYMENT-SIGNATURE" : "X-PAYMENT"), offer, p.serviceId);
+        const result = await pw.engine.settleX402(attempt, { paymentId: p.paymentId, serviceId: p.serviceId });
+        const paid = await store.markPaid(p.paymentId, { paidAt: Date.now(), transaction: result.transaction, provider: p.provider ?? "x402", network: result.network, payer: result.payer });
+        await store.setNonceState(lock, "settled", result.transaction);
+        lock = undefined;
+        res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(settleResponse(attempt, result)));
+        json(res, 200, toPublicPayment(paid!.payment, Date.now()));
+      } catch (err) {
+        if (err instanceof PaymentError || (err as { code?: string }).code) return pw.sendError(res, err, offer, svc.route, origin, version, attempt);
+        throw err;
+      }
+    } catch (err) {
+      next(err);
+    } finally {
+      if (lock) await store.releaseNonce(lock).catch(() => {});
+    }
+  });
+
+  router.post(`${base}/:paymentId/confirm`, body, async (req, res, next) => {
+    try {
+      if (!admin(req, res)) return;
+      const p = await load(req, res);
+      if (!p) return;
+      const now = Date.now();
+      if (p.status === "paid") return json(res, 200, { ...toPublicPayment(p, now), message: "already paid." });
+      if (now >= p.expiresAt) return json(res, 409, { error: "expired", message: "this payment expired; create a new one.", payment: toPublicPayment(p, now) });
+      const b = req.body && typeof req.body === "object" ? req.body : {};
+      const provider = typeof b.provider === "string" ? b.provider.slice(0, 64) : "manual";
+      const reference = typeof b.reference === "string" ? b.reference.slice(0, 128) : undefined;
+      const r = await store.markPaid(p.paymentId, { paidAt: now, provider, transaction: reference });
+      if (r?.changed) {
+        await store.appendLedger({ time: now, method: "token", payer: provider, amount: p.amountAtomic, asset: "USD", network: "off-chain", transaction: reference, resource: `${base}/${p.paymentId}`, serviceId: p.serviceId, paymentId: p.paymentId });
+      }
+      json(res, 200, toPublicPayment(r!.payment, now));
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  router.get(ledgerPath, async (req, res, next) => {
+    try {
+      if (!admin(req, res)) return;
+      const afterId = Number(req.query.afterId ?? 0);
+      const lim = Number(req.query.limit ?? 100);
+      if (!Number.isInteger(afterId) || afterId < 0 || !Number.isInteger(lim) || lim < 1 || lim > 1000) {
+        return json(res, 400, { error: "invalid_query", message: "afterId must be an integer ≥ 0 and limit an integer 1–1000." });
+      }
+      const entries = await store.listLedger({ afterId, limit: lim });
+      json(res, 200, { entries, nextAfterId: entries.length ? entries[entries.length - 1]!.id : afterId });
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  return router;
+}

@@ -1,0 +1,275 @@
+/**
+ * Express adapter: `paywall({ routes, ... })` for `app.use`, and
+ * `requirePayment({ price, ... })` for one route. Both answer x402 v1 and v2
+ * clients on the same route and accept prepaid `X-Payment-Token`s.
+ */
+import type { NextFunction, Request, RequestHandler, Response } from "express";
+import { ChainError, PaymentError, SettlementError, StoreError } from "../../errors.js";
+import { createChainReader } from "../../chain/reader.js";
+import { chainChecker } from "../../core/checker.js";
+import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type X402Attempt } from "../../core/engine.js";
+import { resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
+import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
+import { resolvePrice } from "../../protocol/price.js";
+import { toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
+import { HEADER } from "../../protocol/types.js";
+import { MemoryStore } from "../../state/memory.js";
+import type { StoredPayment } from "../../state/store.js";
+import { toPublicPayment } from "../../core/payment-object.js";
+import { bufferResponse } from "./buffer.js";
+import { normalizePath, RouteTable } from "../routes.js";
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      /** Set by server402 on paid requests. */
+      payment?: PaymentInfo;
+    }
+  }
+}
+
+/** Options of `paywall()`. */
+export interface PaywallOptions extends PaymentOptions {
+  /** Route table: `{ "POST /api/x": { price: "$0.20", ... } }`. Keys are matched against the mount-relative path. */
+  routes: Record<string, RouteOptions<Request>>;
+}
+
+/** The middleware, with the resolved configuration attached for the payments router, MCP and catalogs. */
+export interface PaywallMiddleware extends RequestHandler {
+  /** The shared engine (store, settler). */
+  readonly engine: PaymentEngine;
+  /** Resolved routes, in match order. */
+  readonly routes: readonly ResolvedRoute<Request>[];
+  /** The options given. */
+  readonly options: PaymentOptions;
+  /** Build the offer for a route and absolute resource URL (dynamic prices resolved with `req`). */
+  offerFor(route: ResolvedRoute<Request>, resource: string, req?: Request): Promise<Offer>;
+  /** The 402 answer for an offer: v1 body (with extra keys) and v2 header value. */
+  paymentRequired(offer: Offer, route: ResolvedRoute<Request>, error: string, origin: string): { body: Record<string, unknown>; header: string };
+  /** @internal Answer 402 for an offer with a reason (used by the payments router). */
+  send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, origin: string, reason: string, message?: string, extra?: Record<string, unknown>): void;
+  /** @internal Answer a payment failure with the right status and headers. */
+  sendError(res: Response, err: unknown, offer: Offer, route: ResolvedRoute<Request>, origin: string, version?: 1 | 2, attempt?: X402Attempt): void;
+  /** The public origin for a request (publicUrl option, or protocol + host). */
+  origin(req: Request): string;
+}
+
+const MAX_CACHE = 1000;
+
+/** Create the engine and resolve routes; shared by `paywall` and `requirePayment`. */
+function build(options: PaymentOptions, routes: Record<string, RouteOptions<Request>>): { engine: PaymentEngine; table: RouteTable<ResolvedRoute<Request>> } {
+  validateShared(options);
+  const resolved: Record<string, ResolvedRoute<Request>> = {};
+  for (const [key, r] of Object.entries(routes)) resolved[key] = resolveRoute(key, r, options);
+  const checker =
+    options.checker === false
+      ? undefined
+      : (options.checker ?? (options.rpcUrl ? chainChecker(createChainReader({ rpcUrl: options.rpcUrl, chainId: Object.values(resolved)[0]?.network.chainId ?? 84532 })) : undefined));
+  const engine = new PaymentEngine({ store: options.store ?? new MemoryStore(), settler: options.settler, checker, onEvent: options.onEvent });
+  return { engine, table: new RouteTable(resolved) };
+}
+
+function origin(req: Request, options: PaymentOptions): string {
+  return options.publicUrl ?? `${req.protocol}://${req.host}`;
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/**
+ * One middleware for `app.use` that prices every route in `options.routes`.
+ * Unpriced requests pass through untouched.
+ */
+export function paywall(options: PaywallOptions): PaywallMiddleware {
+  if (!options || typeof options.routes !== "object" || options.routes === null) {
+    validateShared(options);
+  }
+  const { engine, table } = build(options, options.routes ?? {});
+  return makeMiddleware(engine, table, options, (req) => table.match(req.method, normalizePath(req.path))?.value);
+}
+
+/** The same engine on one route: `app.post(path, requirePayment({ price, payTo, settler }), handler)`. */
+export function requirePayment(options: PaymentOptions & RouteOptions<Request>): PaywallMiddleware {
+  const { engine, table } = build(options, { "/*": options });
+  const route = table.routes[0]!.value;
+  return makeMiddleware(engine, table, options, () => route);
+}
+
+function makeMiddleware(
+  engine: PaymentEngine,
+  table: RouteTable<ResolvedRoute<Request>>,
+  options: PaymentOptions,
+  pick: (req: Request) => ResolvedRoute<Request> | undefined,
+): PaywallMiddleware {
+  const cache = new Map<string, { body: string; header: string }>();
+  const acceptTokens = options.acceptTokens !== false;
+  const paymentsPath = options.paymentsPath ?? "/api/payments";
+
+  async function offerFor(route: ResolvedRoute<Request>, resource: string, req?: Request): Promise<Offer> {
+    let price = route.staticPrice;
+    if (!price) price = resolvePrice(await route.priceFn!(req as Request), route.asset, `routes[${JSON.stringify(route.key)}].price(req)`);
+    const o = route.options;
+    const input = { type: "http", method: route.key.match(/^[A-Z]+(?=\s)/i)?.[0]?.toUpperCase() ?? req?.method ?? "GET", discoverable: o.discoverable ?? true, ...(o.inputSchema ? { bodyType: "json", bodyFields: o.inputSchema } : {}) };
+    return {
+      network: route.network,
+      asset: price.asset,
+      amount: price.amount,
+      payTo: route.payTo,
+      maxTimeoutSeconds: route.maxTimeoutSeconds,
+      resource: o.resource ?? resource,
+      description: route.description,
+      mimeType: route.mimeType,
+      outputSchema: { input, ...(o.outputSchema ? { output: o.outputSchema } : {}) },
+    };
+  }
+
+  function paymentRequired(offer: Offer, route: ResolvedRoute<Request>, error: string, base: string) {
+    const v1 = toRequirementsV1(offer);
+    const body: Record<string, unknown> = { x402Version: 1, error, accepts: v1 ? [v1] : [] };
+    if (acceptTokens && route.options.serviceId) {
+      body.prepaid = {
+        header: "X-Payment-Token",
+        serviceId: route.options.serviceId,
+        create: { method: "POST", url: `${base}${paymentsPath}`, body: { serviceId: route.options.serviceId } },
+      };
+    }
+    return { body, header: encodeHeader(toPaymentRequiredV2(offer, error)) };
+  }
+
+  function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>) {
+    let cached = !message && !extra ? cache.get(`${route.key}|${offer.resource}|${offer.amount}|${reason}`) : undefined;
+    if (!cached) {
+      const { body, header } = paymentRequired(offer, route, reason, base);
+      if (message) body.message = message;
+      if (extra) Object.assign(body, extra);
+      cached = { body: JSON.stringify(body), header };
+      if (!message && !extra) {
+        if (cache.size >= MAX_CACHE) cache.clear();
+        cache.set(`${route.key}|${offer.resource}|${offer.amount}|${reason}`, cached);
+      }
+    }
+    engine.paymentRequired(offer.resource);
+    res.statusCode = 402;
+    res.setHeader("Content-Type", "application/json; charset=utf-8");
+    res.setHeader("Cache-Control", "no-store");
+    res.setHeader(HEADER.v2Required, cached.header);
+    res.end(cached.body);
+  }
+
+  function sendError(res: Response, err: unknown, offer: Offer, route: ResolvedRoute<Request>, base: string, version?: 1 | 2, attempt?: X402Attempt) {
+    if (attempt && err instanceof Error && (err instanceof SettlementError || err instanceof PaymentError)) {
+      res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(settleResponse(attempt, err)));
+    }
+    if (err instanceof PaymentError) {
+      const payment = (err as PaymentError & { payment?: StoredPayment }).payment;
+      return send402(res, offer, route, base, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : undefined);
+    }
+    if (err instanceof SettlementError) return send402(res, offer, route, base, err.reason, `payment settlement failed: ${err.message}`);
+    const status = err instanceof StoreError ? 503 : err instanceof ChainError ? 502 : 500;
+    res.statusCode = status;
+    res.setHeader("Content-Type", "application/json; charset=utf-8");
+    res.setHeader("Cache-Control", "no-store");
+    res.end(JSON.stringify({ error: reasonOf(err), message: status === 500 ? "payment processing failed" : (err as Error).message }));
+  }
+
+  async function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, offer: Offer, base: string) {
+    const serviceId = route.options.serviceId;
+    if (!acceptTokens || !serviceId) return send402(res, offer, route, base, "tokens_not_accepted", "this route does not accept X-Payment-Token; pay with x402.");
+    let attempt;
+    try {
+      attempt = await engine.reserveToken(token, serviceId, offer.resource);
+    } catch (err) {
+      return sendError(res, err, offer, route, base);
+    }
+    req.payment = attempt.info;
+    let settled = false;
+    const finish = (ok: boolean) => {
+      if (settled) return;
+      settled = true;
+      if (ok && res.statusCode < 400) void engine.commitToken(attempt, offer.resource).catch(() => {});
+      else void engine.releaseToken(attempt);
+    };
+    res.once("finish", () => finish(true));
+    res.once("close", () => finish(res.writableFinished));
+    next();
+  }
+
+  async function handleX402(req: Request, res: Response, next: NextFunction, version: 1 | 2, raw: string, route: ResolvedRoute<Request>, offer: Offer, base: string) {
+    const name = version === 1 ? "X-PAYMENT" : "PAYMENT-SIGNATURE";
+    let attempt: X402Attempt;
+    try {
+      attempt = await engine.verifyX402(version, decodeHeader(raw, name), offer, route.options.serviceId);
+    } catch (err) {
+      return sendError(res, err, offer, route, base, version);
+    }
+    const responseHeader = version === 2 ? HEADER.v2Response : HEADER.v1Response;
+    req.payment = attempt.info;
+
+    if (route.settlement === "before") {
+      try {
+        const result = await engine.settleX402(attempt);
+        res.setHeader(responseHeader, encodeHeader(settleResponse(attempt, result)));
+      } catch (err) {
+        return sendError(res, err, offer, route, base, version, attempt);
+      }
+      return next();
+    }
+
+    const buffered = bufferResponse(res);
+    next();
+    const { closed } = await buffered.done;
+    if (closed || buffered.status() >= 400) {
+      await engine.releaseX402(attempt);
+      if (!closed) buffered.flush();
+      return;
+    }
+    try {
+      const result = await engine.settleX402(attempt);
+      res.setHeader(responseHeader, encodeHeader(settleResponse(attempt, result)));
+      appendCacheControlPrivate(res);
+      buffered.flush();
+    } catch (err) {
+      buffered.discard();
+      sendError(res, err, offer, route, base, version, attempt);
+    }
+  }
+
+  const middleware = async function server402(req: Request, res: Response, next: NextFunction) {
+    if (req.method === "OPTIONS") return next();
+    const route = pick(req);
+    if (!route) return next();
+    const base = origin(req, options);
+    let offer: Offer;
+    try {
+      offer = await offerFor(route, base + normalizePath(req.originalUrl), req);
+    } catch (err) {
+      return next(err);
+    }
+    const token = headerValue(req.headers[HEADER.token]);
+    const v2 = headerValue(req.headers[HEADER.v2Payment]);
+    const v1 = headerValue(req.headers[HEADER.v1Payment]);
+    if (token !== undefined) return handleToken(req, res, next, token, route, offer, base);
+    if (v2 !== undefined) return handleX402(req, res, next, 2, v2, route, offer, base);
+    if (v1 !== undefined) return handleX402(req, res, next, 1, v1, route, offer, base);
+    return send402(res, offer, route, base, "X-PAYMENT header is required");
+  } as PaywallMiddleware;
+
+  return Object.assign(middleware, {
+    engine,
+    routes: table.routes.map((r) => r.value),
+    options,
+    offerFor,
+    paymentRequired,
+    send402,
+    sendError,
+    origin: (req: Request) => origin(req, options),
+  });
+}
+
+function appendCacheControlPrivate(res: Response) {
+  const cc = res.getHeader("Cache-Control");
+  if (!cc) res.setHeader("Cache-Control", "private");
+  else if (!/\bprivate\b/.test(String(cc))) res.setHeader("Cache-Control", `${cc}, private`);
+}

@@ -1,0 +1,68 @@
+/**
+ * Settlement: turning a verified EIP-3009 authorization into an on-chain
+ * transfer. Two implementations share this interface: `relayerSettler`
+ * (our own wallet submits `transferWithAuthorization`) and
+ * `facilitatorSettler` (an x402 facilitator does it over HTTP).
+ */
+import type { Address, Hex } from "viem";
+
+/** The EIP-3009 TransferWithAuthorization message, integers as bigint. */
+export interface ExactAuthorization {
+  from: Address;
+  to: Address;
+  value: bigint;
+  validAfter: bigint;
+  validBefore: bigint;
+  nonce: Hex;
+}
+
+/** Everything a settler needs to move the money for one verified payment. */
+export interface SettleRequest {
+  authorization: ExactAuthorization;
+  /** 65-byte EOA signature (or longer for smart wallets). */
+  signature: Hex;
+  /** Token contract address. */
+  asset: Address;
+  /** Chain id the authorization is signed for. */
+  chainId: number;
+  /** CAIP-2 network id, e.g. `eip155:84532`. */
+  network: string;
+  /** v1 network name when one exists, e.g. `base-sepolia`. */
+  v1Network?: string;
+  /** Protocol version the client used (facilitators need the matching body shape). */
+  x402Version: 1 | 2;
+  /** The decoded payment payload exactly as the client sent it. */
+  payload: unknown;
+  /** The server's own requirements, in the shape of `x402Version`. */
+  requirements: unknown;
+}
+
+/** A completed settlement. */
+export interface SettleResult {
+  transaction: Hex;
+  /** CAIP-2 network id. */
+  network: string;
+  payer: Address;
+}
+
+export interface Settler {
+  /** "relayer" | "facilitator" | custom. */
+  readonly kind: string;
+  /**
+   * Move the money. Resolves only once the transfer is confirmed.
+   * Throws `SettlementError` (with `pending: true` and the tx hash when the
+   * transaction was broadcast but no receipt arrived in time).
+   */
+  settle(req: SettleRequest): Promise<SettleResult>;
+}
+
+/**
+ * Reads on-chain facts needed before running a paid handler. Throws
+ * `ChainError` when the RPC is unreachable.
+ */
+export interface ChainReader {
+  /** EIP-3009 `authorizationState(authorizer, nonce)`: true when used or cancelled. */
+  authorizationUsed(asset: Address, from: Address, nonce: Hex): Promise<boolean>;
+  /** ERC-20 `balanceOf`. */
+  balanceOf(asset: Address, owner: Address): Promise<bigint>;
+}

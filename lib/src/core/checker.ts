@@ -1,0 +1,28 @@
+/**
+ * Pre-handler on-chain checks: the authorization is still unused and the
+ * payer's balance covers it. Runs after the local signature check and the
+ * replay lock, before the paid handler.
+ */
+import { ChainError, PaymentError } from "../errors.js";
+import type { ChainReader, SettleRequest } from "../chain/settler.js";
+
+/** A check run before the paid handler. Throws PaymentError (refuse) or ChainError (cannot tell). */
+export interface PaymentChecker {
+  check(req: SettleRequest): Promise<void>;
+}
+
+/** The default checker: `authorizationState` and `balanceOf` read in parallel from the chain. */
+export function chainChecker(reader: ChainReader): PaymentChecker {
+  return {
+    async check({ authorization: a, asset }) {
+      let used: boolean, balance: bigint;
+      try {
+        [used, balance] = await Promise.all([reader.authorizationUsed(asset, a.from, a.nonce), reader.balanceOf(asset, a.from)]);
+      } catch (err) {
+        throw err instanceof ChainError ? err : new ChainError(`chain check failed: ${(err as Error).message}`, { cause: err });
+      }
+      if (used) throw new PaymentError("invalid_exact_evm_nonce_already_used", "this authorization nonce was already used on-chain; sign a new payment.");
+      if (balance < a.value) throw new PaymentError("insufficient_funds", `payer balance ${balance} is below the authorized value ${a.value}.`);
+    },
+  };
+}

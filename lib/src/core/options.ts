@@ -1,0 +1,164 @@
+/**
+ * Options of `paywall()` / `requirePayment()`, and their validation at
+ * startup. Every mistake throws a ConfigError naming the option and the fix.
+ */
+import type { Address } from "viem";
+import { ConfigError } from "../errors.js";
+import type { Settler } from "../chain/settler.js";
+import type { PaymentChecker } from "./checker.js";
+import type { PaymentEvent } from "./engine.js";
+import { resolveNetwork, requireAddress, type AssetInfo, type NetworkInfo } from "../protocol/networks.js";
+import { resolvePrice, type AtomicPrice, type PriceInput, type ResolvedPrice } from "../protocol/price.js";
+import type { Store } from "../state/store.js";
+
+/** A price, or a function of the request returning one (dynamic pricing). */
+export type RoutePrice<Req> = PriceInput | ((req: Req) => PriceInput | Promise<PriceInput>);
+
+/** One priced route. */
+export interface RouteOptions<Req = unknown> {
+  /** "$0.20", "0.20", `{ amount: "200000", asset }`, or `(req) => price`. The amount offered is exactly the amount verified and charged. */
+  price: RoutePrice<Req>;
+  /** Human description, shown to clients in the 402 and in catalogs. */
+  description?: string;
+  /** MIME type of the paid response. Default "application/json". */
+  mimeType?: string;
+  /** Service id: lets prepaid `X-Payment-Token`s bought for this service pay this route. */
+  serviceId?: string;
+  /** Calls a prepaid payment for this service buys. Default 1. */
+  maxCalls?: number;
+  /** Lifetime of a prepaid payment for this service, in seconds. Default 86 400 (24 h). */
+  tokenTtl?: number;
+  /** Overrides the paywall's payTo for this route. */
+  payTo?: string;
+  /** Overrides the paywall's network for this route. */
+  network?: string;
+  /** Overrides the paywall's maxTimeoutSeconds. */
+  maxTimeoutSeconds?: number;
+  /** Overrides the paywall's settlement mode. */
+  settlement?: SettlementMode;
+  /** Absolute resource URL to advertise instead of the request's own URL. */
+  resource?: string;
+  /** JSON schema of the request body, advertised in the v1 `outputSchema.input`. */
+  inputSchema?: Record<string, unknown>;
+  /** JSON schema of the response, advertised in the v1 `outputSchema.output`. */
+  outputSchema?: Record<string, unknown>;
+  /** Whether discovery services may list this route. Default true. */
+  discoverable?: boolean;
+}
+
+/**
+ * `after` (default): verify → lock → run the handler with its response held →
+ * settle only if its status < 400 → send. `before`: settle, then run the handler.
+ */
+export type SettlementMode = "after" | "before";
+
+/** Options shared by `paywall()` and `requirePayment()`. */
+export interface PaymentOptions {
+  /** Address that receives payments. */
+  payTo: string;
+  /** Network as a v1 name ("base", "base-sepolia") or CAIP-2 id ("eip155:8453"). Default "base-sepolia". */
+  network?: string;
+  /** Asset for money prices, when not the network's USDC. */
+  asset?: AtomicPrice["asset"];
+  /** Seconds a client's authorization should stay valid. Default 300. */
+  maxTimeoutSeconds?: number;
+  /** Settlement mode. Default "after". */
+  settlement?: SettlementMode;
+  /** Moves the money: `relayerSettler(...)` or `facilitatorSettler(...)`. Required. */
+  settler: Settler;
+  /**
+   * Pre-handler check that the authorization is unused and funded. Default:
+   * on-chain via `rpcUrl` when given; `false` turns it off.
+   */
+  checker?: PaymentChecker | false;
+  /** JSON-RPC URL for the default on-chain check. */
+  rpcUrl?: string;
+  /** State: nonce locks, prepaid payments, ledger. Default: a new MemoryStore. */
+  store?: Store;
+  /** Public origin used in resource URLs, e.g. "https://api.example.com". Default: from the request (honours `trust proxy`). */
+  publicUrl?: string;
+  /** Accept prepaid `X-Payment-Token`s on routes with a serviceId. Default true. */
+  acceptTokens?: boolean;
+  /** Where the payments API is mounted, advertised in 402 answers. Default "/api/payments". */
+  paymentsPath?: string;
+  /** Receives payment events (metrics). Must not throw. */
+  onEvent?: (e: PaymentEvent) => void;
+}
+
+/** A route with its options validated and its static parts precomputed. */
+export interface ResolvedRoute<Req> {
+  key: string;
+  options: RouteOptions<Req>;
+  network: NetworkInfo;
+  payTo: Address;
+  asset: AssetInfo;
+  maxTimeoutSeconds: number;
+  settlement: SettlementMode;
+  /** Set when the price is static. */
+  staticPrice?: ResolvedPrice;
+  priceFn?: (req: Req) => PriceInput | Promise<PriceInput>;
+  mimeType: string;
+  description: string;
+  maxCalls: number;
+  tokenTtl: number;
+}
+
+const DEFAULT_NETWORK = "base-sepolia";
+
+/** Validate the shared options (without routes). */
+export function validateShared(o: PaymentOptions): void {
+  if (!o || typeof o !== "object") throw new ConfigError("options", "pass an options object.");
+  requireAddress(o.payTo, "payTo");
+  resolveNetwork(o.network ?? DEFAULT_NETWORK, "network");
+  if (!o.settler || typeof o.settler.settle !== "function") {
+    throw new ConfigError("settler", "is required: pass relayerSettler({ rpcUrl, privateKey }) or facilitatorSettler({ url }).");
+  }
+  if (o.settlement !== undefined && o.settlement !== "after" && o.settlement !== "before") {
+    throw new ConfigError("settlement", `must be "after" or "before", got ${JSON.stringify(o.settlement)}.`);
+  }
+  if (o.maxTimeoutSeconds !== undefined && (!Number.isInteger(o.maxTimeoutSeconds) || o.maxTimeoutSeconds < 10 || o.maxTimeoutSeconds > 86_400)) {
+    throw new ConfigError("maxTimeoutSeconds", "must be an integer from 10 to 86400.");
+  }
+  if (o.publicUrl !== undefined && !/^https?:\/\/[^/\s]+$/.test(o.publicUrl)) {
+    throw new ConfigError("publicUrl", `must be an origin like "https://api.example.com" (no path, no trailing slash), got ${JSON.stringify(o.publicUrl)}.`);
+  }
+}
+
+/** Validate one route and precompute what can be. */
+export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentOptions): ResolvedRoute<Req> {
+  const at = `routes[${JSON.stringify(key)}]`;
+  if (!r || typeof r !== "object") throw new ConfigError(at, "must be an object with at least { price }.");
+  if (r.price === undefined || r.price === null) throw new ConfigError(`${at}.price`, `is required, e.g. "$0.20".`);
+  const network = resolveNetwork(r.network ?? o.network ?? DEFAULT_NETWORK, r.network ? `${at}.network` : "network");
+  const payTo = requireAddress(r.payTo ?? o.payTo, r.payTo ? `${at}.payTo` : "payTo");
+  const defaultAsset = o.asset ? resolvePrice({ amount: "1", asset: o.asset }, undefined, "asset").asset : network.usdc;
+  const maxCalls = r.maxCalls ?? 1;
+  if (!Number.isInteger(maxCalls) || maxCalls < 1 || maxCalls > 1_000_000) throw new ConfigError(`${at}.maxCalls`, "must be an integer from 1 to 1000000.");
+  const tokenTtl = r.tokenTtl ?? 86_400;
+  if (!Number.isInteger(tokenTtl) || tokenTtl < 60 || tokenTtl > 31_536_000) throw new ConfigError(`${at}.tokenTtl`, "must be whole seconds from 60 to 31536000.");
+  if (r.serviceId !== undefined && !/^[a-z0-9][a-z0-9._-]{0,63}$/.test(r.serviceId)) {
+    throw new ConfigError(`${at}.serviceId`, "must be 1–64 characters of a-z, 0-9, '.', '_' or '-'.");
+  }
+  const maxTimeoutSeconds = r.maxTimeoutSeconds ?? o.maxTimeoutSeconds ?? 300;
+  const resolved: ResolvedRoute<Req> = {
+    key,
+    options: r,
+    network,
+    payTo,
+    asset: defaultAsset ?? (undefined as never),
+    maxTimeoutSeconds,
+    settlement: r.settlement ?? o.settlement ?? "after",
+    mimeType: r.mimeType ?? "application/json",
+    description: r.description ?? "",
+    maxCalls,
+    tokenTtl,
+  };
+  if (typeof r.price === "function") {
+    resolved.priceFn = r.price;
+    if (!defaultAsset) throw new ConfigError(`${at}.network`, `${network.caip2} has no default USDC; set the "asset" option.`);
+  } else {
+    resolved.staticPrice = resolvePrice(r.price, defaultAsset, `${at}.price`);
+    resolved.asset = resolved.staticPrice.asset;
+  }
+  return resolved;
+}

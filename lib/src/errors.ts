@@ -1,0 +1,70 @@
+/**
+ * Typed errors. Every error server402 throws or reports carries a stable
+ * machine-readable `code`; messages are for humans and may change.
+ */
+
+/** Base class of every error thrown by server402. */
+export class Server402Error extends Error {
+  /** Stable machine-readable code, e.g. `invalid_config`. */
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** Thrown at startup when options are invalid. The message says how to fix it. */
+export class ConfigError extends Server402Error {
+  /** The option path that is wrong, e.g. `routes["GET /x"].price`. */
+  readonly option: string;
+  constructor(option: string, message: string) {
+    super("invalid_config", `server402: invalid option ${option}: ${message}`);
+    this.option = option;
+  }
+}
+
+/**
+ * A payment was refused. `reason` is an x402 error reason string
+ * (e.g. `invalid_exact_evm_payload_signature`) or one of server402's own
+ * (e.g. `duplicate_payment`); it is what clients see.
+ */
+export class PaymentError extends Server402Error {
+  readonly reason: string;
+  /** HTTP status to answer with (402 unless noted). */
+  readonly status: number;
+  constructor(reason: string, message: string, status = 402, options?: { cause?: unknown }) {
+    super("payment_refused", message, options);
+    this.reason = reason;
+    this.status = status;
+  }
+}
+
+/** Settlement could not be completed (transfer failed, timed out or facilitator failed). */
+export class SettlementError extends Server402Error {
+  readonly reason: string;
+  /** Transaction hash when one was broadcast. */
+  readonly transaction?: string;
+  /** True when the outcome is unknown (broadcast, no receipt yet). */
+  readonly pending: boolean;
+  constructor(reason: string, message: string, opts: { transaction?: string; pending?: boolean; cause?: unknown } = {}) {
+    super("settlement_failed", message, { cause: opts.cause });
+    this.reason = reason;
+    this.transaction = opts.transaction;
+    this.pending = opts.pending ?? false;
+  }
+}
+
+/** A store backend failed (connection lost, disk error). */
+export class StoreError extends Server402Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("store_unavailable", message, options);
+  }
+}
+
+/** A chain RPC call failed or timed out. */
+export class ChainError extends Server402Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("chain_unavailable", message, options);
+  }
+}

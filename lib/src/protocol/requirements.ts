@@ -1,0 +1,65 @@
+/**
+ * What the server asks for: one resolved `Offer` per request, rendered as the
+ * v1 402 body entry and the v2 `PAYMENT-REQUIRED` header from the same values,
+ * so the amount offered is exactly the amount verified and charged.
+ */
+import type { Address } from "viem";
+import type { AssetInfo, NetworkInfo } from "./networks.js";
+import type { PaymentRequiredV2, PaymentRequirementsV1, PaymentRequirementsV2 } from "./types.js";
+
+/** Everything the server asks for one paid request. */
+export interface Offer {
+  network: NetworkInfo;
+  asset: AssetInfo;
+  /** Exact price in atomic units. */
+  amount: bigint;
+  payTo: Address;
+  maxTimeoutSeconds: number;
+  /** Absolute URL of the resource. */
+  resource: string;
+  description: string;
+  mimeType: string;
+  /** v1 `outputSchema` (always an object; v1 clients reject null). */
+  outputSchema: Record<string, unknown>;
+}
+
+/** The v1 `accepts` entry for an offer, or undefined when the network has no v1 name. */
+export function toRequirementsV1(offer: Offer): PaymentRequirementsV1 | undefined {
+  if (!offer.network.v1Name) return undefined;
+  return {
+    scheme: "exact",
+    network: offer.network.v1Name,
+    maxAmountRequired: offer.amount.toString(),
+    resource: offer.resource,
+    description: offer.description,
+    mimeType: offer.mimeType,
+    payTo: offer.payTo,
+    maxTimeoutSeconds: offer.maxTimeoutSeconds,
+    asset: offer.asset.address,
+    outputSchema: offer.outputSchema,
+    extra: { name: offer.asset.eip712Name, version: offer.asset.eip712Version },
+  };
+}
+
+/** The v2 requirements entry for an offer. */
+export function toRequirementsV2(offer: Offer): PaymentRequirementsV2 {
+  return {
+    scheme: "exact",
+    network: offer.network.caip2,
+    amount: offer.amount.toString(),
+    asset: offer.asset.address,
+    payTo: offer.payTo,
+    maxTimeoutSeconds: offer.maxTimeoutSeconds,
+    extra: { name: offer.asset.eip712Name, version: offer.asset.eip712Version },
+  };
+}
+
+/** The v2 PaymentRequired object for an offer. */
+export function toPaymentRequiredV2(offer: Offer, error: string): PaymentRequiredV2 {
+  return {
+    x402Version: 2,
+    error,
+    resource: { url: offer.resource, description: offer.description, mimeType: offer.mimeType },
+    accepts: [toRequirementsV2(offer)],
+  };
+}

@@ -1,0 +1,143 @@
+/**
+ * Local verification of an EIP-3009 TransferWithAuthorization: EIP-712 digest
+ * with a cached domain separator, public-key recovery with the native
+ * libsecp256k1 binding (`secp256k1` npm package) and a pure-JS fallback when
+ * the native module does not load. No network round trip.
+ */
+import { createRequire } from "node:module";
+import { concat, getAddress, hashDomain, keccak256, numberToHex, pad, recoverAddress, toBytes, toHex, type Address, type Hex } from "viem";
+import { PaymentError } from "../errors.js";
+import type { ExactAuthorization } from "../chain/settler.js";
+import type { AssetInfo } from "./networks.js";
+
+/** Seconds of validity the authorization must still have, as facilitators require. */
+export const VALID_BEFORE_MARGIN_SECONDS = 6n;
+
+const TYPE_HASH = keccak256(toBytes("TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"));
+/** secp256k1 group order / 2: signatures with a larger `s` are rejected on-chain (OpenZeppelin ECDSA). */
+const HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0n;
+
+interface NativeSecp256k1 {
+  ecdsaRecover(sig: Uint8Array, recid: number, msg32: Uint8Array, compressed: boolean): Uint8Array;
+}
+
+function loadNative(): NativeSecp256k1 | undefined {
+  if (process.env.SERVER402_PURE_JS_SECP256K1 === "1") return undefined;
+  try {
+    // The package's index falls back to JS silently; load the binding itself so we know which one runs.
+    return createRequire(import.meta.url)("secp256k1/bindings") as NativeSecp256k1;
+  } catch {
+    return undefined;
+  }
+}
+
+const native = loadNative();
+
+/** Which signature recovery backend is in use: `native` (libsecp256k1) or `js`. */
+export const recoveryBackend: "native" | "js" = native ? "native" : "js";
+
+const domainCache = new Map<string, Hex>();
+
+/** EIP-712 domain separator of an asset on a chain (cached). */
+export function domainSeparator(asset: AssetInfo, chainId: number): Hex {
+  const key = `${chainId}:${asset.address}:${asset.eip712Name}:${asset.eip712Version}`;
+  let sep = domainCache.get(key);
+  if (!sep) {
+    sep = hashDomain({
+      domain: { name: asset.eip712Name, version: asset.eip712Version, chainId: BigInt(chainId), verifyingContract: asset.address },
+      types: {
+        EIP712Domain: [
+          { name: "name", type: "string" },
+          { name: "version", type: "string" },
+          { name: "chainId", type: "uint256" },
+          { name: "verifyingContract", type: "address" },
+        ],
+      },
+    });
+    domainCache.set(key, sep);
+  }
+  return sep;
+}
+
+/** The EIP-712 digest a payer signs for `auth`. */
+export function authorizationDigest(auth: ExactAuthorization, asset: AssetInfo, chainId: number): Hex {
+  const structHash = keccak256(
+    concat([
+      TYPE_HASH,
+      pad(auth.from),
+      pad(auth.to),
+      numberToHex(auth.value, { size: 32 }),
+      numberToHex(auth.validAfter, { size: 32 }),
+      numberToHex(auth.validBefore, { size: 32 }),
+      auth.nonce,
+    ]),
+  );
+  return keccak256(concat(["0x1901", domainSeparator(asset, chainId), structHash]));
+}
+
+/**
+ * Recover the signer of a 65-byte signature over `digest`. Returns undefined
+ * for malformed or non-canonical (high-s) signatures.
+ */
+export async function recoverSigner(digest: Hex, signature: Hex): Promise<Address | undefined> {
+  const sig = toBytes(signature);
+  if (sig.length !== 65) return undefined;
+  let v = sig[64]!;
+  if (v >= 27) v -= 27;
+  if (v !== 0 && v !== 1) return undefined;
+  const s = BigInt(toHex(sig.subarray(32, 64)));
+  if (s === 0n || s > HALF_N) return undefined;
+  if (native) {
+    try {
+      const pub = native.ecdsaRecover(sig.subarray(0, 64), v, toBytes(digest), false);
+      return getAddress(`0x${keccak256(pub.subarray(1)).slice(-40)}`);
+    } catch {
+      return undefined;
+    }
+  }
+  try {
+    return await recoverAddress({ hash: digest, signature });
+  } catch {
+    return undefined;
+  }
+}
+
+/** What the authorization must satisfy. */
+export interface AuthorizationExpectation {
+  asset: AssetInfo;
+  chainId: number;
+  payTo: Address;
+  amount: bigint;
+  /** `exact`: value must equal amount (v2); `atLeast`: value ≥ amount (v1). */
+  amountRule: "exact" | "atLeast";
+  /** Current time in seconds. */
+  now: bigint;
+}
+
+/**
+ * Check an authorization and its signature locally. Throws PaymentError with
+ * the x402 reason of the first failed check; returns the verified payer.
+ */
+export async function verifyAuthorization(auth: ExactAuthorization, signature: Hex, exp: AuthorizationExpectation): Promise<Address> {
+  if (auth.to !== exp.payTo) {
+    throw new PaymentError("invalid_exact_evm_payload_recipient_mismatch", `authorization.to ${auth.to} is not the payTo address ${exp.payTo}.`);
+  }
+  if (exp.amountRule === "exact" ? auth.value !== exp.amount : auth.value < exp.amount) {
+    const reason = exp.amountRule === "exact" ? "invalid_exact_evm_payload_authorization_value_mismatch" : "invalid_exact_evm_payload_authorization_value";
+    throw new PaymentError(reason, `authorization.value ${auth.value} does not cover the price ${exp.amount}.`);
+  }
+  if (auth.validAfter > exp.now) {
+    throw new PaymentError("invalid_exact_evm_payload_authorization_valid_after", `authorization is not valid before ${auth.validAfter} (now ${exp.now}).`);
+  }
+  if (auth.validBefore < exp.now + VALID_BEFORE_MARGIN_SECONDS) {
+    throw new PaymentError("invalid_exact_evm_payload_authorization_valid_before", `authorization expires at ${auth.validBefore}; it must stay valid at least ${VALID_BEFORE_MARGIN_SECONDS} s after now (${exp.now}).`);
+  }
+  if (toBytes(signature).length !== 65) {
+    throw new PaymentError("invalid_exact_evm_payload_signature", "only 65-byte EOA signatures are verified locally; smart-wallet signatures need a facilitator.");
+  }
+  const signer = await recoverSigner(authorizationDigest(auth, exp.asset, exp.chainId), signature);
+  if (!signer || signer !== auth.from) {
+    throw new PaymentError("invalid_exact_evm_payload_signature", `the signature does not come from authorization.from ${auth.from} for this asset, chain and message.`);
+  }
+  return signer;
+}

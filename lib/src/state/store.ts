@@ -1,0 +1,131 @@
+/**
+ * The Store interface: every piece of state server402 keeps. Implementations:
+ * `MemoryStore` (tests, dev), `SqliteStore` (one durable file), `RedisStore`
+ * (shared by several instances). Every method must be atomic with respect to
+ * concurrent callers, in this process and (for shared stores) in others.
+ * The conformance suite in `test/store-conformance.ts` defines the behaviour.
+ *
+ * Times are milliseconds since the epoch (numbers). Money is integer strings.
+ */
+
+/** Status of a prepaid payment object. */
+export type PaymentStatus = "pending" | "paid" | "exhausted" | "expired";
+
+/** A prepaid payment object as stored (the token itself is never stored, only its hash). */
+export interface StoredPayment {
+  paymentId: string;
+  serviceId: string;
+  /** SHA-256 hex of the token. */
+  tokenHash: string;
+  /** Stored status: "pending" or "paid". "exhausted"/"expired" are derived at read time. */
+  status: "pending" | "paid";
+  /** Price of the whole payment in cents (USD). */
+  amountCents: number;
+  /** Price in the asset's smallest unit, integer string. */
+  amountAtomic: string;
+  currency: string;
+  billingMode: "per_call";
+  maxCalls: number;
+  /** Calls committed so far. */
+  callsUsed: number;
+  /** ms epoch. */
+  expiresAt: number;
+  createdAt: number;
+  paidAt?: number;
+  payTo: string;
+  provider?: string;
+  transaction?: string;
+  /** Network (CAIP-2) the payment was settled on, when on-chain. */
+  network?: string;
+  payer?: string;
+  /** Client address that created it (for abuse limits). */
+  createdBy?: string;
+}
+
+/** Why a token call could not be reserved. */
+export type ReserveFailure = "unknown_token" | "pending" | "expired" | "exhausted" | "wrong_service";
+
+export type ReserveResult =
+  | { ok: true; payment: StoredPayment; reservationId: string }
+  | { ok: false; reason: ReserveFailure; payment?: StoredPayment };
+
+/** One durable record of money received. */
+export interface LedgerEntry {
+  /** Assigned by the store, increasing. */
+  id?: number;
+  time: number;
+  method: "x402" | "token";
+  payer: string;
+  /** Atomic units, integer string. */
+  amount: string;
+  asset: string;
+  network: string;
+  transaction?: string;
+  resource: string;
+  serviceId?: string;
+  /** For `token`: the paymentId. */
+  paymentId?: string;
+}
+
+/** State of an x402 authorization nonce lock. */
+export type NonceState = "locked" | "settled" | "pending";
+
+export interface Store {
+  /**
+   * Claim the lock for an x402 authorization, key `asset:from:nonce` (lower-case).
+   * Returns true only for the one caller that created it. The lock lives until
+   * `expiresAt` (the authorization's validBefore plus a margin), after which the
+   * authorization is worthless anyway.
+   */
+  claimNonce(key: string, expiresAt: number): Promise<boolean>;
+  /** Release a claimed lock (the request failed, nothing was charged) so the authorization may be retried. Only a `locked` nonce is released. */
+  releaseNonce(key: string): Promise<void>;
+  /** Record the final state of a claimed nonce (`settled`, or `pending` when the receipt did not arrive). */
+  setNonceState(key: string, state: Exclude<NonceState, "locked">, transaction?: string): Promise<void>;
+  /** Current state of a nonce, or undefined. */
+  getNonce(key: string): Promise<{ state: NonceState; transaction?: string } | undefined>;
+
+  /** Insert a new payment. Throws if paymentId or tokenHash exists. */
+  createPayment(payment: StoredPayment): Promise<void>;
+  getPayment(paymentId: string): Promise<StoredPayment | undefined>;
+  /**
+   * Atomically move a payment from pending to paid. Returns the payment and
+   * `changed: true` for the one caller that did it; `changed: false` if it was
+   * already paid (or undefined if unknown).
+   */
+  markPaid(paymentId: string, paid: { paidAt: number; transaction?: string; provider?: string; network?: string; payer?: string }): Promise<{ payment: StoredPayment; changed: boolean } | undefined>;
+  /** Number of payments still pending and not expired at `now`. */
+  countPending(now: number): Promise<number>;
+
+  /**
+   * Atomically reserve one call on the payment whose token hashes to `tokenHash`
+   * for `serviceId`: succeeds only if it is paid, not expired at `now`, and
+   * `callsUsed + live reservations < maxCalls`. The reservation lapses at
+   * `now + leaseMs` unless committed or released (a crashed process gives the call back).
+   */
+  reserveCall(tokenHash: string, serviceId: string, now: number, leaseMs: number): Promise<ReserveResult>;
+  /**
+   * Turn a reservation into a used call. A lapsed reservation that nobody reclaimed still commits.
+   * Returns false if the reservation is unknown (released, or lapsed and reclaimed by another reserve).
+   */
+  commitCall(reservationId: string): Promise<boolean>;
+  /** Give a reserved call back. Idempotent. */
+  releaseCall(reservationId: string): Promise<void>;
+
+  /** Append a ledger record; returns its id. */
+  appendLedger(entry: LedgerEntry): Promise<number>;
+  /** Read ledger records with id > `afterId`, oldest first, at most `limit`. */
+  listLedger(opts?: { afterId?: number; limit?: number }): Promise<LedgerEntry[]>;
+
+  /** Cheap round trip proving the backend is reachable. */
+  ping(): Promise<void>;
+  /** Close connections / file handles. */
+  close(): Promise<void>;
+}
+
+/** Derive the public status of a stored payment at time `now`. */
+export function paymentStatus(p: StoredPayment, now: number): "pending" | "paid" | "exhausted" | "expired" {
+  if (p.status === "paid" && p.callsUsed >= p.maxCalls) return "exhausted";
+  if (now >= p.expiresAt) return "expired";
+  return p.status;
+}

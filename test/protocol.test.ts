@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { ConfigError, PaymentError, decodeHeader, encodeHeader, findNetwork, parseMoney, resolvePrice } from "server402";
+import { compileRoute, normalizePath, RouteTable } from "../lib/src/adapters/routes.js";
+
+describe("price parsing (exact integer math)", () => {
+  it("converts money strings without floating point", () => {
+    assert.equal(parseMoney("$0.20", 6), 200000n);
+    assert.equal(parseMoney("0.20", 6), 200000n);
+    assert.equal(parseMoney("$1", 6), 1000000n);
+    assert.equal(parseMoney("$0.0079", 6), 7900n); // x402-express 1.2.0 emits 7900.000000000001
+    assert.equal(parseMoney("$0.0157", 6), 15700n);
+    assert.equal(parseMoney(0.2, 6), 200000n);
+    assert.equal(parseMoney("123456789.123456", 6), 123456789123456n);
+  });
+  it("every price 0.0001–9.9999 converts to an exact integer", () => {
+    for (let i = 1; i < 100000; i++) {
+      const s = `${Math.floor(i / 10000)}.${String(i % 10000).padStart(4, "0")}`;
+      assert.equal(parseMoney(s, 6), BigInt(i) * 100n, s);
+    }
+  });
+  it("refuses more decimals than the asset, zero, negatives and junk with a fix-it message", () => {
+    assert.throws(() => parseMoney("$0.0000001", 6), (e: unknown) => e instanceof ConfigError && /7 decimals but the asset has only 6/.test(e.message));
+    assert.throws(() => parseMoney("$0", 6), /greater than zero/);
+    assert.throws(() => parseMoney("-1", 6), /not a money amount/);
+    assert.throws(() => parseMoney("1e3", 6), /not a money amount/);
+    assert.throws(() => parseMoney(1e-7, 6), /cannot be written exactly/);
+  });
+  it("resolves atomic prices with an explicit asset", () => {
+    const p = resolvePrice({ amount: "42", asset: { address: "0x036cbd53842c5426634e7929541ec2318f3dcf7e", decimals: 6, eip712: { name: "USDC", version: "2" } } }, undefined);
+    assert.equal(p.amount, 42n);
+    assert.equal(p.asset.address, "0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+    assert.throws(() => resolvePrice({ amount: "4.2", asset: p.asset as never }, undefined), /positive integer string/);
+  });
+});
+
+describe("networks", () => {
+  it("resolves v1 names and CAIP-2 ids to the same network", () => {
+    assert.equal(findNetwork("base-sepolia"), findNetwork("eip155:84532"));
+    assert.equal(findNetwork("base")?.usdc?.eip712Name, "USD Coin");
+    assert.equal(findNetwork("base-sepolia")?.usdc?.eip712Name, "USDC");
+    assert.equal(findNetwork("eip155:999")?.chainId, 999);
+    assert.equal(findNetwork("solana"), undefined);
+  });
+});
+
+describe("route keys", () => {
+  const t = new RouteTable({ "POST /api/tools/face": 1, "/api/*": 2, "GET /items/:id": 3, "/items/[id]/raw": 4, "/exact": 5 });
+  it("matches verbs, wildcards, :param and [param], most specific first", () => {
+    assert.equal(t.match("POST", "/api/tools/face")?.value, 1);
+    assert.equal(t.match("GET", "/api/tools/face")?.value, 2);
+    assert.equal(t.match("GET", "/api")?.value, 2);
+    assert.equal(t.match("GET", "/items/7")?.value, 3);
+    assert.equal(t.match("HEAD", "/items/7")?.value, 3);
+    assert.equal(t.match("POST", "/items/7"), undefined);
+    assert.equal(t.match("PUT", "/items/7/raw")?.value, 4);
+    assert.equal(t.match("GET", "/EXACT")?.value, 5);
+    assert.equal(t.match("GET", "/exactly"), undefined);
+  });
+  it("normalises paths", () => {
+    assert.equal(normalizePath("//api//tools/face/?x=1"), "/api/tools/face");
+    assert.equal(normalizePath("/a%20b"), "/a b");
+    assert.equal(normalizePath("\\api\\x"), "/api/x");
+  });
+  it("refuses malformed keys", () => {
+    assert.throws(() => compileRoute("FETCH /x", 1), ConfigError);
+    assert.throws(() => compileRoute("no-slash", 1), ConfigError);
+  });
+});
+
+describe("header encoding", () => {
+  it("round-trips and decodes strictly", () => {
+    assert.deepEqual(decodeHeader(encodeHeader({ a: 1 }), "X"), { a: 1 });
+    for (const bad of ["%%%", "abc", Buffer.from("not json").toString("base64"), Buffer.from("[1]").toString("base64"), "A".repeat(9000)]) {
+      assert.throws(() => decodeHeader(bad, "X-PAYMENT"), (e: unknown) => e instanceof PaymentError && e.reason === "invalid_payload" && /X-PAYMENT/.test(e.message));
+    }
+  });
+});
