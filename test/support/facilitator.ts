@@ -1,0 +1,73 @@
+/**
+ * A real x402 facilitator on the dev chain, for tests and the bench: v1
+ * bodies go to the `x402@1.2.0` facilitator functions, v2 bodies to
+ * `@x402/core` + `@x402/evm` 2.x. Counts calls per endpoint.
+ */
+import express from "express";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { publicActions } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+import { verify as verifyV1, settle as settleV1 } from "x402/facilitator";
+import { x402Facilitator } from "@x402/core/facilitator";
+import { ExactEvmScheme } from "@x402/evm/exact/facilitator";
+import { toFacilitatorEvmSigner } from "@x402/evm";
+import type { DevChain } from "server402/devchain";
+import { payerWallet } from "./paid-app.js";
+
+export interface TestFacilitator {
+  url: string;
+  calls: { verify: number; settle: number; supported: number };
+  /** Make every endpoint answer like this instead (fault injection). */
+  fault?: "down" | "garbage" | "hang" | "refuse";
+  close(): Promise<void>;
+}
+
+export async function startFacilitator(chain: DevChain): Promise<TestFacilitator> {
+  const wallet = payerWallet(chain, chain.accounts.relayer.privateKey).extend(publicActions);
+  const account = privateKeyToAccount(chain.accounts.relayer.privateKey);
+  const v2 = new x402Facilitator().register(
+    `eip155:${chain.chainId}`,
+    new ExactEvmScheme(toFacilitatorEvmSigner({ ...(wallet as never as object), address: account.address } as never)),
+  );
+  const calls = { verify: 0, settle: 0, supported: 0 };
+  const state: TestFacilitator = { url: "", calls, close: async () => {} };
+  const app = express();
+  app.use(express.json());
+  app.use((req, res, next) => {
+    if (state.fault === "garbage") return void res.status(200).type("text/plain").send("<html>oops</html>");
+    if (state.fault === "hang") return;
+    if (state.fault === "down") return void res.socket?.destroy();
+    next();
+  });
+  app.get("/supported", (_req, res) => {
+    calls.supported++;
+    res.json({ kinds: [{ x402Version: 1, scheme: "exact", network: "base-sepolia" }, { x402Version: 2, scheme: "exact", network: `eip155:${chain.chainId}` }] });
+  });
+  app.post("/verify", async (req, res) => {
+    calls.verify++;
+    if (state.fault === "refuse") return void res.json({ isValid: false, invalidReason: "insufficient_funds" });
+    const { paymentPayload, paymentRequirements } = req.body;
+    try {
+      res.json(paymentPayload.x402Version === 1 ? await verifyV1(wallet as never, paymentPayload, paymentRequirements) : await v2.verify(paymentPayload, paymentRequirements));
+    } catch (err) {
+      res.status(500).json({ isValid: false, invalidReason: "unexpected_verify_error", invalidMessage: String(err) });
+    }
+  });
+  app.post("/settle", async (req, res) => {
+    calls.settle++;
+    if (state.fault === "refuse") return void res.json({ success: false, errorReason: "insufficient_funds", transaction: "", network: "base-sepolia" });
+    const { paymentPayload, paymentRequirements } = req.body;
+    try {
+      res.json(paymentPayload.x402Version === 1 ? await settleV1(wallet as never, paymentPayload, paymentRequirements) : await v2.settle(paymentPayload, paymentRequirements));
+    } catch (err) {
+      res.json({ success: false, errorReason: "unexpected_settle_error", errorMessage: String(err).slice(0, 200), transaction: "", network: paymentRequirements?.network ?? "" });
+    }
+  });
+  const server: Server = await new Promise((r) => {
+    const s = app.listen(0, "127.0.0.1", () => r(s));
+  });
+  state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  state.close = () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); });
+  return state;
+}
