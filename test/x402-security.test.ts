@@ -38,7 +38,7 @@ describe("x402 replay protection and bad input (real chain)", function () {
   it("50 concurrent copies of one payment: exactly 1 handler run and 1 transfer", async () => {
     for (const version of [1, 2] as const) {
       const parts = { ...base, privateKey: chain.accounts.payers[version]!.privateKey };
-      const header = version === 1 ? { "x-payment": await v1Header(parts) } : { "payment-signature": await v2Header(parts) };
+      const header: Record<string, string> = version === 1 ? { "x-payment": await v1Header(parts) } : { "payment-signature": await v2Header(parts) };
       const runs = app.runs.weather ?? 0;
       const before = await chain.balanceOf(chain.accounts.payTo.address);
       const results = await Promise.all(Array.from({ length: 50 }, () => get(header).then(async (r) => ({ status: r.status, body: await r.json() }))));
