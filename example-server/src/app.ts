@@ -1,0 +1,124 @@
+/**
+ * The example server's Express app: face comparison priced with server402,
+ * the prepaid payments API, and JSON errors for everything that goes wrong.
+ */
+import express, { type ErrorRequestHandler, type Express, type Request } from "express";
+import { paymentsRouter, paywall, type PaymentEvent, type PaywallMiddleware, type RouteOptions, type Settler, type Store, type PaymentChecker } from "server402";
+import { compareHandler, validateFaceRequest, type CompareDeps } from "./face/compare.js";
+import { services } from "./service.js";
+import type { Config } from "./config.js";
+import type { FaceEngine } from "./engine/types.js";
+
+export interface AppDeps {
+  config: Config;
+  payTo: string;
+  store: Store;
+  settler: Settler;
+  /** Pre-handler check; default on-chain through config.rpcUrl. */
+  checker?: PaymentChecker | false;
+  rpcUrl?: string;
+  engine: FaceEngine;
+  onEvent?: (e: PaymentEvent) => void;
+  /** Called with unexpected errors (for logs). */
+  onError?: (err: unknown, req?: Request) => void;
+}
+
+export interface App {
+  app: Express;
+  paywall: PaywallMiddleware;
+}
+
+/** The paywall route table, generated from the service definitions. */
+export function routeTable(): Record<string, RouteOptions<Request>> {
+  const routes: Record<string, RouteOptions<Request>> = {};
+  for (const s of services) {
+    for (const path of [s.endpoint, ...s.legacyEndpoints]) {
+      routes[`${s.method} ${path}`] = {
+        price: s.price,
+        description: s.description,
+        mimeType: "application/json",
+        serviceId: s.id,
+        maxCalls: s.maxCalls,
+        tokenTtl: s.tokenTtlSeconds,
+        inputSchema: s.inputSchema as unknown as Record<string, unknown>,
+        outputSchema: s.outputSchema as unknown as Record<string, unknown>,
+      };
+    }
+  }
+  return routes;
+}
+
+/** Build the app (no listening). */
+export function createApp(deps: AppDeps): App {
+  const { config } = deps;
+  const app = express();
+  app.disable("x-powered-by");
+  if (config.publicUrl === undefined) app.set("trust proxy", "loopback");
+
+  const pw = paywall({
+    payTo: deps.payTo,
+    network: config.network,
+    settler: deps.settler,
+    settlement: config.settlement,
+    store: deps.store,
+    rpcUrl: deps.rpcUrl,
+    checker: deps.checker,
+    publicUrl: config.publicUrl,
+    onEvent: deps.onEvent,
+    routes: routeTable(),
+  });
+
+  const compareDeps: CompareDeps = {
+    engine: deps.engine,
+    imageAllowHosts: config.imageAllowHosts,
+    imageMaxBytes: config.imageMaxBytes,
+    imageTimeoutMs: config.imageTimeoutMs,
+    compareTimeoutMs: config.compareTimeoutMs,
+  };
+  const faceJson = express.json({ limit: config.bodyLimitBytes, type: () => true });
+  for (const s of services) {
+    const paths = [s.endpoint, ...s.legacyEndpoints];
+    app.post(paths, faceJson, validateFaceRequest(config.imageMaxBytes));
+  }
+  app.use(paymentsRouter({ paywall: pw, adminKey: config.adminKey }));
+  app.use(pw);
+  for (const s of services) {
+    app.post([s.endpoint, ...s.legacyEndpoints], compareHandler(compareDeps, (err) => deps.onError?.(err)));
+  }
+
+  app.get("/api/devchain", (_req, res) => {
+    const chain = app.locals.devchain as import("server402/devchain").DevChain | undefined;
+    if (!chain) return void res.status(404).json({ error: "not_found", message: "no embedded dev chain runs on this server." });
+    res.json({
+      rpcUrl: chain.rpcUrl,
+      chainId: chain.chainId,
+      usdc: chain.usdc,
+      payTo: chain.accounts.payTo.address,
+      note: "anvil's public test accounts; their keys are worthless outside this dev chain.",
+      payers: chain.accounts.payers.map((p) => ({ address: p.address, privateKey: p.privateKey })),
+    });
+  });
+
+  app.use((req, res) => {
+    res.status(404).json({ error: "not_found", message: `no route ${req.method} ${req.path.slice(0, 200)}; see /api/services.` });
+  });
+  app.use(errorHandler(deps.onError));
+  return { app, paywall: pw };
+}
+
+/** JSON for every error: body-parser's 400/413, and a last-resort 500 that never leaks internals. */
+export function errorHandler(onError?: (err: unknown, req?: Request) => void): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    const e = err as { type?: string; status?: number; expose?: boolean; message?: string };
+    let status = 500;
+    let code = "internal_error";
+    let message = "unexpected server error";
+    if (e?.type === "entity.too.large") [status, code, message] = [413, "body_too_large", "the request body is larger than allowed."];
+    else if (e?.type === "entity.parse.failed") [status, code, message] = [400, "invalid_json", "the request body is not valid JSON."];
+    else if (e?.type === "encoding.unsupported" || e?.type === "charset.unsupported") [status, code, message] = [415, "unsupported_encoding", e.message ?? "unsupported encoding"];
+    else if (typeof e?.status === "number" && e.status >= 400 && e.status < 500 && e.expose) [status, code, message] = [e.status, "bad_request", e.message ?? "bad request"];
+    if (status === 500) onError?.(err, req);
+    if (res.headersSent) return void res.destroy();
+    res.status(status).set("Cache-Control", "no-store").json({ error: code, message });
+  };
+}
