@@ -103,7 +103,14 @@ export function paymentsRouter(opts: PaymentsRouterOptions): Router {
   }
 
   const router = express.Router();
-  const body = express.json({ limit: "4kb" });
+  const parse = express.json({ limit: "4kb" });
+  /** JSON body parsing whose failures answer JSON 400/413 here instead of reaching the app's error handler. */
+  const body = (req: Request, res: Response, next: (err?: unknown) => void) =>
+    parse(req, res, (err?: unknown) => {
+      if (!err) return next();
+      const tooLarge = (err as { type?: string }).type === "entity.too.large";
+      json(res, tooLarge ? 413 : 400, { error: tooLarge ? "body_too_large" : "invalid_json", message: tooLarge ? "the body is larger than 4 KB." : "the body is not valid JSON." });
+    });
 
   router.post(base, body, async (req, res, next) => {
     try {
