@@ -1,0 +1,200 @@
+/**
+ * In-process store for tests, development and single-instance servers that
+ * can afford to lose state on restart. Every operation runs synchronously
+ * inside one tick, so each is atomic. Expired state is dropped lazily and by
+ * an unref'd timer, so memory stays bounded under sustained traffic.
+ */
+import type { LedgerEntry, NonceState, ReserveResult, Store, StoredPayment } from "./store.js";
+import {
+  DEFAULT_LEDGER_LIMIT,
+  DEFAULT_PAYMENT_RETENTION_MS,
+  RESERVATION_GC_MS,
+  duplicatePaymentError,
+  ledgerBody,
+  reserveRejection,
+} from "./shared.js";
+import { newReservationId, reservationPaymentId } from "./tokens.js";
+
+/** Options of `MemoryStore`. */
+export interface MemoryStoreOptions {
+  /** How often expired nonces, lapsed reservations and old payments are dropped. Default 10 000 ms. */
+  sweepIntervalMs?: number;
+  /** How long a payment is kept after it expires. Default 30 days. */
+  paymentRetentionMs?: number;
+  /** Ledger entries kept; the oldest are dropped beyond this (memory is not a durable ledger anyway). Default 10 000. */
+  maxLedgerEntries?: number;
+}
+
+interface NonceRecord {
+  state: NonceState;
+  transaction?: string;
+  expiresAt: number;
+}
+
+/** A `Store` kept in this process's memory. Not shared, not durable. */
+export class MemoryStore implements Store {
+  private readonly nonces = new Map<string, NonceRecord>();
+  private readonly payments = new Map<string, StoredPayment>();
+  /** tokenHash → paymentId */
+  private readonly tokens = new Map<string, string>();
+  /** paymentId → (reservationId → lease end) */
+  private readonly leases = new Map<string, Map<string, number>>();
+  private readonly ledger: LedgerEntry[] = [];
+  private nextLedgerId = 1;
+  private readonly retentionMs: number;
+  private readonly maxLedger: number;
+  private timer?: NodeJS.Timeout;
+
+  constructor(opts: MemoryStoreOptions = {}) {
+    this.retentionMs = opts.paymentRetentionMs ?? DEFAULT_PAYMENT_RETENTION_MS;
+    this.maxLedger = opts.maxLedgerEntries ?? 10_000;
+    this.timer = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 10_000);
+    this.timer.unref();
+  }
+
+  /**
+   * Drop expired nonce locks, reservations lapsed longer than an hour ago and
+   * payments past their retention. Runs periodically; callable directly.
+   */
+  sweep(now = Date.now()): void {
+    for (const [key, n] of this.nonces) if (n.expiresAt <= now) this.nonces.delete(key);
+    for (const [paymentId, leases] of this.leases) {
+      for (const [id, until] of leases) if (until + RESERVATION_GC_MS <= now) leases.delete(id);
+      if (leases.size === 0) this.leases.delete(paymentId);
+    }
+    for (const [paymentId, p] of this.payments) {
+      if (p.expiresAt + this.retentionMs > now) continue;
+      this.payments.delete(paymentId);
+      this.tokens.delete(p.tokenHash);
+      this.leases.delete(paymentId);
+    }
+  }
+
+  /** Number of entries held in each collection (for monitoring and tests). */
+  stats(): { nonces: number; payments: number; reservations: number; ledger: number } {
+    let reservations = 0;
+    for (const l of this.leases.values()) reservations += l.size;
+    return { nonces: this.nonces.size, payments: this.payments.size, reservations, ledger: this.ledger.length };
+  }
+
+  private liveNonce(key: string): NonceRecord | undefined {
+    const n = this.nonces.get(key);
+    if (n && n.expiresAt <= Date.now()) {
+      this.nonces.delete(key);
+      return undefined;
+    }
+    return n;
+  }
+
+  async claimNonce(key: string, expiresAt: number): Promise<boolean> {
+    if (this.liveNonce(key)) return false;
+    this.nonces.set(key, { state: "locked", expiresAt });
+    return true;
+  }
+
+  async releaseNonce(key: string): Promise<void> {
+    if (this.nonces.get(key)?.state === "locked") this.nonces.delete(key);
+  }
+
+  async setNonceState(key: string, state: Exclude<NonceState, "locked">, transaction?: string): Promise<void> {
+    const n = this.liveNonce(key);
+    if (!n) return;
+    n.state = state;
+    n.transaction = transaction;
+  }
+
+  async getNonce(key: string): Promise<{ state: NonceState; transaction?: string } | undefined> {
+    const n = this.liveNonce(key);
+    if (!n) return undefined;
+    return n.transaction === undefined ? { state: n.state } : { state: n.state, transaction: n.transaction };
+  }
+
+  async createPayment(payment: StoredPayment): Promise<void> {
+    if (this.payments.has(payment.paymentId) || this.tokens.has(payment.tokenHash)) throw duplicatePaymentError(payment.paymentId);
+    this.payments.set(payment.paymentId, { ...payment });
+    this.tokens.set(payment.tokenHash, payment.paymentId);
+  }
+
+  async getPayment(paymentId: string): Promise<StoredPayment | undefined> {
+    const p = this.payments.get(paymentId);
+    return p && { ...p };
+  }
+
+  async markPaid(
+    paymentId: string,
+    paid: { paidAt: number; transaction?: string; provider?: string; network?: string; payer?: string },
+  ): Promise<{ payment: StoredPayment; changed: boolean } | undefined> {
+    const p = this.payments.get(paymentId);
+    if (!p) return undefined;
+    if (p.status === "paid") return { payment: { ...p }, changed: false };
+    p.status = "paid";
+    for (const [k, v] of Object.entries(paid)) if (v !== undefined) (p as unknown as Record<string, unknown>)[k] = v;
+    return { payment: { ...p }, changed: true };
+  }
+
+  async countPending(now: number): Promise<number> {
+    let n = 0;
+    for (const p of this.payments.values()) if (p.status === "pending" && p.expiresAt > now) n++;
+    return n;
+  }
+
+  async reserveCall(tokenHash: string, serviceId: string, now: number, leaseMs: number): Promise<ReserveResult> {
+    const paymentId = this.tokens.get(tokenHash);
+    const p = paymentId === undefined ? undefined : this.payments.get(paymentId);
+    if (!p) return { ok: false, reason: "unknown_token" };
+    let leases = this.leases.get(p.paymentId);
+    if (leases) for (const [id, until] of leases) if (until <= now) leases.delete(id);
+    const reason = reserveRejection(p, serviceId, now, leases?.size ?? 0);
+    if (reason) return { ok: false, reason, payment: { ...p } };
+    if (!leases) this.leases.set(p.paymentId, (leases = new Map()));
+    const reservationId = newReservationId(p.paymentId);
+    leases.set(reservationId, now + leaseMs);
+    return { ok: true, payment: { ...p }, reservationId };
+  }
+
+  async commitCall(reservationId: string): Promise<boolean> {
+    const paymentId = reservationPaymentId(reservationId);
+    const leases = paymentId === undefined ? undefined : this.leases.get(paymentId);
+    if (!leases?.delete(reservationId)) return false;
+    if (leases.size === 0) this.leases.delete(paymentId!);
+    const p = this.payments.get(paymentId!);
+    if (!p) return false;
+    p.callsUsed++;
+    return true;
+  }
+
+  async releaseCall(reservationId: string): Promise<void> {
+    const paymentId = reservationPaymentId(reservationId);
+    const leases = paymentId === undefined ? undefined : this.leases.get(paymentId);
+    if (leases?.delete(reservationId) && leases.size === 0) this.leases.delete(paymentId!);
+  }
+
+  async appendLedger(entry: LedgerEntry): Promise<number> {
+    const id = this.nextLedgerId++;
+    this.ledger.push({ ...ledgerBody(entry), id });
+    // Trim in chunks so appends stay O(1) amortised.
+    if (this.ledger.length > this.maxLedger + Math.max(16, this.maxLedger >> 4)) this.ledger.splice(0, this.ledger.length - this.maxLedger);
+    return id;
+  }
+
+  async listLedger(opts: { afterId?: number; limit?: number } = {}): Promise<LedgerEntry[]> {
+    const afterId = opts.afterId ?? 0;
+    const limit = opts.limit ?? DEFAULT_LEDGER_LIMIT;
+    // Ids are increasing: binary search the first entry with id > afterId.
+    let lo = 0;
+    let hi = this.ledger.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.ledger[mid].id! <= afterId) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.ledger.slice(lo, lo + Math.max(0, limit)).map((e) => ({ ...e }));
+  }
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * Pure helpers shared by the store implementations: record mapping, the
+ * reserve decision, error wrapping and common defaults.
+ */
+import { Server402Error, StoreError } from "../errors.js";
+import { paymentStatus, type LedgerEntry, type ReserveFailure, type StoredPayment } from "./store.js";
+
+/** Default time a payment is kept after it expires before a store may delete it (30 days). */
+export const DEFAULT_PAYMENT_RETENTION_MS = 30 * 24 * 3600_000;
+
+/**
+ * A reservation whose lease ended more than this long ago may be deleted by
+ * housekeeping even if no reserve on its payment reclaimed it; committing it
+ * afterwards returns false.
+ */
+export const RESERVATION_GC_MS = 3600_000;
+
+/** `listLedger` page size when no limit is given. */
+export const DEFAULT_LEDGER_LIMIT = 1000;
+
+const NUMBER_FIELDS = ["amountCents", "maxCalls", "callsUsed", "expiresAt", "createdAt"] as const;
+const STRING_FIELDS = ["paymentId", "serviceId", "tokenHash", "status", "amountAtomic", "currency", "billingMode", "payTo"] as const;
+const OPTIONAL_STRING_FIELDS = ["provider", "transaction", "network", "payer", "createdBy"] as const;
+
+/** The fields of a payment as a flat record, undefined ones left out. */
+export function paymentToRecord(p: StoredPayment): Record<string, string | number> {
+  const r: Record<string, string | number> = {};
+  for (const [k, v] of Object.entries(p)) if (v !== undefined && v !== null) r[k] = v as string | number;
+  return r;
+}
+
+/**
+ * A payment from a flat record (an SQLite row or a Redis hash): numbers are
+ * coerced, null or missing optional fields are left out.
+ */
+export function paymentFromRecord(r: Record<string, unknown>): StoredPayment {
+  const p: Record<string, unknown> = {};
+  for (const k of STRING_FIELDS) p[k] = String(r[k]);
+  for (const k of NUMBER_FIELDS) p[k] = Number(r[k]);
+  if (r.paidAt !== undefined && r.paidAt !== null) p.paidAt = Number(r.paidAt);
+  for (const k of OPTIONAL_STRING_FIELDS) if (r[k] !== undefined && r[k] !== null) p[k] = String(r[k]);
+  return p as unknown as StoredPayment;
+}
+
+/** A ledger entry without undefined fields and without `id` (which the store assigns). */
+export function ledgerBody(entry: LedgerEntry): Omit<LedgerEntry, "id"> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(entry)) if (k !== "id" && v !== undefined && v !== null) out[k] = v;
+  return out as Omit<LedgerEntry, "id">;
+}
+
+/**
+ * Why a call on `p` cannot be reserved for `serviceId` at `now` when `live`
+ * unlapsed reservations exist, or undefined if it can.
+ */
+export function reserveRejection(p: StoredPayment, serviceId: string, now: number, live: number): ReserveFailure | undefined {
+  if (p.serviceId !== serviceId) return "wrong_service";
+  const status = paymentStatus(p, now);
+  if (status !== "paid") return status;
+  if (p.callsUsed + live >= p.maxCalls) return "exhausted";
+  return undefined;
+}
+
+/** The error `createPayment` throws when the payment id or token hash already exists. */
+export function duplicatePaymentError(paymentId: string): Server402Error {
+  return new Server402Error("duplicate_payment", `server402: payment ${paymentId} (or its token) already exists`);
+}
+
+/** Wrap a backend failure in `StoreError`; server402's own errors pass through. */
+export function toStoreError(store: string, op: string, err: unknown): Server402Error {
+  if (err instanceof Server402Error) return err;
+  const msg = err instanceof Error ? err.message : String(err);
+  return new StoreError(`server402: ${store} ${op} failed: ${msg}`, { cause: err });
+}

@@ -1,0 +1,368 @@
+/**
+ * Durable store in one SQLite file (better-sqlite3, WAL journal). Several
+ * processes may open the same file: every multi-step operation runs in a
+ * `BEGIN IMMEDIATE` transaction, so they stay consistent. better-sqlite3 is
+ * synchronous; calls block the event loop for microseconds (longer while
+ * waiting up to `busyTimeoutMs` for another process's write lock).
+ */
+import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname } from "node:path";
+import type BetterSqlite3 from "better-sqlite3";
+import { ConfigError, StoreError } from "../errors.js";
+import type { LedgerEntry, NonceState, ReserveResult, Store, StoredPayment } from "./store.js";
+import {
+  DEFAULT_LEDGER_LIMIT,
+  DEFAULT_PAYMENT_RETENTION_MS,
+  RESERVATION_GC_MS,
+  duplicatePaymentError,
+  ledgerBody,
+  paymentFromRecord,
+  paymentToRecord,
+  reserveRejection,
+  toStoreError,
+} from "./shared.js";
+import { newReservationId, reservationPaymentId } from "./tokens.js";
+
+/** Options of `SqliteStore`. */
+export interface SqliteStoreOptions {
+  /** Database file. Its directory is created if missing. */
+  path: string;
+  /** How long to wait for another process's write lock before failing. Default 5000 ms. */
+  busyTimeoutMs?: number;
+  /**
+   * SQLite `synchronous` level of the frequent writes (reserve, commit, nonce
+   * claims). With WAL, `"normal"` (default) makes every commit survive a
+   * killed process (kill -9) but not an OS crash or power loss; `"full"` also
+   * survives those at the cost of one fsync per write (about 10x slower on a
+   * typical disk). Writes that record money (createPayment, markPaid,
+   * setNonceState, appendLedger) always run with `synchronous = FULL`.
+   */
+  synchronous?: "full" | "normal";
+  /** How long a payment is kept after it expires. Default 30 days. */
+  paymentRetentionMs?: number;
+  /** How often expired nonces, old reservations and old payments are deleted. Default 60 000 ms. */
+  sweepIntervalMs?: number;
+}
+
+/** Schema version this code writes; stored in `meta.schema_version`. */
+export const SQLITE_SCHEMA_VERSION = 1;
+
+/** Migrations: entry i brings the schema from version i to i + 1. */
+const MIGRATIONS = [
+  `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+  CREATE TABLE nonces (
+    key TEXT PRIMARY KEY, state TEXT NOT NULL, "transaction" TEXT, expiresAt INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX nonces_expiry ON nonces (expiresAt);
+  CREATE TABLE payments (
+    paymentId TEXT PRIMARY KEY, serviceId TEXT NOT NULL, tokenHash TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL, amountCents INTEGER NOT NULL, amountAtomic TEXT NOT NULL,
+    currency TEXT NOT NULL, billingMode TEXT NOT NULL, maxCalls INTEGER NOT NULL,
+    callsUsed INTEGER NOT NULL, expiresAt INTEGER NOT NULL, createdAt INTEGER NOT NULL,
+    paidAt INTEGER, payTo TEXT NOT NULL, provider TEXT, "transaction" TEXT, network TEXT,
+    payer TEXT, createdBy TEXT
+  );
+  CREATE INDEX payments_expiry ON payments (expiresAt);
+  CREATE INDEX payments_pending ON payments (expiresAt) WHERE status = 'pending';
+  CREATE TABLE reservations (
+    id TEXT PRIMARY KEY, paymentId TEXT NOT NULL, leaseUntil INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX reservations_payment ON reservations (paymentId, leaseUntil);
+  CREATE INDEX reservations_lease ON reservations (leaseUntil);
+  CREATE TABLE ledger (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, method TEXT NOT NULL,
+    payer TEXT NOT NULL, amount TEXT NOT NULL, asset TEXT NOT NULL, network TEXT NOT NULL,
+    "transaction" TEXT, resource TEXT NOT NULL, serviceId TEXT, paymentId TEXT
+  );
+  `,
+];
+
+const OPTIONAL_PAYMENT_COLUMNS = { paidAt: null, provider: null, transaction: null, network: null, payer: null, createdBy: null };
+const OPTIONAL_LEDGER_COLUMNS = { transaction: null, serviceId: null, paymentId: null };
+
+type Row = Record<string, unknown>;
+
+/** A `Store` in one SQLite file, durable across restarts and crashes. */
+export class SqliteStore implements Store {
+  private readonly db: BetterSqlite3.Database;
+  private readonly s: ReturnType<SqliteStore["prepare"]>;
+  private readonly t: ReturnType<SqliteStore["transactions"]>;
+  private readonly baseSync: "FULL" | "NORMAL";
+  private readonly retentionMs: number;
+  private timer?: NodeJS.Timeout;
+
+  constructor(opts: SqliteStoreOptions) {
+    let Database: typeof BetterSqlite3;
+    try {
+      Database = createRequire(import.meta.url)("better-sqlite3");
+    } catch (err) {
+      throw new ConfigError("store", `SqliteStore needs the better-sqlite3 package (npm install better-sqlite3): ${(err as Error).message}`);
+    }
+    this.retentionMs = opts.paymentRetentionMs ?? DEFAULT_PAYMENT_RETENTION_MS;
+    let db: BetterSqlite3.Database | undefined;
+    try {
+      if (opts.path !== ":memory:") mkdirSync(dirname(opts.path), { recursive: true });
+      this.db = db = new Database(opts.path, { timeout: opts.busyTimeoutMs ?? 5000 });
+      this.db.pragma("journal_mode = WAL");
+      this.baseSync = opts.synchronous === "full" ? "FULL" : "NORMAL";
+      this.db.pragma(`synchronous = ${this.baseSync}`);
+      this.migrate();
+      this.s = this.prepare();
+      this.t = this.transactions();
+      this.sweep();
+    } catch (err) {
+      if (db?.open) db.close();
+      throw toStoreError("SqliteStore", `open ${opts.path}`, err);
+    }
+    this.timer = setInterval(() => {
+      try {
+        this.sweep();
+      } catch {
+        // Housekeeping only; the next operation reports a broken database.
+      }
+    }, opts.sweepIntervalMs ?? 60_000);
+    this.timer.unref();
+  }
+
+  private migrate(): void {
+    this.db
+      .transaction(() => {
+        const hasMeta = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get();
+        const row = hasMeta ? (this.db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined) : undefined;
+        const version = row ? Number(row.value) : 0;
+        if (version > SQLITE_SCHEMA_VERSION) {
+          throw new StoreError(`server402: database schema version ${version} is newer than this server402 supports (${SQLITE_SCHEMA_VERSION}); upgrade server402`);
+        }
+        for (let v = version; v < SQLITE_SCHEMA_VERSION; v++) this.db.exec(MIGRATIONS[v]);
+        if (version < SQLITE_SCHEMA_VERSION) {
+          this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SQLITE_SCHEMA_VERSION));
+        }
+      })
+      .immediate();
+  }
+
+  private prepare() {
+    const db = this.db;
+    return {
+      claimNonce: db.prepare(
+        `INSERT INTO nonces (key, state, expiresAt) VALUES (?, 'locked', ?)
+         ON CONFLICT (key) DO UPDATE SET state = 'locked', "transaction" = NULL, expiresAt = excluded.expiresAt
+         WHERE nonces.expiresAt <= ?`,
+      ),
+      releaseNonce: db.prepare("DELETE FROM nonces WHERE key = ? AND state = 'locked'"),
+      setNonceState: db.prepare(`UPDATE nonces SET state = ?, "transaction" = ? WHERE key = ? AND expiresAt > ?`),
+      getNonce: db.prepare(`SELECT state, "transaction" FROM nonces WHERE key = ? AND expiresAt > ?`),
+      insertPayment: db.prepare(
+        `INSERT INTO payments (paymentId, serviceId, tokenHash, status, amountCents, amountAtomic, currency,
+           billingMode, maxCalls, callsUsed, expiresAt, createdAt, paidAt, payTo, provider, "transaction",
+           network, payer, createdBy)
+         VALUES (@paymentId, @serviceId, @tokenHash, @status, @amountCents, @amountAtomic, @currency,
+           @billingMode, @maxCalls, @callsUsed, @expiresAt, @createdAt, @paidAt, @payTo, @provider, @transaction,
+           @network, @payer, @createdBy)`,
+      ),
+      getPayment: db.prepare("SELECT * FROM payments WHERE paymentId = ?"),
+      paymentByToken: db.prepare("SELECT * FROM payments WHERE tokenHash = ?"),
+      markPaid: db.prepare(
+        `UPDATE payments SET status = 'paid', paidAt = @paidAt,
+           "transaction" = coalesce(@transaction, "transaction"), provider = coalesce(@provider, provider),
+           network = coalesce(@network, network), payer = coalesce(@payer, payer)
+         WHERE paymentId = @paymentId AND status = 'pending'`,
+      ),
+      countPending: db.prepare("SELECT count(*) AS n FROM payments WHERE status = 'pending' AND expiresAt > ?").pluck(),
+      reclaim: db.prepare("DELETE FROM reservations WHERE paymentId = ? AND leaseUntil <= ?"),
+      countLive: db.prepare("SELECT count(*) FROM reservations WHERE paymentId = ?").pluck(),
+      insertReservation: db.prepare("INSERT INTO reservations (id, paymentId, leaseUntil) VALUES (?, ?, ?)"),
+      deleteReservation: db.prepare("DELETE FROM reservations WHERE id = ?"),
+      useCall: db.prepare("UPDATE payments SET callsUsed = callsUsed + 1 WHERE paymentId = ?"),
+      appendLedger: db.prepare(
+        `INSERT INTO ledger (time, method, payer, amount, asset, network, "transaction", resource, serviceId, paymentId)
+         VALUES (@time, @method, @payer, @amount, @asset, @network, @transaction, @resource, @serviceId, @paymentId)`,
+      ),
+      listLedger: db.prepare("SELECT * FROM ledger WHERE id > ? ORDER BY id LIMIT ?"),
+      sweepNonces: db.prepare("DELETE FROM nonces WHERE expiresAt <= ?"),
+      sweepReservations: db.prepare("DELETE FROM reservations WHERE leaseUntil <= ?"),
+      sweepPaymentReservations: db.prepare(
+        "DELETE FROM reservations WHERE paymentId IN (SELECT paymentId FROM payments WHERE expiresAt <= ?)",
+      ),
+      sweepPayments: db.prepare("DELETE FROM payments WHERE expiresAt <= ?"),
+      ping: db.prepare("SELECT 1"),
+      syncFull: db.prepare("PRAGMA synchronous = FULL"),
+      syncBase: db.prepare(`PRAGMA synchronous = ${this.baseSync}`),
+    };
+  }
+
+  /** The multi-statement operations, as better-sqlite3 transaction functions (run with `.immediate`). */
+  private transactions() {
+    const { db, s } = this;
+    return {
+      markPaid: db.transaction((paymentId: string, paid: Parameters<Store["markPaid"]>[1]) => {
+        const changed =
+          s.markPaid.run({
+            paymentId,
+            paidAt: paid.paidAt,
+            transaction: paid.transaction ?? null,
+            provider: paid.provider ?? null,
+            network: paid.network ?? null,
+            payer: paid.payer ?? null,
+          }).changes === 1;
+        const row = s.getPayment.get(paymentId) as Row | undefined;
+        return row && { payment: paymentFromRecord(row), changed };
+      }),
+      reserve: db.transaction((tokenHash: string, serviceId: string, now: number, leaseMs: number): ReserveResult => {
+        const row = s.paymentByToken.get(tokenHash) as Row | undefined;
+        if (!row) return { ok: false, reason: "unknown_token" };
+        const payment = paymentFromRecord(row);
+        s.reclaim.run(payment.paymentId, now);
+        const reason = reserveRejection(payment, serviceId, now, s.countLive.get(payment.paymentId) as number);
+        if (reason) return { ok: false, reason, payment };
+        const reservationId = newReservationId(payment.paymentId);
+        s.insertReservation.run(reservationId, payment.paymentId, now + leaseMs);
+        return { ok: true, payment, reservationId };
+      }),
+      commit: db.transaction((reservationId: string, paymentId: string) => {
+        if (s.deleteReservation.run(reservationId).changes === 0) return false;
+        return s.useCall.run(paymentId).changes === 1;
+      }),
+      sweep: db.transaction((now: number) => {
+        s.sweepNonces.run(now);
+        s.sweepReservations.run(now - RESERVATION_GC_MS);
+        if (Number.isFinite(this.retentionMs)) {
+          s.sweepPaymentReservations.run(now - this.retentionMs);
+          s.sweepPayments.run(now - this.retentionMs);
+        }
+      }),
+    };
+  }
+
+  /** Run `fn` and wrap any backend failure in `StoreError`. */
+  private run<T>(op: string, fn: () => T): Promise<T> {
+    try {
+      return Promise.resolve(fn());
+    } catch (err) {
+      return Promise.reject(toStoreError("SqliteStore", op, err));
+    }
+  }
+
+  /** Like `run`, with `synchronous = FULL` for the commit(s) `fn` makes: for writes that record money. */
+  private durable<T>(op: string, fn: () => T): Promise<T> {
+    return this.run(op, () => {
+      if (this.baseSync === "FULL") return fn();
+      this.s.syncFull.run();
+      try {
+        return fn();
+      } finally {
+        this.s.syncBase.run();
+      }
+    });
+  }
+
+  /**
+   * Delete expired nonces, reservations lapsed more than an hour ago and
+   * payments past their retention. Runs at open and periodically.
+   */
+  sweep(now = Date.now()): void {
+    this.t.sweep.immediate(now);
+  }
+
+  claimNonce(key: string, expiresAt: number): Promise<boolean> {
+    return this.run("claimNonce", () => {
+      const now = Date.now();
+      return this.s.claimNonce.run(key, expiresAt, now).changes === 1;
+    });
+  }
+
+  releaseNonce(key: string): Promise<void> {
+    return this.run("releaseNonce", () => {
+      this.s.releaseNonce.run(key);
+    });
+  }
+
+  setNonceState(key: string, state: Exclude<NonceState, "locked">, transaction?: string): Promise<void> {
+    return this.durable("setNonceState", () => {
+      this.s.setNonceState.run(state, transaction ?? null, key, Date.now());
+    });
+  }
+
+  getNonce(key: string): Promise<{ state: NonceState; transaction?: string } | undefined> {
+    return this.run("getNonce", () => {
+      const row = this.s.getNonce.get(key, Date.now()) as { state: NonceState; transaction: string | null } | undefined;
+      if (!row) return undefined;
+      return row.transaction === null ? { state: row.state } : { state: row.state, transaction: row.transaction };
+    });
+  }
+
+  createPayment(payment: StoredPayment): Promise<void> {
+    return this.durable("createPayment", () => {
+      try {
+        this.s.insertPayment.run({ ...OPTIONAL_PAYMENT_COLUMNS, ...paymentToRecord(payment) });
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code === "SQLITE_CONSTRAINT_PRIMARYKEY" || code === "SQLITE_CONSTRAINT_UNIQUE") throw duplicatePaymentError(payment.paymentId);
+        throw err;
+      }
+    });
+  }
+
+  getPayment(paymentId: string): Promise<StoredPayment | undefined> {
+    return this.run("getPayment", () => {
+      const row = this.s.getPayment.get(paymentId) as Row | undefined;
+      return row && paymentFromRecord(row);
+    });
+  }
+
+  markPaid(
+    paymentId: string,
+    paid: { paidAt: number; transaction?: string; provider?: string; network?: string; payer?: string },
+  ): Promise<{ payment: StoredPayment; changed: boolean } | undefined> {
+    return this.durable("markPaid", () => this.t.markPaid.immediate(paymentId, paid));
+  }
+
+  countPending(now: number): Promise<number> {
+    return this.run("countPending", () => this.s.countPending.get(now) as number);
+  }
+
+  reserveCall(tokenHash: string, serviceId: string, now: number, leaseMs: number): Promise<ReserveResult> {
+    return this.run("reserveCall", () => this.t.reserve.immediate(tokenHash, serviceId, now, leaseMs));
+  }
+
+  commitCall(reservationId: string): Promise<boolean> {
+    return this.run("commitCall", () => {
+      const paymentId = reservationPaymentId(reservationId);
+      return paymentId !== undefined && this.t.commit.immediate(reservationId, paymentId);
+    });
+  }
+
+  releaseCall(reservationId: string): Promise<void> {
+    return this.run("releaseCall", () => {
+      this.s.deleteReservation.run(reservationId);
+    });
+  }
+
+  appendLedger(entry: LedgerEntry): Promise<number> {
+    return this.durable("appendLedger", () => Number(this.s.appendLedger.run({ ...OPTIONAL_LEDGER_COLUMNS, ...ledgerBody(entry) }).lastInsertRowid));
+  }
+
+  listLedger(opts: { afterId?: number; limit?: number } = {}): Promise<LedgerEntry[]> {
+    return this.run("listLedger", () =>
+      (this.s.listLedger.all(opts.afterId ?? 0, opts.limit ?? DEFAULT_LEDGER_LIMIT) as (Row & { id: number })[]).map(
+        (row) => ({ ...(ledgerBody(row as unknown as LedgerEntry) as LedgerEntry), id: row.id }),
+      ),
+    );
+  }
+
+  ping(): Promise<void> {
+    return this.run("ping", () => {
+      this.s.ping.get();
+    });
+  }
+
+  close(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    return this.run("close", () => {
+      if (this.db.open) this.db.close();
+    });
+  }
+}

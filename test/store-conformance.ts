@@ -1,0 +1,361 @@
+/**
+ * The behaviour every `Store` must have. Each store's test file calls
+ * `runStoreConformance` with a factory; every test gets a fresh, empty store.
+ */
+import assert from "node:assert/strict";
+import type { LedgerEntry, Store, StoredPayment } from "../lib/src/state/store.js";
+import { generatePaymentToken, hashToken, newPaymentId } from "../lib/src/state/tokens.js";
+
+/** A pending 1-call payment for service `svc`, expiring in an hour, with `overrides` applied. */
+export function samplePayment(overrides: Partial<StoredPayment> = {}): StoredPayment {
+  const now = Date.now();
+  return {
+    paymentId: newPaymentId(),
+    serviceId: "svc",
+    tokenHash: hashToken(generatePaymentToken()),
+    status: "pending",
+    amountCents: 5,
+    amountAtomic: "50000",
+    currency: "USD",
+    billingMode: "per_call",
+    maxCalls: 1,
+    callsUsed: 0,
+    expiresAt: now + 3600_000,
+    createdAt: now,
+    payTo: "0x1111111111111111111111111111111111111111",
+    ...overrides,
+  };
+}
+
+/** Create a paid payment and return it (as stored after markPaid). */
+export async function paidPayment(store: Store, overrides: Partial<StoredPayment> = {}): Promise<StoredPayment> {
+  const p = samplePayment(overrides);
+  await store.createPayment(p);
+  const res = await store.markPaid(p.paymentId, { paidAt: Date.now(), transaction: "0xabc" });
+  assert.ok(res?.changed);
+  return res.payment;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const count = <T>(xs: T[], f: (x: T) => boolean) => xs.filter(f).length;
+let keySeq = 0;
+/** A nonce key unique within the run. */
+const nonceKey = () => `0xasset:0xfrom:${process.pid}-${Date.now()}-${keySeq++}`;
+
+/**
+ * Register a `describe(name)` suite checking `Store` semantics. `makeStore` is
+ * called once per test; stores are closed after each test and `cleanup` runs
+ * once after the suite.
+ */
+export function runStoreConformance(name: string, makeStore: () => Promise<Store>, cleanup?: () => Promise<void>): void {
+  describe(`${name} (Store conformance)`, function () {
+    let store: Store;
+    beforeEach(async function () {
+      store = await makeStore();
+    });
+    afterEach(async function () {
+      await store?.close();
+    });
+    if (cleanup) after(cleanup);
+
+    describe("nonces", function () {
+      it("claim is exclusive and leaves a locked nonce", async function () {
+        const key = nonceKey();
+        assert.equal(await store.getNonce(key), undefined);
+        assert.equal(await store.claimNonce(key, Date.now() + 60_000), true);
+        assert.equal(await store.claimNonce(key, Date.now() + 60_000), false);
+        assert.deepEqual(await store.getNonce(key), { state: "locked" });
+      });
+
+      it("50 concurrent claims: exactly one wins", async function () {
+        const key = nonceKey();
+        const results = await Promise.all(Array.from({ length: 50 }, () => store.claimNonce(key, Date.now() + 60_000)));
+        assert.equal(count(results, (r) => r), 1);
+      });
+
+      it("release frees a locked nonce so it can be claimed again", async function () {
+        const key = nonceKey();
+        await store.claimNonce(key, Date.now() + 60_000);
+        await store.releaseNonce(key);
+        assert.equal(await store.getNonce(key), undefined);
+        assert.equal(await store.claimNonce(key, Date.now() + 60_000), true);
+      });
+
+      it("release leaves settled and pending nonces alone", async function () {
+        const settled = nonceKey();
+        await store.claimNonce(settled, Date.now() + 60_000);
+        await store.setNonceState(settled, "settled", "0xtx1");
+        await store.releaseNonce(settled);
+        assert.deepEqual(await store.getNonce(settled), { state: "settled", transaction: "0xtx1" });
+        assert.equal(await store.claimNonce(settled, Date.now() + 60_000), false);
+
+        const pending = nonceKey();
+        await store.claimNonce(pending, Date.now() + 60_000);
+        await store.setNonceState(pending, "pending");
+        await store.releaseNonce(pending);
+        assert.deepEqual(await store.getNonce(pending), { state: "pending" });
+        assert.equal(await store.claimNonce(pending, Date.now() + 60_000), false);
+      });
+
+      it("release and setNonceState of an unknown nonce do nothing", async function () {
+        const key = nonceKey();
+        await store.releaseNonce(key);
+        await store.setNonceState(key, "settled", "0xtx");
+        assert.equal(await store.getNonce(key), undefined);
+      });
+
+      it("setNonceState can move pending to settled with a transaction", async function () {
+        const key = nonceKey();
+        await store.claimNonce(key, Date.now() + 60_000);
+        await store.setNonceState(key, "pending", "0xtx2");
+        assert.deepEqual(await store.getNonce(key), { state: "pending", transaction: "0xtx2" });
+        await store.setNonceState(key, "settled", "0xtx2");
+        assert.deepEqual(await store.getNonce(key), { state: "settled", transaction: "0xtx2" });
+      });
+
+      it("a lock disappears at expiresAt and can be claimed again", async function () {
+        const locked = nonceKey();
+        const settled = nonceKey();
+        assert.equal(await store.claimNonce(locked, Date.now() + 150), true);
+        assert.equal(await store.claimNonce(settled, Date.now() + 150), true);
+        await store.setNonceState(settled, "settled", "0xtx");
+        assert.equal(await store.claimNonce(locked, Date.now() + 60_000), false);
+        await sleep(300);
+        assert.equal(await store.getNonce(locked), undefined);
+        assert.equal(await store.getNonce(settled), undefined);
+        assert.equal(await store.claimNonce(locked, Date.now() + 60_000), true);
+        assert.deepEqual(await store.getNonce(locked), { state: "locked" });
+      });
+    });
+
+    describe("payments", function () {
+      it("create then get returns the same payment", async function () {
+        const p = samplePayment({ createdBy: "203.0.113.7", provider: "onchain" });
+        await store.createPayment(p);
+        assert.deepEqual(await store.getPayment(p.paymentId), p);
+        assert.equal(await store.getPayment(newPaymentId()), undefined);
+      });
+
+      it("rejects a duplicate paymentId or tokenHash and keeps the original", async function () {
+        const p = samplePayment();
+        await store.createPayment(p);
+        await assert.rejects(store.createPayment(samplePayment({ paymentId: p.paymentId })), { code: "duplicate_payment" });
+        await assert.rejects(store.createPayment(samplePayment({ tokenHash: p.tokenHash })), { code: "duplicate_payment" });
+        assert.deepEqual(await store.getPayment(p.paymentId), p);
+      });
+
+      it("markPaid moves pending to paid once", async function () {
+        const p = samplePayment();
+        await store.createPayment(p);
+        const paidAt = Date.now();
+        const first = await store.markPaid(p.paymentId, { paidAt, transaction: "0xt1", provider: "relayer", network: "eip155:84532", payer: "0xpayer" });
+        assert.ok(first);
+        assert.equal(first.changed, true);
+        assert.deepEqual(first.payment, { ...p, status: "paid", paidAt, transaction: "0xt1", provider: "relayer", network: "eip155:84532", payer: "0xpayer" });
+        const second = await store.markPaid(p.paymentId, { paidAt: paidAt + 1, transaction: "0xt2" });
+        assert.ok(second);
+        assert.equal(second.changed, false);
+        assert.deepEqual(second.payment, first.payment);
+        assert.deepEqual(await store.getPayment(p.paymentId), first.payment);
+        assert.equal(await store.markPaid(newPaymentId(), { paidAt }), undefined);
+      });
+
+      it("20 concurrent markPaid: exactly one changes it", async function () {
+        const p = samplePayment();
+        await store.createPayment(p);
+        const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.markPaid(p.paymentId, { paidAt: Date.now(), transaction: `0x${i}` })));
+        assert.equal(count(results, (r) => r!.changed), 1);
+        const tx = results.find((r) => r!.changed)!.payment.transaction;
+        for (const r of results) assert.equal(r!.payment.transaction, tx);
+      });
+
+      it("countPending counts pending payments not expired at now", async function () {
+        const now = Date.now();
+        const a = samplePayment({ expiresAt: now + 10_000 });
+        const b = samplePayment({ expiresAt: now + 20_000 });
+        await store.createPayment(a);
+        await store.createPayment(b);
+        await store.createPayment(samplePayment({ expiresAt: now - 1 }));
+        await paidPayment(store);
+        assert.equal(await store.countPending(now), 2);
+        assert.equal(await store.countPending(now + 15_000), 1);
+        assert.equal(await store.countPending(now + 20_000), 0);
+        await store.markPaid(a.paymentId, { paidAt: now });
+        assert.equal(await store.countPending(now), 1);
+      });
+    });
+
+    describe("reserveCall", function () {
+      it("unknown_token", async function () {
+        const r = await store.reserveCall(hashToken(generatePaymentToken()), "svc", Date.now(), 30_000);
+        assert.deepEqual(r, { ok: false, reason: "unknown_token" });
+      });
+
+      it("pending", async function () {
+        const p = samplePayment();
+        await store.createPayment(p);
+        const r = await store.reserveCall(p.tokenHash, "svc", Date.now(), 30_000);
+        assert.deepEqual(r, { ok: false, reason: "pending", payment: p });
+      });
+
+      it("expired (paid, or pending, past expiresAt)", async function () {
+        const p = await paidPayment(store, { maxCalls: 5 });
+        const r = await store.reserveCall(p.tokenHash, "svc", p.expiresAt, 30_000);
+        assert.equal(r.ok, false);
+        assert.equal(!r.ok && r.reason, "expired");
+        assert.deepEqual(!r.ok && r.payment, p);
+        const q = samplePayment();
+        await store.createPayment(q);
+        const s = await store.reserveCall(q.tokenHash, "svc", q.expiresAt + 1, 30_000);
+        assert.equal(!s.ok && s.reason, "expired");
+      });
+
+      it("wrong_service", async function () {
+        const p = await paidPayment(store);
+        const r = await store.reserveCall(p.tokenHash, "other", Date.now(), 30_000);
+        assert.equal(!r.ok && r.reason, "wrong_service");
+      });
+
+      it("ok, then exhausted while the only call is reserved and after it is used", async function () {
+        const p = await paidPayment(store);
+        const now = Date.now();
+        const r = await store.reserveCall(p.tokenHash, "svc", now, 30_000);
+        assert.ok(r.ok);
+        assert.equal(typeof r.reservationId, "string");
+        assert.deepEqual(r.payment, p);
+        const busy = await store.reserveCall(p.tokenHash, "svc", now, 30_000);
+        assert.equal(!busy.ok && busy.reason, "exhausted");
+        assert.equal(await store.commitCall(r.reservationId), true);
+        const used = await store.reserveCall(p.tokenHash, "svc", now, 30_000);
+        assert.equal(!used.ok && used.reason, "exhausted");
+        assert.equal(!used.ok && used.payment?.callsUsed, 1);
+      });
+
+      it("50 concurrent reserves on a 1-call token: exactly one ok", async function () {
+        const p = await paidPayment(store);
+        const now = Date.now();
+        const results = await Promise.all(Array.from({ length: 50 }, () => store.reserveCall(p.tokenHash, "svc", now, 30_000)));
+        assert.equal(count(results, (r) => r.ok), 1);
+        assert.equal(count(results, (r) => !r.ok && r.reason === "exhausted"), 49);
+      });
+
+      it("50 concurrent reserves on a 3-call token: exactly three ok, all distinct", async function () {
+        const p = await paidPayment(store, { maxCalls: 3 });
+        const now = Date.now();
+        const results = await Promise.all(Array.from({ length: 50 }, () => store.reserveCall(p.tokenHash, "svc", now, 30_000)));
+        const ids = results.flatMap((r) => (r.ok ? [r.reservationId] : []));
+        assert.equal(ids.length, 3);
+        assert.equal(new Set(ids).size, 3);
+        const commits = await Promise.all(ids.map((id) => store.commitCall(id)));
+        assert.deepEqual(commits, [true, true, true]);
+        assert.equal((await store.getPayment(p.paymentId))!.callsUsed, 3);
+      });
+    });
+
+    describe("commit and release", function () {
+      it("commit uses the call exactly once", async function () {
+        const p = await paidPayment(store, { maxCalls: 2 });
+        const r = await store.reserveCall(p.tokenHash, "svc", Date.now(), 30_000);
+        assert.ok(r.ok);
+        const commits = await Promise.all(Array.from({ length: 10 }, () => store.commitCall(r.reservationId)));
+        assert.equal(count(commits, (c) => c), 1);
+        await store.releaseCall(r.reservationId); // after commit: no effect
+        assert.equal((await store.getPayment(p.paymentId))!.callsUsed, 1);
+      });
+
+      it("release gives the call back, is idempotent, and a released reservation cannot commit", async function () {
+        const p = await paidPayment(store);
+        const now = Date.now();
+        const r = await store.reserveCall(p.tokenHash, "svc", now, 30_000);
+        assert.ok(r.ok);
+        await store.releaseCall(r.reservationId);
+        await store.releaseCall(r.reservationId);
+        assert.equal(await store.commitCall(r.reservationId), false);
+        const again = await store.reserveCall(p.tokenHash, "svc", now, 30_000);
+        assert.ok(again.ok);
+        assert.equal(await store.commitCall(again.reservationId), true);
+        assert.equal((await store.getPayment(p.paymentId))!.callsUsed, 1);
+      });
+
+      it("a lapsed lease gives the call back; the reclaimed reservation no longer commits", async function () {
+        const p = await paidPayment(store);
+        const t = Date.now();
+        const first = await store.reserveCall(p.tokenHash, "svc", t, 1000);
+        assert.ok(first.ok);
+        const during = await store.reserveCall(p.tokenHash, "svc", t + 999, 1000);
+        assert.equal(!during.ok && during.reason, "exhausted");
+        const after = await store.reserveCall(p.tokenHash, "svc", t + 1000, 1000);
+        assert.ok(after.ok);
+        assert.notEqual(after.reservationId, first.reservationId);
+        assert.equal(await store.commitCall(first.reservationId), false);
+        assert.equal(await store.commitCall(after.reservationId), true);
+        const done = await store.reserveCall(p.tokenHash, "svc", t + 5000, 1000);
+        assert.equal(!done.ok && done.reason, "exhausted");
+        assert.equal((await store.getPayment(p.paymentId))!.callsUsed, 1);
+      });
+
+      it("a lapsed reservation nobody reclaimed still commits", async function () {
+        const p = await paidPayment(store);
+        const r = await store.reserveCall(p.tokenHash, "svc", Date.now() - 10_000, 1000);
+        assert.ok(r.ok);
+        assert.equal(await store.commitCall(r.reservationId), true);
+        assert.equal((await store.getPayment(p.paymentId))!.callsUsed, 1);
+        const next = await store.reserveCall(p.tokenHash, "svc", Date.now(), 1000);
+        assert.equal(!next.ok && next.reason, "exhausted");
+      });
+
+      it("unknown or malformed reservation ids: commit false, release no-op", async function () {
+        for (const id of ["", "nope", "rsv_x.", "rsv_abc.pay_missing"]) {
+          assert.equal(await store.commitCall(id), false);
+          await store.releaseCall(id);
+        }
+      });
+    });
+
+    describe("ledger", function () {
+      const entry = (i: number): LedgerEntry => ({
+        time: 1_700_000_000_000 + i,
+        method: i % 2 ? "token" : "x402",
+        payer: `0xpayer${i}`,
+        amount: String(1000 * i),
+        asset: "0xasset",
+        network: "eip155:84532",
+        resource: `GET /r/${i}`,
+        ...(i % 2 ? { serviceId: "svc", paymentId: `pay_${i}` } : { transaction: `0xtx${i}` }),
+      });
+
+      it("append returns increasing ids; list returns entries oldest first", async function () {
+        const ids: number[] = [];
+        for (let i = 1; i <= 5; i++) ids.push(await store.appendLedger(entry(i)));
+        for (let i = 1; i < ids.length; i++) assert.ok(ids[i] > ids[i - 1]);
+        const all = await store.listLedger();
+        assert.deepEqual(
+          all,
+          ids.map((id, i) => ({ ...entry(i + 1), id })),
+        );
+      });
+
+      it("pages with afterId and limit", async function () {
+        const ids: number[] = [];
+        for (let i = 1; i <= 7; i++) ids.push(await store.appendLedger(entry(i)));
+        const page1 = await store.listLedger({ limit: 3 });
+        assert.deepEqual(page1.map((e) => e.id), ids.slice(0, 3));
+        const page2 = await store.listLedger({ afterId: page1[2].id, limit: 3 });
+        assert.deepEqual(page2.map((e) => e.id), ids.slice(3, 6));
+        const page3 = await store.listLedger({ afterId: page2[2].id, limit: 3 });
+        assert.deepEqual(page3.map((e) => e.id), ids.slice(6));
+        assert.deepEqual(await store.listLedger({ afterId: ids[6] }), []);
+      });
+
+      it("concurrent appends get distinct ids", async function () {
+        const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => store.appendLedger(entry(i))));
+        assert.equal(new Set(ids).size, 30);
+        assert.equal((await store.listLedger({ limit: 100 })).length, 30);
+      });
+    });
+
+    it("ping resolves", async function () {
+      await store.ping();
+    });
+  });
+}

@@ -1,0 +1,67 @@
+import assert from "node:assert/strict";
+import {
+  generatePaymentToken,
+  hashToken,
+  isWellFormedToken,
+  newPaymentId,
+  newReservationId,
+  reservationPaymentId,
+} from "../lib/src/state/tokens.js";
+
+describe("payment tokens and ids", function () {
+  it("generates s402_ tokens of 256 random bits that pass isWellFormedToken", function () {
+    const seen = new Set<string>();
+    for (let i = 0; i < 2000; i++) {
+      const t = generatePaymentToken();
+      assert.match(t, /^s402_[A-Za-z0-9_-]{43}$/);
+      assert.equal(Buffer.from(t.slice(5), "base64url").length, 32);
+      assert.ok(isWellFormedToken(t), t);
+      seen.add(t);
+    }
+    assert.equal(seen.size, 2000);
+  });
+
+  it("isWellFormedToken rejects anything else", function () {
+    const good = generatePaymentToken();
+    const bad: unknown[] = [
+      undefined,
+      null,
+      42,
+      "",
+      good.slice(5),
+      "S402_" + good.slice(5),
+      good.slice(0, -1),
+      good + "A",
+      ` ${good}`,
+      `${good}\n`,
+      good.slice(0, 10) + "+" + good.slice(11),
+      good.slice(0, 10) + "=" + good.slice(11),
+      good.slice(0, -1) + "B", // non-canonical: last char must have its low 2 bits zero
+      "s402_" + "A".repeat(42) + "A=",
+    ];
+    for (const s of bad) assert.equal(isWellFormedToken(s), false, JSON.stringify(s));
+    assert.equal(isWellFormedToken("s402_" + "A".repeat(43)), true);
+  });
+
+  it("hashToken is lower-case SHA-256 hex and deterministic", function () {
+    assert.equal(hashToken("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const t = generatePaymentToken();
+    assert.equal(hashToken(t), hashToken(t));
+    assert.notEqual(hashToken(t), hashToken(generatePaymentToken()));
+  });
+
+  it("payment ids are pay_ + 16 random bytes", function () {
+    const id = newPaymentId();
+    assert.match(id, /^pay_[A-Za-z0-9_-]{22}$/);
+    assert.notEqual(newPaymentId(), id);
+  });
+
+  it("reservation ids embed their payment id", function () {
+    const pid = newPaymentId();
+    const rid = newReservationId(pid);
+    assert.match(rid, /^rsv_[A-Za-z0-9_-]{16}\.pay_/);
+    assert.equal(reservationPaymentId(rid), pid);
+    assert.equal(reservationPaymentId(newReservationId("any.thing")), "any.thing");
+    for (const s of ["", "rsv_", "rsv_abc", "rsv_abc.", "rsv_.pay_x", "xyz_abc.pay_x"]) assert.equal(reservationPaymentId(s), undefined, s);
+  });
+});
