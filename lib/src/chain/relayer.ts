@@ -1,0 +1,424 @@
+/**
+ * Local relayer settler: our own funded wallet submits EIP-3009
+ * `transferWithAuthorization`, pays the gas and waits for the receipt.
+ *
+ * Per settle: simulate (eth_estimateGas, so a doomed transaction is never
+ * broadcast) in parallel with fee lookup, then sign + broadcast in a queue
+ * that owns the wallet's nonce, then poll for the receipt and check the
+ * ERC-20 Transfer log.
+ */
+import { createRequire } from "node:module";
+import {
+  BaseError,
+  bytesToHex,
+  createPublicClient,
+  decodeErrorResult,
+  encodeEventTopics,
+  encodeFunctionData,
+  hexToBigInt,
+  hexToBytes,
+  hexToNumber,
+  http,
+  HttpRequestError,
+  isAddressEqual,
+  isHex,
+  keccak256,
+  parseAbi,
+  RpcRequestError,
+  serializeTransaction,
+  size,
+  slice,
+  type TransactionSerializable,
+  type Address,
+  type Hex,
+} from "viem";
+import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
+import { SettlementError } from "../errors.js";
+import { EIP3009_ABI } from "./abi.js";
+import { rpcOrigin } from "./reader.js";
+import type { ExactAuthorization, SettleRequest, SettleResult, Settler } from "./settler.js";
+
+export interface RelayerSettlerOptions {
+  /** JSON-RPC endpoint of the chain. */
+  rpcUrl: string;
+  /** Chain id; requests for another chain are refused. */
+  chainId: number;
+  /** Key of the relayer wallet, which pays the gas. Give it its own key: other senders using it cost a nonce resync. */
+  privateKey: Hex;
+  /** How long to wait for the receipt after broadcast. Default 30000. */
+  receiptTimeoutMs?: number;
+  /** First receipt polling interval; it backs off to max(this, 50 ms). Default 5 ms for a loopback RPC, 250 ms otherwise. */
+  pollingIntervalMs?: number;
+  /** Timeout of each RPC request. Default 10000. */
+  requestTimeoutMs?: number;
+}
+
+/** A {@link Settler} that submits transfers from its own wallet. */
+export interface RelayerSettler extends Settler {
+  readonly kind: "relayer";
+  /** The relayer wallet (needs native gas token). */
+  readonly address: Address;
+}
+
+type Fees = { type: "eip1559"; maxFeePerGas: bigint; maxPriorityFeePerGas: bigint } | { type: "legacy"; gasPrice: bigint };
+interface RawReceipt {
+  status: Hex;
+  logs: { address: Address; topics: Hex[]; data: Hex }[];
+}
+
+const FEE_CACHE_MS = 1000;
+/** Pending settlements remembered for retries (oldest forgotten first). */
+const MAX_UNRESOLVED = 10_000;
+/** Revert shapes of EIP-3009 tokens: Error(string) and known custom errors. */
+const TOKEN_ERRORS = parseAbi([
+  "error Error(string message)",
+  "error ERC20InsufficientBalance(address sender, uint256 balance, uint256 needed)",
+  "error AuthorizationExpired()",
+  "error AuthorizationNotYetValid()",
+  "error AuthorizationAlreadyUsed()",
+  "error AuthorizationUsedOrCanceled()",
+  "error SignerMismatch()",
+  "error InvalidSignatureV()",
+  "error InvalidSignatureS()",
+]);
+
+interface NativeSigner {
+  ecdsaSign(msg32: Uint8Array, seckey: Uint8Array): { signature: Uint8Array; recid: number };
+}
+
+/** libsecp256k1 via the `secp256k1` package (≈ 20× faster than JS signing); undefined when it does not load. */
+const nativeSigner = ((): NativeSigner | undefined => {
+  try {
+    return createRequire(import.meta.url)("secp256k1/bindings") as NativeSigner;
+  } catch {
+    return undefined;
+  }
+})();
+
+/**
+ * Sign a transaction. Signing runs inside the nonce queue, so it is kept
+ * fast: native libsecp256k1 when available (deterministic RFC 6979, low-s,
+ * the same bytes viem produces), viem otherwise.
+ */
+function transactionSigner(privateKey: Hex, account: PrivateKeyAccount): (tx: TransactionSerializable) => Promise<Hex> {
+  if (!nativeSigner) return (tx) => account.signTransaction(tx);
+  const seckey = hexToBytes(privateKey);
+  return async (tx) => {
+    const { signature, recid } = nativeSigner.ecdsaSign(hexToBytes(keccak256(serializeTransaction(tx))), seckey);
+    return serializeTransaction(tx, { r: bytesToHex(signature.subarray(0, 32)), s: bytesToHex(signature.subarray(32, 64)), yParity: recid });
+  };
+}
+
+/**
+ * Map a revert message (or decoded custom error name) of
+ * `transferWithAuthorization` to an x402 error reason, the way @x402/evm
+ * does (case-insensitive text match).
+ */
+export function reasonFromRevert(text: string): string {
+  const t = text.toLowerCase();
+  if (/authorization.*(expired|valid before)|authorizationexpired/.test(t)) return "invalid_exact_evm_payload_authorization_valid_before";
+  if (/authorization.*not.*valid|authorizationnotyetvalid/.test(t)) return "invalid_exact_evm_payload_authorization_valid_after";
+  if (/authorization.*used|authorizationalreadyused|authorizationusedorcanceled/.test(t)) return "invalid_exact_evm_nonce_already_used";
+  if (/transfer.*exceeds.*balance|insufficient.*balance|erc20insufficientbalance/.test(t)) return "invalid_exact_evm_insufficient_balance";
+  if (/invalid.*signature|signermismatch|invalidsignature[vs]/.test(t)) return "invalid_exact_evm_signature";
+  return "invalid_exact_evm_transaction_failed";
+}
+
+/**
+ * Create a settler that submits `transferWithAuthorization` from the wallet
+ * of `privateKey`: the (v,r,s) overload for 65-byte signatures, the `bytes`
+ * overload otherwise. Resolves once the transfer is mined and its Transfer
+ * log checked. Throws `SettlementError`: a revert reason when simulation
+ * fails (nothing broadcast), `unexpected_settle_error` for RPC failures
+ * before broadcast, `settlement_pending` with `pending: true` and the tx
+ * hash when the outcome after broadcast is unknown. Settling the same
+ * authorization again after `pending` waits for that transaction instead of
+ * sending another. Concurrent settles are safe: one queue assigns the
+ * wallet's nonces.
+ */
+export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
+  const { rpcUrl, chainId, receiptTimeoutMs = 30_000, requestTimeoutMs = 10_000 } = opts;
+  const pollingIntervalMs = opts.pollingIntervalMs ?? (isLoopback(rpcUrl) ? 5 : 250);
+  const account = privateKeyToAccount(opts.privateKey);
+  const signTransaction = transactionSigner(opts.privateKey, account);
+  const client = createPublicClient({ transport: http(rpcUrl, { timeout: requestTimeoutMs, retryCount: 0 }) });
+  const rpc = <T>(method: string, params: unknown[]): Promise<T> => client.request({ method, params } as never) as Promise<T>;
+  const where = rpcOrigin(rpcUrl);
+
+  // --- fees, shared by concurrent settles for FEE_CACHE_MS ---
+  let feeCache: { at: number; fees: Promise<Fees> } | undefined;
+  const fetchFees = async (): Promise<Fees> => {
+    const [block, tip] = await Promise.all([
+      rpc<{ baseFeePerGas?: Hex }>("eth_getBlockByNumber", ["latest", false]),
+      rpc<Hex>("eth_maxPriorityFeePerGas", []).catch(() => "0x0" as Hex),
+    ]);
+    if (block.baseFeePerGas === undefined) return { type: "legacy", gasPrice: hexToBigInt(await rpc<Hex>("eth_gasPrice", [])) };
+    const maxPriorityFeePerGas = hexToBigInt(tip);
+    return { type: "eip1559", maxPriorityFeePerGas, maxFeePerGas: 2n * hexToBigInt(block.baseFeePerGas) + maxPriorityFeePerGas };
+  };
+  const fees = (): Promise<Fees> => {
+    if (!feeCache || Date.now() - feeCache.at > FEE_CACHE_MS) {
+      const p = fetchFees();
+      feeCache = { at: Date.now(), fees: p };
+      p.catch(() => {
+        if (feeCache?.fees === p) feeCache = undefined;
+      });
+    }
+    return feeCache.fees;
+  };
+
+  // --- asset must be a contract (a call to an EOA "succeeds" and would waste gas) ---
+  const checkedAssets = new Map<string, Promise<void>>();
+  const requireContract = (asset: Address): Promise<void> => {
+    const key = asset.toLowerCase();
+    let p = checkedAssets.get(key);
+    if (!p) {
+      p = rpc<Hex>("eth_getCode", [asset, "latest"]).then((code) => {
+        if (size(code) === 0) throw new SettlementError("asset_not_deployed_contract", `asset ${asset} has no code on chain ${chainId}`);
+      });
+      checkedAssets.set(key, p);
+      p.catch(() => checkedAssets.delete(key));
+    }
+    return p;
+  };
+
+  // --- simulation: estimateGas reverts exactly when the transfer would ---
+  const simulate = async (asset: Address, data: Hex): Promise<bigint> => {
+    try {
+      const gas = hexToBigInt(await rpc<Hex>("eth_estimateGas", [{ from: account.address, to: asset, data }]));
+      return gas + gas / 4n;
+    } catch (err) {
+      const revert = revertText(err);
+      if (revert !== undefined) {
+        throw new SettlementError(reasonFromRevert(revert), `transferWithAuthorization would revert: ${revert}`, { cause: err });
+      }
+      throw rpcFailure("simulation", err);
+    }
+  };
+
+  // --- broadcast queue: the only place nonces are assigned ---
+  let nextNonce: number | undefined; // undefined = read from chain before next send
+  let queue: Promise<unknown> = Promise.resolve();
+  const broadcast = (to: Address, data: Hex, gas: bigint, fee: Fees): Promise<Hex> => {
+    const run = async (): Promise<Hex> => {
+      for (let attempt = 0; ; attempt++) {
+        if (nextNonce === undefined) {
+          try {
+            nextNonce = hexToNumber(await rpc<Hex>("eth_getTransactionCount", [account.address, "pending"]));
+          } catch (err) {
+            throw rpcFailure("nonce lookup", err);
+          }
+        }
+        const nonce = nextNonce;
+        const serialized = await signTransaction({ chainId, nonce, to, data, gas, ...fee });
+        const hash = keccak256(serialized);
+        try {
+          await rpc<Hex>("eth_sendRawTransaction", [serialized]);
+          nextNonce = nonce + 1;
+          return hash;
+        } catch (err) {
+          nextNonce = undefined;
+          if (!rejectedByNode(err)) {
+            throw new SettlementError("settlement_pending", `broadcast of ${hash} via ${where} has unknown outcome: ${describe(err)}`, {
+              transaction: hash,
+              pending: true,
+              cause: err,
+            });
+          }
+          if (attempt === 0 && /nonce too low|nonce.*too small|replacement transaction underpriced/i.test(describe(err))) continue;
+          throw new SettlementError("unexpected_settle_error", `relayer ${account.address} could not broadcast: ${describe(err)}`, { cause: err });
+        }
+      }
+    };
+    const sent = queue.then(run, run);
+    queue = sent.catch(() => {});
+    return sent;
+  };
+
+  // --- receipt polling; no receipt in time = pending, never dropped ---
+  const maxPollMs = Math.max(pollingIntervalMs, 50);
+  const waitForReceipt = async (hash: Hex): Promise<RawReceipt> => {
+    const deadline = performance.now() + receiptTimeoutMs;
+    let delay = pollingIntervalMs;
+    let lastError: unknown;
+    for (;;) {
+      try {
+        const receipt = await rpc<RawReceipt | null>("eth_getTransactionReceipt", [hash]);
+        if (receipt) return receipt;
+      } catch (err) {
+        lastError = err; // transient RPC trouble: keep polling until the deadline
+      }
+      if (performance.now() + delay > deadline) {
+        nextNonce = undefined; // if the transaction was dropped, the next send must not leave a nonce gap
+        const why = lastError ? ` (last RPC error: ${describe(lastError)})` : "";
+        throw new SettlementError("settlement_pending", `no receipt for ${hash} within ${receiptTimeoutMs} ms${why}`, {
+          transaction: hash,
+          pending: true,
+          cause: lastError,
+        });
+      }
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, maxPollMs);
+    }
+  };
+
+  // --- broadcast transactions whose outcome is unknown, so a retry waits for them instead of paying twice ---
+  const unresolved = new Map<string, Hex>();
+  const remember = (key: string, hash: Hex): void => {
+    unresolved.delete(key);
+    unresolved.set(key, hash);
+    if (unresolved.size > MAX_UNRESOLVED) unresolved.delete(unresolved.keys().next().value!);
+  };
+  const knownBroadcast = async (key: string): Promise<Hex | undefined> => {
+    const hash = unresolved.get(key);
+    if (!hash) return undefined;
+    const tx = await rpc<unknown>("eth_getTransactionByHash", [hash]).catch(() => hash);
+    if (tx !== null) return hash;
+    unresolved.delete(key); // dropped by the node: settle afresh
+    return undefined;
+  };
+
+  const submit = async (req: SettleRequest, key: string): Promise<Hex> => {
+    const data = encodeSettleCall(req.authorization, req.signature);
+    const [gas, fee] = await Promise.all([
+      simulate(req.asset, data),
+      fees().catch((err: unknown) => Promise.reject(rpcFailure("fee lookup", err))),
+      requireContract(req.asset).catch((err: unknown) => Promise.reject(err instanceof SettlementError ? err : rpcFailure("code lookup", err))),
+    ]);
+    try {
+      return await broadcast(req.asset, data, gas, fee);
+    } catch (err) {
+      if (err instanceof SettlementError && err.pending && err.transaction) remember(key, err.transaction as Hex);
+      throw err;
+    }
+  };
+
+  const inFlight = new Set<string>();
+
+  return {
+    kind: "relayer",
+    address: account.address,
+    async settle(req: SettleRequest): Promise<SettleResult> {
+      const { authorization: auth, asset } = req;
+      if (req.chainId !== chainId) {
+        throw new SettlementError("invalid_exact_evm_network_mismatch", `relayer is on chain ${chainId}, payment is for chain ${req.chainId}`);
+      }
+      const key = `${asset}:${auth.from}:${auth.nonce}`.toLowerCase();
+      if (inFlight.has(key)) {
+        throw new SettlementError("invalid_exact_evm_nonce_already_used", `authorization ${auth.nonce} of ${auth.from} is already being settled`);
+      }
+      inFlight.add(key);
+      try {
+        const hash = (await knownBroadcast(key)) ?? (await submit(req, key));
+        let receipt: RawReceipt;
+        try {
+          receipt = await waitForReceipt(hash);
+        } catch (err) {
+          remember(key, hash);
+          throw err;
+        }
+        unresolved.delete(key);
+        if (hexToNumber(receipt.status) !== 1) {
+          throw new SettlementError("invalid_exact_evm_transaction_failed", `transaction ${hash} reverted`, { transaction: hash });
+        }
+        if (!hasTransferLog(receipt, asset, auth)) {
+          throw new SettlementError("invalid_exact_evm_transfer_event_mismatch", `transaction ${hash} has no matching Transfer log`, { transaction: hash });
+        }
+        return { transaction: hash, network: req.network, payer: auth.from };
+      } catch (err) {
+        if (err instanceof SettlementError) throw err;
+        throw new SettlementError("unexpected_settle_error", `settle failed: ${describe(err)}`, { cause: err });
+      } finally {
+        inFlight.delete(key);
+      }
+    },
+  };
+
+  function rpcFailure(step: string, err: unknown): SettlementError {
+    return new SettlementError("unexpected_settle_error", `${step} via ${where} failed: ${describe(err)}`, { cause: err });
+  }
+}
+
+/** Calldata of `transferWithAuthorization`: (v,r,s) for 65-byte signatures, `bytes` otherwise. */
+function encodeSettleCall(a: ExactAuthorization, signature: Hex): Hex {
+  const head = [a.from, a.to, a.value, a.validAfter, a.validBefore, a.nonce] as const;
+  if (size(signature) === 65) {
+    const vByte = hexToNumber(slice(signature, 64, 65));
+    const v = vByte < 27 ? vByte + 27 : vByte;
+    return encodeFunctionData({
+      abi: EIP3009_ABI,
+      functionName: "transferWithAuthorization",
+      args: [...head, v, slice(signature, 0, 32), slice(signature, 32, 64)],
+    });
+  }
+  return encodeFunctionData({ abi: EIP3009_ABI, functionName: "transferWithAuthorization", args: [...head, signature] });
+}
+
+/** True when the receipt holds Transfer(from, to, value) emitted by `asset`. */
+function hasTransferLog(receipt: RawReceipt, asset: Address, a: ExactAuthorization): boolean {
+  const [sig, from, to] = encodeEventTopics({ abi: EIP3009_ABI, eventName: "Transfer", args: { from: a.from, to: a.to } }).map((t) =>
+    String(t).toLowerCase(),
+  );
+  return receipt.logs.some(
+    (log) =>
+      isAddressEqual(log.address, asset) &&
+      log.topics[0]?.toLowerCase() === sig &&
+      log.topics[1]?.toLowerCase() === from &&
+      log.topics[2]?.toLowerCase() === to &&
+      isHex(log.data) &&
+      size(log.data) === 32 &&
+      hexToBigInt(log.data) === a.value,
+  );
+}
+
+/**
+ * The revert reason when `err` is an execution revert: the decoded
+ * `Error(string)` / custom error, else the node's message. Undefined for
+ * transport failures.
+ */
+function revertText(err: unknown): string | undefined {
+  if (!(err instanceof BaseError)) return undefined;
+  let data: Hex | undefined;
+  let reverted = false;
+  err.walk((e) => {
+    const x = e as { code?: unknown; data?: unknown; details?: unknown };
+    if (x.code === 3 || (typeof x.details === "string" && /revert/i.test(x.details))) reverted = true;
+    if (typeof x.data === "string" && isHex(x.data) && size(x.data) >= 4) data = x.data;
+    return false;
+  });
+  if (!reverted && data === undefined) return undefined;
+  if (data !== undefined) {
+    try {
+      const decoded = decodeErrorResult({ abi: TOKEN_ERRORS, data });
+      if (decoded.errorName === "Error") return String(decoded.args[0]);
+      return `${decoded.errorName}(${(decoded.args ?? []).map(String).join(", ")})`;
+    } catch {
+      // unknown custom error: fall back to the node's message
+    }
+  }
+  return err.details || err.shortMessage;
+}
+
+/**
+ * True when the node (or its HTTP front) answered with a refusal, so the
+ * transaction was certainly not accepted: a JSON-RPC error or an HTTP 4xx.
+ * Timeouts, network errors and 5xx leave the outcome unknown.
+ */
+function rejectedByNode(err: unknown): boolean {
+  if (!(err instanceof BaseError)) return false;
+  return err.walk((e) => e instanceof RpcRequestError || (e instanceof HttpRequestError && (e.status ?? 0) >= 400 && (e.status ?? 0) < 500)) !== null;
+}
+
+function describe(err: unknown): string {
+  if (err instanceof BaseError) return err.details || err.shortMessage;
+  return err instanceof Error ? err.message : String(err);
+}
+
+function isLoopback(rpcUrl: string): boolean {
+  try {
+    const host = new URL(rpcUrl).hostname;
+    return host === "localhost" || host === "[::1]" || host.startsWith("127.");
+  } catch {
+    return false;
+  }
+}
