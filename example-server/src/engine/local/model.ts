@@ -1,0 +1,231 @@
+/**
+ * Loads @vladmandic/human on the TensorFlow.js WASM backend entirely from
+ * node_modules (no CDN, no network) and runs face detection + description on
+ * decoded RGB pixels. Used inside the engine's worker threads; it can also run
+ * in the main thread for diagnostics.
+ */
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { pathToFileURL, fileURLToPath } from "node:url";
+import type { Config, FaceResult, Human } from "@vladmandic/human";
+import type { DecodedImage, DetectedFace, DetectResult } from "./protocol.js";
+
+const require = createRequire(import.meta.url);
+
+/** Mesh indices of the five points returned as landmarks (subject's right eye, left eye, nose tip, mouth corners). */
+const EYE_R = [33, 133] as const;
+const EYE_L = [362, 263] as const;
+const NOSE_TIP = 1;
+const MOUTH_R = 61;
+const MOUTH_L = 291;
+
+/** Walks up from a resolved entry point to the directory holding its package.json with the given name. */
+function packageRoot(entry: string, name: string): string {
+  let dir = path.dirname(entry);
+  for (;;) {
+    try {
+      const pkg = require(path.join(dir, "package.json")) as { name?: string };
+      if (pkg.name === name) return dir;
+    } catch {
+      /* keep walking */
+    }
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`cannot locate package root of ${name} from ${entry}`);
+    dir = up;
+  }
+}
+
+/** Absolute locations of everything the engine loads from node_modules. */
+export interface ModelPaths {
+  /** `dist/human.node-wasm.js` of @vladmandic/human (the package's `exports` map hides it). */
+  humanEntry: string;
+  /** Directory of Human's bundled models, as a `file://` URL with a trailing slash. */
+  modelBaseUrl: string;
+  /** Directory of the tfjs WASM binaries, a filesystem path with a trailing slash. */
+  wasmDir: string;
+}
+
+/** Resolves Human's wasm build, its models and the tfjs wasm binaries inside node_modules. */
+export function resolveModelPaths(): ModelPaths {
+  // `exports` in Human's package.json lacks "./" on the subpath keys, so the
+  // node-wasm build cannot be required by name: resolve the main entry, walk up.
+  const humanRoot = packageRoot(require.resolve("@vladmandic/human"), "@vladmandic/human");
+  const wasmRoot = packageRoot(require.resolve("@tensorflow/tfjs-backend-wasm"), "@tensorflow/tfjs-backend-wasm");
+  return {
+    humanEntry: path.join(humanRoot, "dist", "human.node-wasm.js"),
+    modelBaseUrl: pathToFileURL(path.join(humanRoot, "models")).href + "/",
+    wasmDir: path.join(wasmRoot, "dist") + path.sep,
+  };
+}
+
+/** Human configuration for unrelated still images: no frame caching, only face detector + mesh + descriptor. */
+function humanConfig(paths: ModelPaths): Partial<Config> {
+  const cfg = {
+    backend: "wasm",
+    wasmPath: paths.wasmDir,
+    wasmPlatformFetch: false,
+    modelBasePath: paths.modelBaseUrl,
+    debug: false,
+    warmup: "none",
+    cacheSensitivity: 0,
+    skipAllowed: false,
+    async: false,
+    filter: { enabled: false },
+    gesture: { enabled: false },
+    body: { enabled: false },
+    hand: { enabled: false },
+    object: { enabled: false },
+    segmentation: { enabled: false },
+    face: {
+      enabled: true,
+      detector: { rotation: true, maxDetected: 10, minConfidence: 0.5, minSize: 0, skipFrames: 0, skipTime: 0, return: false },
+      mesh: { enabled: true },
+      description: { enabled: true, skipFrames: 0, skipTime: 0 },
+      iris: { enabled: false },
+      attention: { enabled: false },
+      emotion: { enabled: false },
+      antispoof: { enabled: false },
+      liveness: { enabled: false },
+      gear: { enabled: false },
+      ssrnet: { enabled: false },
+    },
+  };
+  // Human deep-merges a partial config; its typings only allow a shallow Partial.
+  return cfg as unknown as Partial<Config>;
+}
+
+interface WeightsManifestEntry {
+  paths: string[];
+  weights: unknown[];
+}
+
+/**
+ * Lets tf.loadGraphModel read `file://` URLs. Node's fetch rejects them and only
+ * tfjs-node ships a file handler, so read model.json and its weight shards here.
+ */
+function registerFileLoader(human: Human): void {
+  const io = human.tf.io;
+  io.registerLoadRouter((url: string | string[]) => {
+    if (typeof url !== "string" || !url.startsWith("file://")) return null;
+    return {
+      load: async () => {
+        const file = fileURLToPath(url);
+        const json = JSON.parse(await readFile(file, "utf8")) as Record<string, unknown> & {
+          weightsManifest: WeightsManifestEntry[];
+        };
+        const dir = path.dirname(file);
+        const shards: Buffer[] = [];
+        const weightSpecs: unknown[] = [];
+        for (const group of json.weightsManifest) {
+          for (const p of group.paths) shards.push(await readFile(path.join(dir, p)));
+          weightSpecs.push(...group.weights);
+        }
+        const all = Buffer.concat(shards);
+        const weightData = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength);
+        return {
+          modelTopology: json.modelTopology,
+          format: json.format,
+          generatedBy: json.generatedBy,
+          convertedBy: json.convertedBy,
+          weightSpecs,
+          weightData,
+          signature: json.signature,
+          userDefinedMetadata: json.userDefinedMetadata,
+          modelInitializer: json.modelInitializer,
+        } as Parameters<typeof io.fromMemorySync>[0];
+      },
+    };
+  });
+}
+
+/** A loaded face model: detect faces and compute descriptors on decoded RGB pixels. */
+export interface FaceModel {
+  /** Detects every face in an RGB image; each face carries a 1024-d descriptor. */
+  detect(image: DecodedImage): Promise<DetectResult>;
+  /** Runs every loaded model once on zeros so the first real request is not slowed by lazy initialisation. */
+  warmup(): Promise<void>;
+  /** Live tensors in this thread's tfjs engine (constant across calls unless something leaks). */
+  numTensors(): number;
+  /** Milliseconds spent loading (module + wasm + models), for diagnostics. */
+  readonly loadMs: number;
+}
+
+/** Loads Human with the wasm backend and the face models from node_modules. */
+export async function loadFaceModel(paths: ModelPaths = resolveModelPaths()): Promise<FaceModel> {
+  const t0 = performance.now();
+  const { Human: HumanCtor } = require(paths.humanEntry) as { Human: new (cfg?: Partial<Config>) => Human };
+  const human = new HumanCtor(humanConfig(paths));
+  registerFileLoader(human);
+  await human.init();
+  if (human.tf.getBackend() !== "wasm") throw new Error(`tfjs backend is ${human.tf.getBackend()}, expected wasm`);
+  await human.load();
+  const loadMs = performance.now() - t0;
+
+  const tf = human.tf;
+  return {
+    loadMs,
+    numTensors: () => tf.memory().numTensors,
+    async warmup(): Promise<void> {
+      for (const model of Object.values(human.models.models)) {
+        if (!model) continue;
+        const inputs = model.inputs.map((i) =>
+          tf.zeros((i.shape ?? [1, 1, 1, 3]).map((d) => (d === null || d < 0 ? 1 : d)), i.dtype === "int32" ? "int32" : "float32"),
+        );
+        const out = model.execute(inputs.length === 1 ? inputs[0] : inputs);
+        const outs = Array.isArray(out) ? out : [out];
+        await Promise.all(outs.map((t) => t.data()));
+        tf.dispose([...inputs, ...outs]);
+      }
+    },
+    async detect(image: DecodedImage): Promise<DetectResult> {
+      const t = performance.now();
+      const pixels = new Uint8Array(image.data);
+      if (pixels.length !== image.width * image.height * 3) throw new Error("pixel buffer size mismatch");
+      const input = tf.tensor4d(pixels, [1, image.height, image.width, 3], "int32");
+      let faces: FaceResult[];
+      try {
+        const res = await human.detect(input as Parameters<Human["detect"]>[0]);
+        if (typeof res.error === "string" && res.error) throw new Error(res.error);
+        faces = res.face;
+      } finally {
+        tf.dispose(input);
+      }
+      const out: DetectedFace[] = [];
+      for (const f of faces) {
+        if (f.tensor) tf.dispose(f.tensor); // only set when detector.return is true; defensive
+        if (!f.embedding || f.embedding.length === 0) continue;
+        out.push(toDetectedFace(f));
+      }
+      return { faces: out, inferMs: performance.now() - t };
+    },
+  };
+}
+
+function mid(mesh: FaceResult["mesh"], [i, j]: readonly [number, number]): [number, number] {
+  const a = mesh[i];
+  const b = mesh[j];
+  return [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2];
+}
+
+function toDetectedFace(f: FaceResult): DetectedFace {
+  const mesh = f.mesh;
+  let landmarks: number[] | undefined;
+  if (mesh && mesh.length > MOUTH_L) {
+    const pts: [number, number][] = [mid(mesh, EYE_R), mid(mesh, EYE_L), [mesh[NOSE_TIP][0], mesh[NOSE_TIP][1]],
+      [mesh[MOUTH_R][0], mesh[MOUTH_R][1]], [mesh[MOUTH_L][0], mesh[MOUTH_L][1]]];
+    landmarks = pts.flat();
+  }
+  const angle = f.rotation?.angle;
+  return {
+    box: [f.box[0], f.box[1], f.box[2], f.box[3]],
+    score: f.score,
+    boxScore: f.boxScore,
+    faceScore: f.faceScore,
+    embedding: Float32Array.from(f.embedding ?? []),
+    landmarks,
+    yaw: angle?.yaw,
+    pitch: angle?.pitch,
+    roll: angle?.roll,
+  };
+}

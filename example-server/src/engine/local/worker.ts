@@ -1,0 +1,44 @@
+/**
+ * Inference worker of the local face engine. Loads the face model once, then
+ * answers `detect` requests one at a time. Started by `WorkerPool`; never
+ * imported by application code.
+ */
+import { parentPort } from "node:worker_threads";
+import { loadFaceModel, type FaceModel } from "./model.js";
+import { faceImageStats } from "./score.js";
+import type { DetectResult, WorkerRequest, WorkerResponse } from "./protocol.js";
+
+if (!parentPort) throw new Error("engine/local/worker.ts must run in a worker thread");
+const port = parentPort;
+
+function post(msg: WorkerResponse, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(msg, transfer);
+}
+
+let model: FaceModel;
+try {
+  model = await loadFaceModel();
+  // The first inference initialises kernels and grows wasm memory; do it now, not on the first request.
+  await model.warmup();
+  await model.detect({ width: 64, height: 64, data: new ArrayBuffer(64 * 64 * 3) });
+  post({ type: "ready", loadMs: model.loadMs });
+} catch (err) {
+  post({ type: "init_error", message: err instanceof Error ? err.message : String(err) });
+  process.exit(1);
+}
+
+port.on("message", async (req: WorkerRequest) => {
+  if (req.type !== "detect") return;
+  try {
+    const results: DetectResult[] = [];
+    for (const image of req.images) {
+      const r = await model.detect(image);
+      for (const f of r.faces) f.stats = faceImageStats(image, f.box);
+      results.push(r);
+    }
+    const transfer = results.flatMap((r) => r.faces.map((f) => f.embedding.buffer as ArrayBuffer));
+    post({ type: "result", id: req.id, results }, transfer);
+  } catch (err) {
+    post({ type: "error", id: req.id, message: err instanceof Error ? err.message : String(err) });
+  }
+});

@@ -1,0 +1,318 @@
+/**
+ * LocalFaceEngine (Human + tfjs WASM in worker threads, sharp decoding).
+ * Fixtures are public-domain/CC0 (test/fixtures/faces/LICENSES.md); "same
+ * person" variants are generated here with sharp instead of being committed.
+ */
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import sharp from "sharp";
+import {
+  CALIBRATION_ANCHORS,
+  LOCAL_THRESHOLDS,
+  cosineToConfidence,
+  createLocalEngine,
+  type LocalFaceEngine,
+} from "../example-server/src/engine/local/index.js";
+import { decodeBmp } from "../example-server/src/engine/local/bmp.js";
+import { FaceError, type CompareFaceResult, type FaceErrorCode } from "../example-server/src/engine/types.js";
+
+const FIXTURES = new URL("./fixtures/faces/", import.meta.url);
+const fixture = (name: string) => readFileSync(new URL(name, FIXTURES));
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/** Rejects unless the promise fails with a FaceError of `code`; returns it. */
+async function rejectsWith(p: Promise<unknown>, code: FaceErrorCode): Promise<FaceError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof FaceError, `expected FaceError ${code}, got ${String(err)}`);
+    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
+    return err;
+  }
+  assert.fail(`expected FaceError ${code}, but it resolved`);
+}
+
+function assertRect(rect: number[], width: number, height: number): void {
+  assert.equal(rect.length, 4);
+  for (const v of rect) assert.ok(Number.isInteger(v) && v >= 0, `rect value ${v}`);
+  assert.ok(rect[2] > 0 && rect[3] > 0);
+  assert.ok(rect[0] + rect[2] <= width && rect[1] + rect[3] <= height, `rect ${rect} outside ${width}×${height}`);
+}
+
+function assertWellFormed(r: CompareFaceResult): void {
+  assert.ok(r.Confidence >= 0 && r.Confidence <= 100);
+  assert.deepEqual(r.Thresholds, [...LOCAL_THRESHOLDS]);
+  for (const q of [r.QualityScoreA, r.QualityScoreB]) assert.ok(Number.isInteger(q) && q! >= 0 && q! <= 100, `quality ${q}`);
+  assert.equal(r.IsMaskA, 0);
+  assert.equal(r.IsMaskB, 0);
+  assert.equal(r.LandmarksAList?.length, 10);
+  assert.equal(r.LandmarksBList?.length, 10);
+  assert.equal(typeof r.MessageTips, "string");
+}
+
+/** Minimal 24-bit bottom-up BMP writer (for the BMP input path). */
+async function toBmp(img: Buffer): Promise<Buffer> {
+  const { data, info } = await sharp(img).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  const { width, height } = info;
+  const stride = Math.ceil((width * 3) / 4) * 4;
+  const out = Buffer.alloc(54 + stride * height);
+  out.write("BM", 0, "latin1");
+  out.writeUInt32LE(out.length, 2);
+  out.writeUInt32LE(54, 10);
+  out.writeUInt32LE(40, 14);
+  out.writeInt32LE(width, 18);
+  out.writeInt32LE(height, 22);
+  out.writeUInt16LE(1, 26);
+  out.writeUInt16LE(24, 28);
+  out.writeUInt32LE(stride * height, 34);
+  for (let y = 0; y < height; y++) {
+    const row = 54 + (height - 1 - y) * stride;
+    for (let x = 0; x < width; x++) {
+      const s = (y * width + x) * 3;
+      out[row + x * 3] = data[s + 2];
+      out[row + x * 3 + 1] = data[s + 1];
+      out[row + x * 3 + 2] = data[s];
+    }
+  }
+  return out;
+}
+
+describe("engine/local: score calibration", () => {
+  it("maps cosine onto Confidence through the documented anchors", () => {
+    for (const [c, v] of CALIBRATION_ANCHORS) assert.equal(cosineToConfidence(c), v);
+    assert.equal(cosineToConfidence(-0.5), 0);
+    assert.equal(cosineToConfidence(0.25), 0);
+    assert.equal(cosineToConfidence(0.9), 90);
+    assert.equal(cosineToConfidence(1.2), 100);
+    assert.equal(cosineToConfidence(Number.NaN), 0);
+    let prev = -1;
+    for (let c = 0; c <= 1; c += 0.01) {
+      const v = cosineToConfidence(c);
+      assert.ok(v >= prev, "monotonic");
+      prev = v;
+    }
+    // Thresholds are Alibaba's numbers at the anchors for FAR 1e-3 / 1e-4 / 1e-5.
+    assert.deepEqual([...LOCAL_THRESHOLDS], [61, 69, 75]);
+  });
+
+  it("decodes BMP variants and refuses oversized BMP headers", async () => {
+    const bmp = await toBmp(await sharp(fixture("grace_hopper.jpg")).resize(64).toBuffer());
+    const img = decodeBmp(bmp, 1e6);
+    assert.equal(img.width, 64);
+    assert.equal(img.data.length, img.width * img.height * 3);
+    const big = Buffer.from(bmp);
+    big.writeInt32LE(100_000, 18);
+    big.writeInt32LE(100_000, 22);
+    assert.throws(() => decodeBmp(big, 1e6), /pixel limit/);
+    assert.throws(() => decodeBmp(bmp.subarray(0, 100), 1e6), /truncated/);
+  });
+});
+
+describe("engine/local: LocalFaceEngine", function () {
+  this.timeout(60_000);
+  let engine: LocalFaceEngine;
+  const hopper = fixture("grace_hopper.jpg"); // 512×600
+  const astronaut = fixture("astronaut.png"); // 512×512
+  const camera = fixture("camera.png"); // profile view
+
+  before(async () => {
+    // maxQueue 2 → at most 4 comparisons in flight (2 running + 2 waiting).
+    engine = createLocalEngine({ workers: 2, maxQueue: 2 });
+    await engine.ready();
+  });
+
+  after(async () => {
+    await engine?.close();
+  });
+
+  it("scores transformed copies of one photo as the same person (Confidence > Thresholds[1])", async () => {
+    const variants: Record<string, Buffer> = {
+      cropped: await sharp(hopper).extract({ left: 60, top: 20, width: 380, height: 420 }).png().toBuffer(),
+      rotated10: await sharp(hopper).rotate(10, { background: "#808080" }).jpeg({ quality: 90 }).toBuffer(),
+      darkened: await sharp(hopper).modulate({ brightness: 0.55 }).png().toBuffer(),
+      resized256: await sharp(hopper).resize(256).png().toBuffer(),
+      jpegQ60: await sharp(hopper).jpeg({ quality: 60 }).toBuffer(),
+      bmp: await toBmp(hopper),
+    };
+    const names = Object.keys(variants);
+    // Two batches of three keep within the engine's in-flight bound of four.
+    const results: { result: CompareFaceResult; requestId: string }[] = [];
+    for (let i = 0; i < names.length; i += 3) {
+      const batch = names.slice(i, i + 3);
+      results.push(...(await Promise.all(batch.map((n) => engine.compare({ imageA: hopper, imageB: variants[n] })))));
+    }
+    const ids = new Set<string>();
+    for (const [i, { result, requestId }] of results.entries()) {
+      const name = names[i];
+      assertWellFormed(result);
+      assert.ok(result.Confidence > result.Thresholds[1], `${name}: Confidence ${result.Confidence}`);
+      assertRect(result.RectAList, 512, 600);
+      assert.match(requestId, UUID);
+      ids.add(requestId);
+      assert.equal(result.MessageTips, "", name);
+    }
+    assert.equal(ids.size, names.length, "requestId is unique per comparison");
+  });
+
+  it("does not match different people (Confidence < Thresholds[0])", async () => {
+    const { result } = await engine.compare({ imageA: astronaut, imageB: hopper });
+    assertWellFormed(result);
+    assert.ok(result.Confidence < result.Thresholds[0], `Confidence ${result.Confidence}`);
+    assertRect(result.RectAList, 512, 512);
+    assertRect(result.RectBList, 512, 600);
+  });
+
+  it("profile face (camera.png): no_face or a low score and low quality", async () => {
+    try {
+      const { result } = await engine.compare({ imageA: hopper, imageB: camera });
+      assert.ok(result.Confidence < result.Thresholds[0], `Confidence ${result.Confidence}`);
+      assert.ok(result.QualityScoreB! < 50, `QualityScoreB ${result.QualityScoreB}`);
+    } catch (err) {
+      assert.ok(err instanceof FaceError && err.code === "no_face", String(err));
+      assert.match(err.message, /image B/);
+    }
+  });
+
+  it("maps rects of downscaled images back to original pixels", async () => {
+    // 2048×2400 is downscaled to 1092×1280 for inference; rects must come back ×4 of the 512×600 original.
+    const big = await sharp(hopper).resize(2048).jpeg({ quality: 92 }).toBuffer();
+    const { result } = await engine.compare({ imageA: hopper, imageB: big });
+    assert.ok(result.Confidence > result.Thresholds[1]);
+    assertRect(result.RectBList, 2048, 2400);
+    for (let i = 0; i < 4; i++) {
+      const expected = result.RectAList[i] * 4;
+      assert.ok(Math.abs(result.RectBList[i] - expected) <= 0.05 * 2048, `rect[${i}] ${result.RectBList[i]} vs ${expected}`);
+    }
+    for (let i = 0; i < 10; i++) {
+      assert.ok(Math.abs(result.LandmarksBList![i] - result.LandmarksAList![i] * 4) <= 0.03 * 2048, `landmark[${i}]`);
+    }
+  });
+
+  it("applies EXIF orientation before detection", async () => {
+    // Pixels rotated 90° clockwise, tagged orientation 8 so viewers show it upright again.
+    const tagged = await sharp(hopper).rotate(90).withMetadata({ orientation: 8 }).jpeg().toBuffer();
+    const { result } = await engine.compare({ imageA: hopper, imageB: tagged });
+    assert.ok(result.Confidence > result.Thresholds[1], `Confidence ${result.Confidence}`);
+    assertRect(result.RectBList, 512, 600);
+    for (let i = 0; i < 4; i++) assert.ok(Math.abs(result.RectBList[i] - result.RectAList[i]) <= 15, `rect ${result.RectBList}`);
+  });
+
+  it("uses the largest face when an image has several, and says so", async () => {
+    // Hopper at full size next to a small astronaut on one canvas.
+    const smallAstronaut = await sharp(astronaut).resize(300).png().toBuffer();
+    const group = await sharp({ create: { width: 900, height: 620, channels: 3, background: "#d0d0d0" } })
+      .composite([
+        { input: hopper, left: 0, top: 10 },
+        { input: smallAstronaut, left: 580, top: 150 },
+      ])
+      .jpeg()
+      .toBuffer();
+    const { result } = await engine.compare({ imageA: group, imageB: hopper });
+    assert.ok(result.Confidence > result.Thresholds[1], `Confidence ${result.Confidence}`);
+    assert.ok(result.RectAList[0] < 512, "the Hopper face (left) is the one compared");
+    assert.match(result.MessageTips!, /image A contains 2 faces; the largest was compared/);
+  });
+
+  it("refuses garbage, empty and truncated input with invalid_image", async () => {
+    const garbage = Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7919) % 251));
+    const e1 = await rejectsWith(engine.compare({ imageA: garbage, imageB: hopper }), "invalid_image");
+    assert.match(e1.message, /image A/);
+    assert.equal(e1.status, 400);
+    const e2 = await rejectsWith(engine.compare({ imageA: hopper, imageB: Buffer.alloc(0) }), "invalid_image");
+    assert.match(e2.message, /image B/);
+    await rejectsWith(engine.compare({ imageA: hopper, imageB: hopper.subarray(0, hopper.length / 2) }), "invalid_image");
+    const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100"/>');
+    await rejectsWith(engine.compare({ imageA: svg, imageB: hopper }), "invalid_image");
+    const tiny = await sharp(hopper).resize(32).png().toBuffer();
+    await rejectsWith(engine.compare({ imageA: hopper, imageB: tiny }), "invalid_image");
+  });
+
+  it("refuses a decompression bomb with image_too_large before decoding it", async () => {
+    // 12000×12000 (144 MP) of white compresses to a few MB; only its header is read.
+    const huge = await sharp({ create: { width: 12000, height: 12000, channels: 3, background: "#ffffff" } })
+      .png({ compressionLevel: 1 })
+      .toBuffer();
+    const rssBefore = process.memoryUsage().rss;
+    const err = await rejectsWith(engine.compare({ imageA: hopper, imageB: huge }), "image_too_large");
+    assert.match(err.message, /image B/);
+    assert.equal(err.status, 413);
+    assert.ok(process.memoryUsage().rss - rssBefore < 100e6, "pixels were not decoded");
+  });
+
+  it("reports no_face naming the image without a face", async () => {
+    const blank = await sharp({ create: { width: 640, height: 480, channels: 3, background: "#3366aa" } }).png().toBuffer();
+    const err = await rejectsWith(engine.compare({ imageA: hopper, imageB: blank }), "no_face");
+    assert.match(err.message, /image B/);
+    const errA = await rejectsWith(engine.compare({ imageA: blank, imageB: hopper }), "no_face");
+    assert.match(errA.message, /image A/);
+  });
+
+  it("enforces QualityScoreThreshold with low_quality", async () => {
+    const blurred = await sharp(hopper).blur(3).png().toBuffer();
+    const ok = await engine.compare({ imageA: hopper, imageB: blurred });
+    const q = ok.result.QualityScoreB!;
+    assert.ok(q < ok.result.QualityScoreA!, `blurred ${q} vs sharp ${ok.result.QualityScoreA}`);
+    const err = await rejectsWith(
+      engine.compare({ imageA: hopper, imageB: blurred, qualityScoreThreshold: q + 1 }),
+      "low_quality",
+    );
+    assert.match(err.message, /image B/);
+    await rejectsWith(engine.compare({ imageA: hopper, imageB: hopper, qualityScoreThreshold: 101 }), "invalid_input");
+  });
+
+  it("rejects with the abort reason when the caller's signal is already aborted", async () => {
+    const ac = new AbortController();
+    ac.abort(new Error("caller gave up"));
+    await assert.rejects(engine.compare({ imageA: hopper, imageB: hopper, signal: ac.signal }), /caller gave up/);
+  });
+
+  it("runs 4 comparisons in parallel off the event loop", async () => {
+    const images = await Promise.all([
+      sharp(hopper).jpeg({ quality: 80 }).toBuffer(),
+      sharp(hopper).modulate({ brightness: 0.8 }).png().toBuffer(),
+      sharp(astronaut).jpeg({ quality: 85 }).toBuffer(),
+      sharp(hopper).resize(400).png().toBuffer(),
+    ]);
+    const t0 = performance.now();
+    await engine.compare({ imageA: hopper, imageB: images[0] }); // one comparison alone, for scale
+    const single = performance.now() - t0;
+
+    const h = monitorEventLoopDelay({ resolution: 5 });
+    h.enable();
+    const t1 = performance.now();
+    const out = await Promise.all(images.map((img) => engine.compare({ imageA: hopper, imageB: img })));
+    const parallel = performance.now() - t1;
+    h.disable();
+    const maxDelayMs = h.max / 1e6;
+    assert.equal(out.length, 4);
+    assert.ok(out[0].result.Confidence > LOCAL_THRESHOLDS[1]);
+    assert.ok(out[1].result.Confidence > LOCAL_THRESHOLDS[1]);
+    assert.ok(out[2].result.Confidence < LOCAL_THRESHOLDS[0]);
+    assert.ok(out[3].result.Confidence > LOCAL_THRESHOLDS[1]);
+    // Inference in-thread would block for a whole comparison (≈ 300 ms); loosely bounded.
+    assert.ok(maxDelayMs < 100, `max event-loop delay ${maxDelayMs.toFixed(1)} ms (one comparison ${single.toFixed(0)} ms, 4 in parallel ${parallel.toFixed(0)} ms)`);
+  });
+
+  it("refuses work beyond its queue bound with engine_unavailable", async () => {
+    const small = await sharp(hopper).resize(200).png().toBuffer();
+    const settled = await Promise.allSettled(
+      Array.from({ length: 7 }, () => engine.compare({ imageA: small, imageB: small })),
+    );
+    const refused = settled.filter((s) => s.status === "rejected");
+    const done = settled.filter((s) => s.status === "fulfilled");
+    assert.equal(done.length, 4, "workers (2) + maxQueue (2) are accepted");
+    assert.equal(refused.length, 3);
+    for (const r of refused) {
+      const reason = (r as PromiseRejectedResult).reason;
+      assert.ok(reason instanceof FaceError && reason.code === "engine_unavailable", String(reason));
+      assert.equal(reason.status, 503);
+    }
+    assert.equal(engine.status().inFlight, 0);
+  });
+
+  it("refuses comparisons after close()", async () => {
+    await engine.close();
+    await rejectsWith(engine.compare({ imageA: hopper, imageB: hopper }), "engine_unavailable");
+  });
+});
