@@ -13,18 +13,10 @@ import type { SettleRequest } from "../lib/src/chain/settler.js";
 import { ChainError, SettlementError } from "../lib/src/errors.js";
 import { ARTIFACT_PATH, compileTestUSDC } from "../scripts/compile-token.js";
 
+import { TRANSFER_TYPES } from "./support/sign.js";
+
 const CHAIN_ID = 84532;
 const BASE_SEPOLIA_USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
-const TYPES = {
-  TransferWithAuthorization: [
-    { name: "from", type: "address" },
-    { name: "to", type: "address" },
-    { name: "value", type: "uint256" },
-    { name: "validAfter", type: "uint256" },
-    { name: "validBefore", type: "uint256" },
-    { name: "nonce", type: "bytes32" },
-  ],
-} as const;
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const now = (): bigint => BigInt(Math.floor(Date.now() / 1000));
@@ -47,7 +39,7 @@ describe("devchain + relayer settler", function () {
     };
     const signature = await privateKeyToAccount(payer.privateKey).signTypedData({
       domain: { name: "USDC", version: "2", chainId: CHAIN_ID, verifyingContract: dev.usdc },
-      types: TYPES,
+      types: TRANSFER_TYPES,
       primaryType: "TransferWithAuthorization",
       message: authorization,
     });

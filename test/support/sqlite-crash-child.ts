@@ -4,27 +4,15 @@
  * `READY <json>` and blocks until the parent kills it with SIGKILL.
  */
 import { SqliteStore } from "../../lib/src/state/sqlite.js";
-import { generatePaymentToken, hashToken, newPaymentId } from "../../lib/src/state/tokens.js";
+import { generatePaymentToken, hashToken } from "../../lib/src/state/tokens.js";
+import { samplePayment } from "../store-conformance.js";
 
 const store = new SqliteStore({ path: process.argv[2] });
 const now = Date.now();
-const paymentId = newPaymentId();
 const tokenHash = hashToken(generatePaymentToken());
-await store.createPayment({
-  paymentId,
-  serviceId: "svc",
-  tokenHash,
-  status: "pending",
-  amountCents: 5,
-  amountAtomic: "50000",
-  currency: "USD",
-  billingMode: "per_call",
-  maxCalls: 1,
-  callsUsed: 0,
-  expiresAt: now + 3600_000,
-  createdAt: now,
-  payTo: "0x1111111111111111111111111111111111111111",
-});
+const payment = samplePayment({ tokenHash, createdAt: now, expiresAt: now + 3600_000 });
+const { paymentId } = payment;
+await store.createPayment(payment);
 await store.markPaid(paymentId, { paidAt: now, transaction: "0xpaid" });
 const leaseMs = 60_000;
 const r = await store.reserveCall(tokenHash, "svc", now, leaseMs);
