@@ -15,7 +15,7 @@ import { settleResponse } from "../../core/engine.js";
 import { HEADER } from "../../protocol/types.js";
 import type { StoredPayment } from "../../state/store.js";
 import { generatePaymentToken, hashToken, newPaymentId } from "../../state/tokens.js";
-import type { PaywallMiddleware } from "./paywall.js";
+import { NO_PAYMENT, type PaywallMiddleware } from "./paywall.js";
 
 export interface PaymentsRouterOptions {
   /** The paywall whose routes (those with a `serviceId` and a static price) define the services. */
@@ -147,7 +147,7 @@ export function paymentsRouter(opts: PaymentsRouterOptions): Router {
       };
       await store.createPayment(p);
       const offer = await payOffer(req, p, svc);
-      const { body: required } = pw.paymentRequired(offer, route, "X-PAYMENT header is required", pw.origin(req));
+      const { body: required } = pw.paymentRequired(offer, route, NO_PAYMENT, pw.origin(req));
       json(res, 201, {
         ...toPublicPayment(p, now),
         token,
@@ -184,7 +184,7 @@ export function paymentsRouter(opts: PaymentsRouterOptions): Router {
       const v2 = req.headers[HEADER.v2Payment];
       const v1 = req.headers[HEADER.v1Payment];
       const raw = typeof v2 === "string" ? v2 : typeof v1 === "string" ? v1 : undefined;
-      if (raw === undefined) return pw.send402(res, offer, svc.route, origin, "X-PAYMENT header is required", undefined, { payment: toPublicPayment(p, now) });
+      if (raw === undefined) return pw.send402(res, offer, svc.route, origin, NO_PAYMENT, undefined, { payment: toPublicPayment(p, now) });
       const version = typeof v2 === "string" ? 2 : 1;
       lock = `pay:${p.paymentId}`;
       if (!(await store.claimNonce(lock, p.expiresAt + 3600_000))) {

@@ -56,6 +56,12 @@ export interface PaywallMiddleware extends RequestHandler {
 }
 
 const MAX_CACHE = 1000;
+/** The 402 `error` when no payment was sent (x402-express wording, which clients show). */
+export const NO_PAYMENT = "X-PAYMENT header is required";
+
+function cacheKey(route: ResolvedRoute<Request>, base: string, resource: string, amount: bigint, reason: string): string {
+  return `${route.key}|${base}|${resource}|${amount}|${reason}`;
+}
 
 /** Create the engine and resolve routes; shared by `paywall` and `requirePayment`. */
 function build(options: PaymentOptions, routes: Record<string, RouteOptions<Request>>): { engine: PaymentEngine; table: RouteTable<ResolvedRoute<Request>> } {
@@ -139,23 +145,28 @@ function makeMiddleware(
   }
 
   function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>) {
-    let cached = !message && !extra ? cache.get(`${route.key}|${offer.resource}|${offer.amount}|${reason}`) : undefined;
+    const key = !message && !extra ? cacheKey(route, base, offer.resource, offer.amount, reason) : undefined;
+    let cached = key ? cache.get(key) : undefined;
     if (!cached) {
       const { body, header } = paymentRequired(offer, route, reason, base);
       if (message) body.message = message;
       if (extra) Object.assign(body, extra);
       cached = { body: JSON.stringify(body), header };
-      if (!message && !extra) {
+      if (key) {
         if (cache.size >= MAX_CACHE) cache.clear();
-        cache.set(`${route.key}|${offer.resource}|${offer.amount}|${reason}`, cached);
+        cache.set(key, cached);
       }
     }
-    engine.paymentRequired(offer.resource);
+    write402(res, cached, offer.resource);
+  }
+
+  function write402(res: Response, answer: { body: string; header: string }, resource: string) {
+    engine.paymentRequired(resource);
     res.statusCode = 402;
     res.setHeader("Content-Type", "application/json; charset=utf-8");
     res.setHeader("Cache-Control", "no-store");
-    res.setHeader(HEADER.v2Required, cached.header);
-    res.end(cached.body);
+    res.setHeader(HEADER.v2Required, answer.header);
+    res.end(answer.body);
   }
 
   function sendError(res: Response, err: unknown, offer: Offer, route: ResolvedRoute<Request>, base: string, version?: 1 | 2, attempt?: X402Attempt) {
@@ -241,19 +252,25 @@ function makeMiddleware(
     const route = pick(req);
     if (!route) return next();
     const base = origin(req, options);
-    let offer: Offer;
-    try {
-      offer = await offerFor(route, base + normalizePath(req.originalUrl), req);
-    } catch (err) {
-      return next(err);
-    }
+    const resource = base + normalizePath(req.originalUrl);
     const token = headerValue(req.headers[HEADER.token]);
     const v2 = headerValue(req.headers[HEADER.v2Payment]);
     const v1 = headerValue(req.headers[HEADER.v1Payment]);
+    if (token === undefined && v2 === undefined && v1 === undefined && route.staticPrice) {
+      // hot path: an unpaid request for a static price is answered from the cache
+      const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT));
+      if (hit) return write402(res, hit, route.options.resource ?? resource);
+    }
+    let offer: Offer;
+    try {
+      offer = await offerFor(route, resource, req);
+    } catch (err) {
+      return next(err);
+    }
     if (token !== undefined) return handleToken(req, res, next, token, route, offer, base);
     if (v2 !== undefined) return handleX402(req, res, next, 2, v2, route, offer, base);
     if (v1 !== undefined) return handleX402(req, res, next, 1, v1, route, offer, base);
-    return send402(res, offer, route, base, "X-PAYMENT header is required");
+    return send402(res, offer, route, base, NO_PAYMENT);
   } as PaywallMiddleware;
 
   return Object.assign(middleware, {
