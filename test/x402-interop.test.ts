@@ -171,6 +171,23 @@ describe("x402 interop with real clients on a real chain", function () {
         assert.equal((await chain.balanceOf(chain.accounts.payTo.address)) - before, 10000n);
       });
     }
+    it("a failed settlement answers 402 with the reason in the response header and withholds the handler's answer", async () => {
+      fac.fault = "refuse-settle";
+      try {
+        const before = await chain.balanceOf(chain.accounts.payers[6]!.address);
+        const res = await v2Fetch(chain, 6)(`${viaFac.url}/weather`);
+        assert.equal(res.status, 402);
+        const body = await res.json();
+        assert.equal(body.error, "insufficient_funds");
+        assert.equal(body.weather, undefined, "the paid answer is withheld");
+        const receipt = JSON.parse(Buffer.from(res.headers.get("payment-response")!, "base64").toString());
+        assert.equal(receipt.success, false);
+        assert.equal(receipt.errorReason, "insufficient_funds");
+        assert.equal(await chain.balanceOf(chain.accounts.payers[6]!.address), before);
+      } finally {
+        fac.fault = undefined;
+      }
+    });
     it("facilitator down → 502 for verification, nothing charged, no handler run", async () => {
       fac.fault = "down";
       try {

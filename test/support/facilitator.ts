@@ -19,7 +19,7 @@ export interface TestFacilitator {
   url: string;
   calls: { verify: number; settle: number; supported: number };
   /** Make every endpoint answer like this instead (fault injection). */
-  fault?: "down" | "garbage" | "hang" | "refuse";
+  fault?: "down" | "garbage" | "hang" | "refuse" | "refuse-settle";
   close(): Promise<void>;
 }
 
@@ -56,7 +56,7 @@ export async function startFacilitator(chain: DevChain): Promise<TestFacilitator
   });
   app.post("/settle", async (req, res) => {
     calls.settle++;
-    if (state.fault === "refuse") return void res.json({ success: false, errorReason: "insufficient_funds", transaction: "", network: "base-sepolia" });
+    if (state.fault === "refuse" || state.fault === "refuse-settle") return void res.json({ success: false, errorReason: "insufficient_funds", transaction: "", network: "base-sepolia" });
     const { paymentPayload, paymentRequirements } = req.body;
     try {
       res.json(paymentPayload.x402Version === 1 ? await settleV1(wallet as never, paymentPayload, paymentRequirements) : await v2.settle(paymentPayload, paymentRequirements));
