@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, PaymentError, decodeHeader, encodeHeader, findNetwork, parseMoney, resolvePrice } from "server402";
+import { ConfigError, PaymentError, decodeHeader, encodeHeader, findNetwork, parseMoney, paywall, requirePayment, resolvePrice } from "server402";
 import { compileRoute, normalizePath, RouteTable } from "../lib/src/adapters/routes.js";
 
 describe("price parsing (exact integer math)", () => {
@@ -74,4 +74,25 @@ describe("header encoding", () => {
       assert.throws(() => decodeHeader(bad, "X-PAYMENT"), (e: unknown) => e instanceof PaymentError && e.reason === "invalid_payload" && /X-PAYMENT/.test(e.message));
     }
   });
+});
+
+describe("startup validation", () => {
+  const settler = { kind: "test", settle: async () => { throw new Error("unused"); } };
+  const payTo = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+  const cases: Array<[string, () => unknown, RegExp]> = [
+    ["missing routes", () => paywall({ payTo, settler } as never), /routes.*at least one priced route/],
+    ["bad payTo", () => paywall({ payTo: "0x123", settler, routes: { "/x": { price: "$1" } } }), /payTo.*not an EVM address/],
+    ["unknown network", () => paywall({ payTo, settler, network: "base-mainnet", routes: { "/x": { price: "$1" } } }), /unknown network "base-mainnet".*base-sepolia/],
+    ["too many decimals", () => paywall({ payTo, settler, routes: { "/x": { price: "$0.0000001" } } }), /routes\["\/x"\]\.price.*7 decimals but the asset has only 6/],
+    ["no settler", () => paywall({ payTo, routes: { "/x": { price: "$1" } } } as never), /settler.*relayerSettler/],
+    ["bad settlement", () => paywall({ payTo, settler, settlement: "later" as never, routes: { "/x": { price: "$1" } } }), /"after" or "before"/],
+    ["bad route key", () => paywall({ payTo, settler, routes: { "FETCH /x": { price: "$1" } } }), /unknown HTTP method/],
+    ["bad maxCalls", () => paywall({ payTo, settler, routes: { "/x": { price: "$1", maxCalls: 0 } } }), /maxCalls/],
+    ["money price on a chain without USDC", () => requirePayment({ payTo, settler, network: "eip155:999", price: "$1" }), /default USDC/],
+  ];
+  for (const [label, make, msg] of cases) {
+    it(`${label} throws a ConfigError that says how to fix it`, () => {
+      assert.throws(make, (e: unknown) => e instanceof ConfigError && msg.test(e.message));
+    });
+  }
 });

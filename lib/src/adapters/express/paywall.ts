@@ -4,7 +4,7 @@
  * clients on the same route and accept prepaid `X-Payment-Token`s.
  */
 import type { NextFunction, Request, RequestHandler, Response } from "express";
-import { ChainError, PaymentError, SettlementError, StoreError } from "../../errors.js";
+import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } from "../../errors.js";
 import { createChainReader } from "../../chain/reader.js";
 import { chainChecker } from "../../core/checker.js";
 import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type X402Attempt } from "../../core/engine.js";
@@ -89,10 +89,10 @@ function headerValue(v: string | string[] | undefined): string | undefined {
  * Unpriced requests pass through untouched.
  */
 export function paywall(options: PaywallOptions): PaywallMiddleware {
-  if (!options || typeof options.routes !== "object" || options.routes === null) {
-    validateShared(options);
+  if (!options || typeof options.routes !== "object" || options.routes === null || Object.keys(options.routes).length === 0) {
+    throw new ConfigError("routes", 'give at least one priced route, e.g. { "POST /api/thing": { price: "$0.01" } }.');
   }
-  const { engine, table } = build(options, options.routes ?? {});
+  const { engine, table } = build(options, options.routes);
   return makeMiddleware(engine, table, options, (req) => table.match(req.method, normalizePath(req.path))?.value);
 }
 
