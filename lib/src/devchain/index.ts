@@ -144,14 +144,20 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
     if (!runtime || runtime === "0x") throw new Error("server402/devchain: token constructor returned no code");
     await client.request({ method: "anvil_setCode", params: [usdc, runtime] } as never);
 
-    // Only this chain sends as DEV_MINTER, so a local nonce counter is exact;
-    // explicit nonces let concurrent mints go out without colliding.
+    // Only this chain sends as DEV_MINTER, so a local nonce counter is exact.
+    // Sends go out one after another (a queue), so anvil never sees a nonce
+    // gap; receipts are awaited concurrently.
     let minterNonce = 0;
+    let sendQueue: Promise<unknown> = Promise.resolve();
     const mineTimeoutMs = 30_000 + 3_000 * (opts.blockTime ?? 0);
     const mint = async (to: Address, amount: bigint): Promise<void> => {
       const data = encodeFunctionData({ abi: EIP3009_ABI, functionName: "mint", args: [to, amount] });
-      const tx = { from: DEV_MINTER, to: usdc, data, gas: toHex(MINT_GAS), nonce: toHex(minterNonce++) };
-      const hash = (await client.request({ method: "eth_sendTransaction", params: [tx] } as never)) as Hex;
+      const send = sendQueue.then(() => {
+        const tx = { from: DEV_MINTER, to: usdc, data, gas: toHex(MINT_GAS), nonce: toHex(minterNonce++) };
+        return client.request({ method: "eth_sendTransaction", params: [tx] } as never) as Promise<Hex>;
+      });
+      sendQueue = send.catch(() => {});
+      const hash = await send;
       const receipt = await receiptOf(client, hash, mineTimeoutMs);
       if (receipt.status !== "0x1") throw new Error(`server402/devchain: mint to ${to} reverted (${hash})`);
     };
