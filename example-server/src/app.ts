@@ -1,14 +1,26 @@
 /**
  * The example server's Express app: face comparison priced with server402,
- * the prepaid payments API, and JSON errors for everything that goes wrong.
+ * the prepaid payments API, the same services as MCP tools, discovery
+ * (catalog, OpenAPI, llms.txt) generated from the same route table,
+ * health/readiness/metrics, request ids, CORS, and JSON errors for
+ * everything that goes wrong.
  */
 import express, { type ErrorRequestHandler, type Express, type Request } from "express";
+import { pino, type Logger } from "pino";
 import { paymentsRouter, paywall, type PaymentEvent, type PaywallMiddleware, type RouteOptions, type Settler, type Store, type PaymentChecker } from "server402";
 import { compareHandler, validateFaceRequest, type CompareDeps } from "./face/compare.js";
-import { services } from "./service.js";
+import { services as defaultServices } from "./service.js";
 import type { Config } from "./config.js";
 import type { FaceEngine } from "./engine/types.js";
+import { PATHS, type ServiceSpec } from "./discovery/catalog.js";
+import { discoveryRouter } from "./discovery/router.js";
+import { mcpRouter } from "./mcp.js";
+import { corsMiddleware } from "./observability/cors.js";
+import { healthRouter } from "./observability/health.js";
+import { loggerOf, requestLogging } from "./observability/logging.js";
+import { createMetrics, type Metrics } from "./observability/metrics.js";
 
+/** What the app is built from. */
 export interface AppDeps {
   config: Config;
   payTo: string;
@@ -21,15 +33,24 @@ export interface AppDeps {
   onEvent?: (e: PaymentEvent) => void;
   /** Called with unexpected errors (for logs). */
   onError?: (err: unknown, req?: Request) => void;
+  /** Request and error logs (request id on every line). Default: silent. */
+  logger?: Logger;
+  /** Chain id the RPC must report for /readyz. */
+  chainId?: number;
+  /** Sell these instead of service.ts's services (tests, embedders: e.g. another price). */
+  services?: readonly ServiceSpec[];
 }
 
+/** The built app and what tests and the server need from it. */
 export interface App {
   app: Express;
   paywall: PaywallMiddleware;
+  /** This app's Prometheus registry and metrics. */
+  metrics: Metrics;
 }
 
-/** The paywall route table, generated from the service definitions. */
-export function routeTable(): Record<string, RouteOptions<Request>> {
+/** The paywall route table, generated from the service definitions (default: service.ts's). */
+export function routeTable(services: readonly ServiceSpec[] = defaultServices): Record<string, RouteOptions<Request>> {
   const routes: Record<string, RouteOptions<Request>> = {};
   for (const s of services) {
     for (const path of [s.endpoint, ...s.legacyEndpoints]) {
@@ -51,6 +72,9 @@ export function routeTable(): Record<string, RouteOptions<Request>> {
 /** Build the app (no listening). */
 export function createApp(deps: AppDeps): App {
   const { config } = deps;
+  const services = deps.services ?? defaultServices;
+  const logger = deps.logger ?? pino({ level: "silent" });
+  const metrics = createMetrics();
   const app = express();
   app.disable("x-powered-by");
   if (config.publicUrl === undefined) app.set("trust proxy", "loopback");
@@ -64,8 +88,11 @@ export function createApp(deps: AppDeps): App {
     rpcUrl: deps.rpcUrl,
     checker: deps.checker,
     publicUrl: config.publicUrl,
-    onEvent: deps.onEvent,
-    routes: routeTable(),
+    onEvent: (e) => {
+      metrics.onEvent(e);
+      deps.onEvent?.(e);
+    },
+    routes: routeTable(services),
   });
 
   const compareDeps: CompareDeps = {
@@ -75,15 +102,28 @@ export function createApp(deps: AppDeps): App {
     imageTimeoutMs: config.imageTimeoutMs,
     compareTimeoutMs: config.compareTimeoutMs,
   };
+  const onError = (err: unknown, req?: Request) => {
+    if (deps.onError) return deps.onError(err, req);
+    (req?.res ? loggerOf(req.res, logger) : logger).error({ err }, "unexpected error");
+  };
+
+  app.use(requestLogging(logger));
+  app.use(metrics.timing);
+  app.use(corsMiddleware(config.corsOrigins));
+  app.use(healthRouter({ store: deps.store, engine: deps.engine, rpcUrl: deps.rpcUrl, chainId: deps.chainId }));
+  app.get(PATHS.metrics, metrics.handler);
+  app.use(discoveryRouter(services, pw));
+
   const faceJson = express.json({ limit: config.bodyLimitBytes, type: () => true });
   for (const s of services) {
     const paths = [s.endpoint, ...s.legacyEndpoints];
     app.post(paths, faceJson, validateFaceRequest(config.imageMaxBytes));
   }
   app.use(paymentsRouter({ paywall: pw, adminKey: config.adminKey }));
+  app.use(mcpRouter({ services, paywall: pw, compare: compareDeps, bodyLimitBytes: config.bodyLimitBytes, onError: (err) => onError(err) }));
   app.use(pw);
   for (const s of services) {
-    app.post([s.endpoint, ...s.legacyEndpoints], compareHandler(compareDeps, (err) => deps.onError?.(err)));
+    app.post([s.endpoint, ...s.legacyEndpoints], compareHandler(compareDeps, (err) => onError(err)));
   }
 
   app.get("/api/devchain", (_req, res) => {
@@ -100,10 +140,10 @@ export function createApp(deps: AppDeps): App {
   });
 
   app.use((req, res) => {
-    res.status(404).json({ error: "not_found", message: `no route ${req.method} ${req.path.slice(0, 200)}; see /api/services.` });
+    res.status(404).json({ error: "not_found", message: `no route ${req.method} ${req.path.slice(0, 200)}; see ${PATHS.services}.` });
   });
-  app.use(errorHandler(deps.onError));
-  return { app, paywall: pw };
+  app.use(errorHandler(onError));
+  return { app, paywall: pw, metrics };
 }
 
 /** JSON for every error: body-parser's 400/413, and a last-resort 500 that never leaks internals. */
@@ -116,7 +156,8 @@ export function errorHandler(onError?: (err: unknown, req?: Request) => void): E
     if (e?.type === "entity.too.large") [status, code, message] = [413, "body_too_large", "the request body is larger than allowed."];
     else if (e?.type === "entity.parse.failed") [status, code, message] = [400, "invalid_json", "the request body is not valid JSON."];
     else if (e?.type === "encoding.unsupported" || e?.type === "charset.unsupported") [status, code, message] = [415, "unsupported_encoding", e.message ?? "unsupported encoding"];
-    else if (typeof e?.status === "number" && e.status >= 400 && e.status < 500 && e.expose) [status, code, message] = [e.status, "bad_request", e.message ?? "bad request"];
+    else if (err instanceof URIError) [status, code, message] = [400, "invalid_path", "the URL has invalid percent-encoding."];
+    else if (typeof e?.status === "number" && e.status >= 400 && e.status < 500) [status, code, message] = [e.status, "bad_request", e.expose ? (e.message ?? "bad request") : "bad request"];
     if (status === 500) onError?.(err, req);
     if (res.headersSent) return void res.destroy();
     res.status(status).set("Cache-Control", "no-store").json({ error: code, message });

@@ -4,14 +4,19 @@
  */
 import { mkdirSync } from "node:fs";
 import type { Server } from "node:http";
+import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import type { Express } from "express";
-import { facilitatorSettler, MemoryStore, relayerSettler, type PaymentEvent, type PaywallMiddleware, type Settler, type Store } from "server402";
+import { facilitatorSettler, findNetwork, MemoryStore, relayerSettler, type PaymentEvent, type PaywallMiddleware, type Settler, type Store } from "server402";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { createApp } from "./app.js";
 import type { Config } from "./config.js";
 import type { FaceEngine } from "./engine/types.js";
+import type { ServiceSpec } from "./discovery/catalog.js";
+import { redactingLogger } from "./observability/logging.js";
+import type { Metrics } from "./observability/metrics.js";
 
+/** A listening example server and its parts. */
 export interface RunningServer {
   server: Server;
   app: Express;
@@ -22,16 +27,21 @@ export interface RunningServer {
   payTo: string;
   rpcUrl?: string;
   devchain?: DevChain;
+  /** The app's Prometheus registry and metrics. */
+  metrics: Metrics;
   /** Stop accepting, drain in-flight requests (and their settlements), then release everything. */
   close(): Promise<void>;
 }
 
+/** Parts tests may supply instead of the configured ones. */
 export interface ServerOverrides {
   /** Use this engine instead of the configured one (tests). */
   engine?: FaceEngine;
   /** Use this chain instead of starting one (tests). */
   devchain?: DevChain;
   onEvent?: (e: PaymentEvent) => void;
+  /** Sell these instead of service.ts's services (e.g. another price). */
+  services?: readonly ServiceSpec[];
 }
 
 async function openStore(config: Config): Promise<Store> {
@@ -54,8 +64,26 @@ async function openEngine(config: Config): Promise<FaceEngine> {
   return createLocalEngine({ workers: config.faceWorkers });
 }
 
+/**
+ * Answer requests Node refuses before Express sees them (headers over the
+ * limit, malformed HTTP, header timeout) with JSON instead of Node's empty
+ * answer.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === "ECONNRESET" || !socket.writable) return void socket.destroy();
+  const [status, reason, code, message] =
+    err.code === "HPE_HEADER_OVERFLOW"
+      ? [431, "Request Header Fields Too Large", "headers_too_large", "the request headers are larger than allowed."]
+      : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? [408, "Request Timeout", "request_timeout", "the request took too long to arrive."]
+        : [400, "Bad Request", "bad_request", "the request is not valid HTTP."];
+  const body = JSON.stringify({ error: code, message });
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`);
+}
+
 /** Start everything and listen on config.host:config.port. */
-export async function startServer(config: Config, logger: Logger, overrides: ServerOverrides = {}): Promise<RunningServer> {
+export async function startServer(config: Config, baseLogger: Logger, overrides: ServerOverrides = {}): Promise<RunningServer> {
+  const logger = redactingLogger(baseLogger);
   const devchain = overrides.devchain ?? (config.devchain ? await startDevChain({ port: config.devchainPort }) : undefined);
   const cleanups: Array<() => Promise<void>> = [];
   if (devchain && !overrides.devchain) cleanups.push(() => devchain.stop());
@@ -63,11 +91,11 @@ export async function startServer(config: Config, logger: Logger, overrides: Ser
     const rpcUrl = devchain?.rpcUrl ?? config.rpcUrl;
     const payTo = config.payTo ?? devchain!.accounts.payTo.address;
     let settler: Settler;
+    const chainId = devchain?.chainId ?? findNetwork(config.network)!.chainId;
     if (config.settler === "facilitator") {
       const auth = config.facilitatorAuthorization;
       settler = facilitatorSettler({ url: config.facilitatorUrl!, createAuthHeaders: auth ? () => ({ authorization: auth }) : undefined });
     } else {
-      const chainId = devchain?.chainId ?? (await import("server402")).findNetwork(config.network)!.chainId;
       settler = relayerSettler({ rpcUrl: rpcUrl!, chainId, privateKey: (config.relayerPrivateKey ?? devchain!.accounts.relayer.privateKey) as `0x${string}` });
     }
     const store = await openStore(config);
@@ -76,15 +104,17 @@ export async function startServer(config: Config, logger: Logger, overrides: Ser
     if (!overrides.engine) cleanups.push(() => engine.close());
     await engine.ready();
 
-    const { app, paywall } = createApp({
+    const { app, paywall, metrics } = createApp({
       config,
       payTo,
       store,
       settler,
       rpcUrl,
+      chainId,
       engine,
+      logger,
+      services: overrides.services,
       onEvent: overrides.onEvent,
-      onError: (err) => logger.error({ err }, "unexpected error"),
     });
     if (devchain) {
       app.locals.devchain = devchain;
@@ -93,6 +123,7 @@ export async function startServer(config: Config, logger: Logger, overrides: Ser
       const s = app.listen(config.port, config.host, () => resolve(s));
       s.once("error", reject);
     });
+    server.on("clientError", answerClientError);
     server.requestTimeout = 60_000;
     server.headersTimeout = 20_000;
     server.keepAliveTimeout = 5_000;
@@ -107,6 +138,7 @@ export async function startServer(config: Config, logger: Logger, overrides: Ser
       payTo,
       rpcUrl,
       devchain,
+      metrics,
       close: () =>
         (closing ??= (async () => {
           await new Promise<void>((resolve) => {

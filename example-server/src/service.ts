@@ -59,7 +59,7 @@ export const faceOutputSchema = {
 export const faceService = {
   id: "face-comparison",
   name: "Face comparison",
-  description: "Compare the faces in two images and get a similarity score (0–100) with Alibaba Cloud CompareFace thresholds. USD 0.20 per call.",
+  description: "Compare the faces in two images and get a similarity score (0–100) with Alibaba Cloud CompareFace thresholds.",
   keywords: ["face", "comparison", "compare", "verification", "similarity", "identity", "biometrics", "alibaba", "compareface", "kyc"],
   method: "POST" as const,
   endpoint: "/api/tools/face-comparison",

@@ -1,0 +1,129 @@
+/**
+ * `/mcp`: every service as an MCP tool over the official SDK's Streamable
+ * HTTP transport, priced by server402's `registerPaidTool` from the same
+ * paywall routes as HTTP.
+ *
+ * Stateless: each POST gets its own McpServer and transport, answered as
+ * plain JSON. Nothing about a call lives in a session (x402 payloads and
+ * prepaid tokens travel with each call), so any instance behind a load
+ * balancer can answer any request, there is no session memory to bound or
+ * expire, and GET/DELETE (session streams) are refused with 405.
+ */
+import express, { type ErrorRequestHandler, type Request, type Router } from "express";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { z } from "zod";
+import type { PaywallMiddleware } from "server402";
+import { registerPaidTool } from "server402/mcp";
+import { parseFaceInput, runComparison, type CompareDeps, type FaceInput } from "./face/compare.js";
+import { FaceError } from "./engine/types.js";
+import { PATHS, pricingOf, routeOf, type ServiceSpec } from "./discovery/catalog.js";
+
+/** What the MCP endpoint needs. */
+export interface McpDeps {
+  services: readonly ServiceSpec[];
+  paywall: PaywallMiddleware;
+  compare: CompareDeps;
+  /** Largest JSON-RPC body, bytes (tool arguments may carry base64 images). */
+  bodyLimitBytes: number;
+  /** Unexpected errors (for logs). */
+  onError?: (err: unknown) => void;
+}
+
+type JsonProp = { type?: string; description?: string; maxLength?: number; minimum?: number; maximum?: number };
+
+/** Zod shape of a flat JSON-Schema object (strings, numbers, integers, booleans), every key optional: cross-key rules are the service's own validation. */
+export function zodShapeOf(schema: { properties?: Record<string, unknown> }): z.ZodRawShape {
+  const shape: Record<string, z.ZodType> = {};
+  for (const [key, raw] of Object.entries(schema.properties ?? {})) {
+    const p = raw as JsonProp;
+    let t: z.ZodType;
+    if (p.type === "string") t = p.maxLength !== undefined ? z.string().max(p.maxLength) : z.string();
+    else if (p.type === "number" || p.type === "integer") {
+      let n = p.type === "integer" ? z.number().int() : z.number();
+      if (p.minimum !== undefined) n = n.min(p.minimum);
+      if (p.maximum !== undefined) n = n.max(p.maximum);
+      t = n;
+    } else if (p.type === "boolean") t = z.boolean();
+    else throw new Error(`input key ${key}: type ${String(p.type)} is not supported for MCP tools`);
+    shape[key] = (p.description ? t.describe(p.description) : t).optional();
+  }
+  return shape;
+}
+
+function faceToolError(err: FaceError): CallToolResult {
+  const body = { code: err.code, message: err.message, ...(err.upstreamRequestId ? { upstreamRequestId: err.upstreamRequestId } : {}) };
+  return { isError: true, content: [{ type: "text", text: `${err.code}: ${err.message}` }], structuredContent: body };
+}
+
+/** Whole cents as a dollar amount, e.g. 20 → "0.20". */
+function usd(cents: number): string {
+  return `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, "0")}`;
+}
+
+function buildServer(deps: McpDeps, origin: string): McpServer {
+  const server = new McpServer({ name: "server402-example", version: "0.1.0" });
+  for (const s of deps.services) {
+    registerPaidTool(server, deps.paywall, {
+      name: s.mcpToolName,
+      serviceId: s.id,
+      title: s.name,
+      description: `${s.description} Price: USD ${usd(pricingOf(routeOf(s, deps.paywall)).amountCents)} per call, the same as ${s.method} ${s.endpoint}.`,
+      inputSchema: zodShapeOf(s.inputSchema as { properties?: Record<string, unknown> }),
+      annotations: { readOnlyHint: true, openWorldHint: true },
+      resource: `${origin}${PATHS.mcp}#${s.mcpToolName}`,
+      validate: (args) => parseFaceInput(args, deps.compare.imageMaxBytes),
+      handler: async (_args, ctx) => {
+        try {
+          const out = await runComparison(ctx.validated as FaceInput, deps.compare, ctx.signal);
+          return { content: [{ type: "text", text: JSON.stringify(out) }], structuredContent: out };
+        } catch (err) {
+          if (err instanceof FaceError) return faceToolError(err);
+          deps.onError?.(err);
+          return faceToolError(new FaceError("upstream_error", "the face engine failed unexpectedly.", { cause: err }));
+        }
+      },
+    });
+  }
+  return server;
+}
+
+function rpcError(code: number, message: string) {
+  return { jsonrpc: "2.0", error: { code, message }, id: null };
+}
+
+/** The `/mcp` router. Throws at construction when a tool cannot be priced. */
+export function mcpRouter(deps: McpDeps): Router {
+  void buildServer(deps, "http://localhost").close();
+  const router = express.Router();
+  const body = express.json({ limit: deps.bodyLimitBytes });
+
+  router.post(PATHS.mcp, body, async (req: Request, res, next) => {
+    const server = buildServer(deps, deps.paywall.origin(req));
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    res.once("close", () => {
+      void transport.close().catch(() => {});
+      void server.close().catch(() => {});
+    });
+    try {
+      await server.connect(transport);
+      await transport.handleRequest(req, res, req.body);
+    } catch (err) {
+      if (res.headersSent) return void res.destroy();
+      next(err);
+    }
+  });
+  router.all(PATHS.mcp, (_req, res) => {
+    res.status(405).set("Allow", "POST").json(rpcError(-32000, "Method not allowed: this MCP endpoint is stateless; POST JSON-RPC messages to it."));
+  });
+  const parseErrors: ErrorRequestHandler = (err, req, res, next) => {
+    if (req.path !== PATHS.mcp) return next(err);
+    const type = (err as { type?: string }).type;
+    if (type === "entity.parse.failed") return void res.status(400).json(rpcError(-32700, "Parse error: the body is not valid JSON."));
+    if (type === "entity.too.large") return void res.status(413).json(rpcError(-32600, `Request too large: at most ${deps.bodyLimitBytes} bytes.`));
+    next(err);
+  };
+  router.use(parseErrors);
+  return router;
+}

@@ -1,0 +1,76 @@
+/**
+ * Request logging: a request id on every request (a sane incoming
+ * `X-Request-Id` is kept, otherwise a new UUID), echoed in the response and
+ * bound to a per-request pino child logger, and one access line per request.
+ *
+ * Secrets never reach the logs: headers, bodies and query strings are not
+ * logged at all, and the logger redacts payment headers, tokens, keys and
+ * Authorization wherever they would appear anyway.
+ */
+import { randomUUID } from "node:crypto";
+import type { NextFunction, Request, RequestHandler, Response } from "express";
+import type { Logger } from "pino";
+
+/** Paths pino censors (defence in depth: nothing logs these on purpose). */
+export const REDACT_PATHS = [
+  "headers",
+  "req.headers",
+  "res.headers",
+  "authorization",
+  "*.authorization",
+  "token",
+  "*.token",
+  "paymentToken",
+  "*.paymentToken",
+  "adminKey",
+  "*.adminKey",
+  "privateKey",
+  "*.privateKey",
+  "accessKeySecret",
+  "*.accessKeySecret",
+  "signature",
+  "*.signature",
+  '["x-payment"]',
+  '*["x-payment"]',
+  '["payment-signature"]',
+  '*["payment-signature"]',
+  '["x-payment-token"]',
+  '*["x-payment-token"]',
+];
+
+/** A logger that censors {@link REDACT_PATHS}. */
+export function redactingLogger(logger: Logger): Logger {
+  return logger.child({}, { redact: { paths: REDACT_PATHS, censor: "[redacted]" } });
+}
+
+const SANE_ID = /^[A-Za-z0-9._:-]{8,128}$/;
+
+/** The per-request logger (falls back to `fallback` outside {@link requestLogging}). */
+export function loggerOf(res: Response, fallback: Logger): Logger {
+  return (res.locals.log as Logger | undefined) ?? fallback;
+}
+
+/** Middleware: request id, per-request logger in `res.locals.log`, and one access line when the response ends. */
+export function requestLogging(logger: Logger): RequestHandler {
+  return (req: Request, res: Response, next: NextFunction) => {
+    const incoming = req.headers["x-request-id"];
+    const id = typeof incoming === "string" && SANE_ID.test(incoming) ? incoming : randomUUID();
+    const started = process.hrtime.bigint();
+    const log = logger.child({ reqId: id });
+    res.locals.requestId = id;
+    res.locals.log = log;
+    res.setHeader("X-Request-Id", id);
+    let done = false;
+    const finish = (aborted: boolean) => {
+      if (done) return;
+      done = true;
+      const durationMs = Math.round(Number(process.hrtime.bigint() - started) / 1e4) / 100;
+      const line = { method: req.method, path: req.path.slice(0, 200), status: res.statusCode, durationMs, ...(aborted ? { aborted: true } : {}) };
+      if (res.statusCode >= 500) log.warn(line, "request failed");
+      else log.info(line, "request");
+    };
+    res.once("finish", () => finish(false));
+    res.once("close", () => finish(!res.writableFinished));
+    next();
+  };
+}
