@@ -21,8 +21,12 @@ function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
+/** Anything normalizePath would change: query, hash, escapes, backslashes, double or trailing slashes. */
+const NEEDS_NORMALIZING = /[?#%\\]|\/\/|.\/$/;
+
 /** Normalise a request path: no query/hash, percent-decoded, `\` → `/`, single slashes, no trailing slash. */
 export function normalizePath(path: string): string {
+  if (!NEEDS_NORMALIZING.test(path)) return path || "/";
   let p = path.split(/[?#]/, 1)[0]!;
   try {
     p = decodeURIComponent(p);

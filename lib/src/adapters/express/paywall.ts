@@ -93,7 +93,7 @@ export function paywall(options: PaywallOptions): PaywallMiddleware {
     throw new ConfigError("routes", 'give at least one priced route, e.g. { "POST /api/thing": { price: "$0.01" } }.');
   }
   const { engine, table } = build(options, options.routes);
-  return makeMiddleware(engine, table, options, (req) => table.match(req.method, normalizePath(req.path))?.value);
+  return makeMiddleware(engine, table, options, (req, path) => table.match(req.method, path)?.value);
 }
 
 /** The same engine on one route: `app.post(path, requirePayment({ price, payTo, settler }), handler)`. */
@@ -107,7 +107,7 @@ function makeMiddleware(
   engine: PaymentEngine,
   table: RouteTable<ResolvedRoute<Request>>,
   options: PaymentOptions,
-  pick: (req: Request) => ResolvedRoute<Request> | undefined,
+  pick: (req: Request, path: string) => ResolvedRoute<Request> | undefined,
 ): PaywallMiddleware {
   const cache = new Map<string, { body: string; header: string }>();
   const acceptTokens = options.acceptTokens !== false;
@@ -249,10 +249,11 @@ function makeMiddleware(
 
   const middleware = async function server402(req: Request, res: Response, next: NextFunction) {
     if (req.method === "OPTIONS") return next();
-    const route = pick(req);
+    const path = normalizePath(req.path);
+    const route = pick(req, path);
     if (!route) return next();
     const base = origin(req, options);
-    const resource = base + normalizePath(req.originalUrl);
+    const resource = base + (req.baseUrl && path === "/" ? req.baseUrl : req.baseUrl + path);
     const token = headerValue(req.headers[HEADER.token]);
     const v2 = headerValue(req.headers[HEADER.v2Payment]);
     const v1 = headerValue(req.headers[HEADER.v1Payment]);
