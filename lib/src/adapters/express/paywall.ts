@@ -7,7 +7,7 @@ import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } from "../../errors.js";
 import { createChainReader } from "../../chain/reader.js";
 import { chainChecker } from "../../core/checker.js";
-import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type X402Attempt } from "../../core/engine.js";
+import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt } from "../../core/engine.js";
 import { resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
@@ -185,25 +185,36 @@ function makeMiddleware(
     res.end(JSON.stringify({ error: reasonOf(err), message: status === 500 ? "payment processing failed" : (err as Error).message }));
   }
 
-  async function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, offer: Offer, base: string) {
+  /** Token path: the offer is built only when the token is refused (the common case needs none). */
+  async function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, resource: string, base: string) {
     const serviceId = route.options.serviceId;
-    if (!acceptTokens || !serviceId) return send402(res, offer, route, base, "tokens_not_accepted", "this route does not accept X-Payment-Token; pay with x402.");
-    let attempt;
+    const refuse = async (err: unknown) => {
+      let offer: Offer;
+      try {
+        offer = await offerFor(route, resource, req);
+      } catch (e) {
+        return next(e);
+      }
+      sendError(res, err, offer, route, base);
+    };
+    if (!acceptTokens || !serviceId) return refuse(new PaymentError("tokens_not_accepted", "this route does not accept X-Payment-Token; pay with x402."));
+    const advertised = route.options.resource ?? resource;
+    let attempt: TokenAttempt;
     try {
-      attempt = await engine.reserveToken(token, serviceId, offer.resource);
+      attempt = await engine.reserveToken(token, serviceId, advertised);
     } catch (err) {
-      return sendError(res, err, offer, route, base);
+      return refuse(err);
     }
     req.payment = attempt.info;
-    let settled = false;
-    const finish = (ok: boolean) => {
-      if (settled) return;
-      settled = true;
-      if (ok && res.statusCode < 400) void engine.commitToken(attempt, offer.resource).catch(() => {});
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      if (res.writableFinished && res.statusCode < 400) void engine.commitToken(attempt, advertised).catch(() => {});
       else void engine.releaseToken(attempt);
     };
-    res.once("finish", () => finish(true));
-    res.once("close", () => finish(res.writableFinished));
+    res.once("finish", finish);
+    res.once("close", finish);
     next();
   }
 
@@ -262,13 +273,13 @@ function makeMiddleware(
       const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT));
       if (hit) return write402(res, hit, route.options.resource ?? resource);
     }
+    if (token !== undefined) return handleToken(req, res, next, token, route, resource, base);
     let offer: Offer;
     try {
       offer = await offerFor(route, resource, req);
     } catch (err) {
       return next(err);
     }
-    if (token !== undefined) return handleToken(req, res, next, token, route, offer, base);
     if (v2 !== undefined) return handleX402(req, res, next, 2, v2, route, offer, base);
     if (v1 !== undefined) return handleX402(req, res, next, 1, v1, route, offer, base);
     return send402(res, offer, route, base, NO_PAYMENT);
