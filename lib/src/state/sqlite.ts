@@ -67,10 +67,8 @@ const MIGRATIONS = [
   CREATE INDEX payments_expiry ON payments (expiresAt);
   CREATE INDEX payments_pending ON payments (expiresAt) WHERE status = 'pending';
   CREATE TABLE reservations (
-    id TEXT PRIMARY KEY, paymentId TEXT NOT NULL, leaseUntil INTEGER NOT NULL
+    paymentId TEXT NOT NULL, id TEXT NOT NULL, leaseUntil INTEGER NOT NULL, PRIMARY KEY (paymentId, id)
   ) WITHOUT ROWID;
-  CREATE INDEX reservations_payment ON reservations (paymentId, leaseUntil);
-  CREATE INDEX reservations_lease ON reservations (leaseUntil);
   CREATE TABLE ledger (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, method TEXT NOT NULL,
     payer TEXT NOT NULL, amount TEXT NOT NULL, asset TEXT NOT NULL, network TEXT NOT NULL,
@@ -174,7 +172,7 @@ export class SqliteStore implements Store {
       reclaim: db.prepare("DELETE FROM reservations WHERE paymentId = ? AND leaseUntil <= ?"),
       countLive: db.prepare("SELECT count(*) FROM reservations WHERE paymentId = ?").pluck(),
       insertReservation: db.prepare("INSERT INTO reservations (id, paymentId, leaseUntil) VALUES (?, ?, ?)"),
-      deleteReservation: db.prepare("DELETE FROM reservations WHERE id = ?"),
+      deleteReservation: db.prepare("DELETE FROM reservations WHERE paymentId = ? AND id = ?"),
       useCall: db.prepare("UPDATE payments SET callsUsed = callsUsed + 1 WHERE paymentId = ?"),
       appendLedger: db.prepare(
         `INSERT INTO ledger (time, method, payer, amount, asset, network, "transaction", resource, serviceId, paymentId)
@@ -214,15 +212,21 @@ export class SqliteStore implements Store {
         const row = s.paymentByToken.get(tokenHash) as Row | undefined;
         if (!row) return { ok: false, reason: "unknown_token" };
         const payment = paymentFromRecord(row);
-        s.reclaim.run(payment.paymentId, now);
-        const reason = reserveRejection(payment, serviceId, now, s.countLive.get(payment.paymentId) as number);
+        let live = s.countLive.get(payment.paymentId) as number;
+        let reason = reserveRejection(payment, serviceId, now, live);
+        if (reason === "exhausted" && live > 0) {
+          // only when lapsed leases could make room: reclaim them (they can no longer commit) and look again
+          s.reclaim.run(payment.paymentId, now);
+          live = s.countLive.get(payment.paymentId) as number;
+          reason = reserveRejection(payment, serviceId, now, live);
+        }
         if (reason) return { ok: false, reason, payment };
         const reservationId = newReservationId(payment.paymentId);
         s.insertReservation.run(reservationId, payment.paymentId, now + leaseMs);
         return { ok: true, payment, reservationId };
       }),
       commit: db.transaction((reservationId: string, paymentId: string) => {
-        if (s.deleteReservation.run(reservationId).changes === 0) return false;
+        if (s.deleteReservation.run(paymentId, reservationId).changes === 0) return false;
         return s.useCall.run(paymentId).changes === 1;
       }),
       sweep: db.transaction((now: number) => {
@@ -336,7 +340,8 @@ export class SqliteStore implements Store {
 
   releaseCall(reservationId: string): Promise<void> {
     return this.run("releaseCall", () => {
-      this.s.deleteReservation.run(reservationId);
+      const paymentId = reservationPaymentId(reservationId);
+      if (paymentId !== undefined) this.s.deleteReservation.run(paymentId, reservationId);
     });
   }
 
