@@ -59,7 +59,7 @@ describe("payment tokens and ids", function () {
   it("reservation ids embed their payment id", function () {
     const pid = newPaymentId();
     const rid = newReservationId(pid);
-    assert.match(rid, /^rsv_[A-Za-z0-9_-]{16}\.pay_/);
+    assert.match(rid, /^rsv_[A-Za-z0-9_-]{13,}\.pay_/);
     assert.equal(reservationPaymentId(rid), pid);
     assert.equal(reservationPaymentId(newReservationId("any.thing")), "any.thing");
     for (const s of ["", "rsv_", "rsv_abc", "rsv_abc.", "rsv_.pay_x", "xyz_abc.pay_x"]) assert.equal(reservationPaymentId(s), undefined, s);

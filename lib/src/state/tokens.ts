@@ -37,13 +37,21 @@ export function newPaymentId(): string {
 }
 
 /**
- * A new reservation id for a call on `paymentId`: `rsv_` + 12 random bytes in
- * base64url, then `.` and the payment id, so a store can find the payment from
+ * A new reservation id for a call on `paymentId`: `rsv_` + a per-process
+ * random prefix and a counter, then `.` and the payment id, so a store can find the payment from
  * the reservation id alone (see `reservationPaymentId`).
  */
 export function newReservationId(paymentId: string): string {
-  return `rsv_${randomBytes(12).toString("base64url")}.${paymentId}`;
+  return `rsv_${RESERVATION_PREFIX}${(reservationCounter++).toString(36)}.${paymentId}`;
 }
+
+/**
+ * Reservation ids are internal (never shown to clients) and need only be
+ * unique, also across processes sharing a store: a random per-process prefix
+ * plus a counter, which avoids a CSPRNG call on every paid request.
+ */
+const RESERVATION_PREFIX = randomBytes(9).toString("base64url");
+let reservationCounter = 0;
 
 /** The payment id embedded in a reservation id, or undefined if it is not one. */
 export function reservationPaymentId(reservationId: string): string | undefined {
