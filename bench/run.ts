@@ -1,0 +1,118 @@
+/**
+ * `npm run bench`: server402 against the alternatives, side by side, in one
+ * run on this machine.
+ *
+ *  1. 402 answer throughput: bare Express vs server402 vs x402-express 1.2.0 vs @x402/express 2.x
+ *  2. token-paid throughput: bare vs server402 with MemoryStore, SqliteStore, RedisStore
+ *  3. x402 verifications per second per core: server402 vs viem verifyTypedData
+ *  4. paid x402 round trip on the dev chain: server402 + relayer vs x402-express + facilitator
+ *  5. local face engine latency and pairs/s (bench/face-engine.ts)
+ *  6. RSS across 100,000 paid requests
+ *
+ * How it is measured: every HTTP contender is its own child process
+ * (bench/targets/http-target.ts) serving the same route on 127.0.0.1; the
+ * load generator (autocannon, or the paid-request client of scenario 4)
+ * runs here, in the parent, so it never shares a process with a server.
+ * Contenders alternate round by round and every speed claim is a ratio to a
+ * baseline measured in the same round. The machine is shared and noisy:
+ * read ratios, not absolute figures.
+ *
+ * Environment: BENCH_SECONDS (3) BENCH_ROUNDS (5) BENCH_WARMUP (2)
+ * BENCH_CONNECTIONS (50) BENCH_PAID_PER_ROUND (40) BENCH_VERIFY_SECONDS (1.5)
+ * BENCH_RSS_REQUESTS (100000) BENCH_FACE_PAIRS (40) BENCH_FACE_WORKERS (2)
+ * BENCH_ONLY ("1,2,3,4,5,6") REDIS_URL (scenario 2's RedisStore; skipped
+ * without it). BENCH_STRICT=1 exits 1 when a goal is missed.
+ *
+ * Output: a markdown report on stdout (paste into the README), progress on
+ * stderr, JSON in bench/results/<timestamp>.json.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { join } from "node:path";
+import { startDevChain, type DevChain } from "server402/devchain";
+import { log, markdownTable, ROOT, settings, type Scenario } from "./lib.js";
+import { scenario402, scenarioTokens } from "./scenarios/http.js";
+import { scenarioVerify } from "./scenarios/verify.js";
+import { scenarioRoundTrip } from "./scenarios/roundtrip.js";
+import { scenarioFace } from "./scenarios/face.js";
+import { scenarioMemory } from "./scenarios/memory.js";
+
+const started = new Date();
+const cpus = os.cpus();
+const machine = {
+  date: started.toISOString(),
+  cpus: cpus.length,
+  cpuModel: cpus[0]?.model.trim() ?? "unknown",
+  memoryGb: Math.round(os.totalmem() / 1e9),
+  node: process.version,
+  platform: `${os.platform()} ${os.release()}`,
+  loadAverageAtStart: os.loadavg().map((x) => Number(x.toFixed(2))),
+};
+log(`${machine.date} · ${machine.cpus} × ${machine.cpuModel} · ${machine.memoryGb} GB · Node ${machine.node} · load ${machine.loadAverageAtStart.join(" ")}`);
+log(`settings ${JSON.stringify({ ...settings, redisUrl: settings.redisUrl ? "(set)" : undefined })}`);
+
+let chain: DevChain | undefined;
+const needsChain = settings.only.some((n) => [1, 2, 4, 6].includes(n));
+if (needsChain) chain = await startDevChain();
+
+const plan: Array<[number, () => Promise<Scenario>]> = [
+  [1, () => scenario402(chain!)],
+  [2, () => scenarioTokens(chain!)],
+  [3, () => scenarioVerify()],
+  [4, () => scenarioRoundTrip(chain!)],
+  [5, () => scenarioFace()],
+  [6, () => scenarioMemory(chain!)],
+];
+const results: Scenario[] = [];
+try {
+  for (const [id, run] of plan) {
+    if (!settings.only.includes(id)) continue;
+    const t0 = Date.now();
+    log(`── scenario ${id} ──`);
+    try {
+      results.push(await run());
+    } catch (err) {
+      log(`scenario ${id} failed: ${(err as Error).stack ?? err}`);
+      results.push({ id, title: `scenario ${id}`, goal: "", met: false, columns: [], rows: [], notes: [`failed: ${(err as Error).message}`], raw: {} });
+    }
+    log(`scenario ${id} took ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  }
+} finally {
+  await chain?.stop();
+}
+const seconds = (Date.now() - started.getTime()) / 1000;
+
+// ---------------------------------------------------------------- report
+const mark = (m: boolean | undefined) => (m === undefined ? "–" : m ? "✓ met" : "✗ missed");
+const out: string[] = [];
+out.push(`### Benchmarks (${machine.date.slice(0, 10)}, ${machine.cpus} vCPU ${machine.cpuModel}, ${machine.memoryGb} GB RAM, Node ${machine.node})`, "");
+out.push(
+  `\`npm run bench\` — every contender in its own process on 127.0.0.1, load generated from a separate process, contenders alternating round by round; ratios compare figures measured in the same round. Load average at start: ${machine.loadAverageAtStart.join(" / ")}; total ${Math.round(seconds)} s.`,
+  "",
+);
+out.push(
+  markdownTable(
+    ["#", "scenario", "goal", "result"],
+    results.map((r) => [String(r.id), r.title, r.goal, r.skipped ? `skipped: ${r.skipped}` : mark(r.met)]),
+  ),
+  "",
+);
+for (const r of results) {
+  out.push(`#### ${r.id}. ${r.title}`, "");
+  if (r.skipped) {
+    out.push(`Skipped: ${r.skipped}.`, "");
+    continue;
+  }
+  if (r.rows.length) out.push(markdownTable(r.columns, r.rows), "");
+  for (const n of r.notes) out.push(`- ${n}`);
+  out.push("");
+}
+process.stdout.write(`${out.join("\n")}\n`);
+
+const dir = join(ROOT, "bench", "results");
+mkdirSync(dir, { recursive: true });
+const file = join(dir, `${machine.date.replace(/[:.]/g, "-")}.json`);
+writeFileSync(file, JSON.stringify({ machine, settings: { ...settings, redisUrl: settings.redisUrl ? "(set)" : undefined }, seconds, results }, (_k, v) => (typeof v === "bigint" ? v.toString() : v), 2));
+log(`JSON written to ${file}`);
+if (process.env.BENCH_STRICT === "1" && results.some((r) => r.met === false)) process.exit(1);
+process.exit(0);

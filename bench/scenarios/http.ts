@@ -1,0 +1,166 @@
+/**
+ * Scenarios 1 (402 answers) and 2 (token-paid requests): throughput of the
+ * same route under several contenders, each in its own process, driven by
+ * autocannon from the bench process, alternating contenders round by round.
+ * Every ratio compares a contender with bare Express measured in the same
+ * round, so machine noise hits both sides of a ratio alike.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { DevChain } from "server402/devchain";
+import { ADMIN_KEY, type Target } from "../targets/types.js";
+import { fmt, load, log, median, rotate, settings, startChild, type Child, type LoadResult, type Scenario } from "../lib.js";
+
+export interface Contender {
+  name: string;
+  target: Target;
+  /** Expected HTTP status of every answer. */
+  status: number;
+  /** Goal: minimum ratio to bare, if any. */
+  goal?: number;
+}
+
+export function chainOf(chain: DevChain, settlerKey = chain.accounts.relayer.privateKey): Target["chain"] {
+  return { rpcUrl: chain.rpcUrl, chainId: chain.chainId, usdc: chain.usdc, payTo: chain.accounts.payTo.address, settlerKey };
+}
+
+export async function startTargets(contenders: Contender[]): Promise<Child[]> {
+  return Promise.all(contenders.map((c) => startChild(c.name, "bench/targets/http-target.ts", [JSON.stringify(c.target)])));
+}
+
+/** Buy `n` prepaid tokens on a server402 target through its payments API (create + operator confirm). */
+export async function buyTokens(url: string, n: number): Promise<string[]> {
+  const tokens: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const created = await fetch(`${url}/api/payments`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"serviceId":"bench"}' });
+    if (created.status !== 201) throw new Error(`create payment → ${created.status} ${await created.text()}`);
+    const { token, paymentId } = (await created.json()) as { token: string; paymentId: string };
+    const confirmed = await fetch(`${url}/api/payments/${paymentId}/confirm`, { method: "POST", headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" }, body: "{}" });
+    if (confirmed.status !== 200) throw new Error(`confirm payment → ${confirmed.status} ${await confirmed.text()}`);
+    tokens.push(token);
+  }
+  return tokens;
+}
+
+interface Run extends LoadResult {
+  round: number;
+  contender: string;
+}
+
+/**
+ * Warm every contender up, then `rounds` rounds; in each, every contender
+ * gets one run of `seconds`, in an order rotated by one per round.
+ */
+export async function alternate(
+  contenders: Contender[],
+  children: Child[],
+  headersFor: (contender: number) => { headers?: Record<string, string>; perConnection?: (i: number) => Record<string, string> },
+): Promise<Run[]> {
+  const idx = contenders.map((_, i) => i);
+  for (const i of idx) {
+    log(`warm-up ${contenders[i]!.name} (${settings.warmup} s)`);
+    await load({ url: `${children[i]!.url}/weather`, seconds: settings.warmup, ...headersFor(i) });
+  }
+  const runs: Run[] = [];
+  for (let round = 0; round < settings.rounds; round++) {
+    for (const i of rotate(idx, round)) {
+      const r = await load({ url: `${children[i]!.url}/weather`, ...headersFor(i) });
+      runs.push({ ...r, round, contender: contenders[i]!.name });
+      log(`round ${round + 1}/${settings.rounds} ${contenders[i]!.name}: ${fmt.int(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, statuses ${JSON.stringify(r.statuses)}`);
+    }
+  }
+  return runs;
+}
+
+/** Table rows and goal check: median req/s, latency, median of per-round ratios to bare. */
+export function summarize(id: number, title: string, goal: string, contenders: Contender[], runs: Run[], notes: string[]): Scenario {
+  const bare = contenders[0]!.name;
+  const rows: string[][] = [];
+  let met: boolean | undefined;
+  const raw: Record<string, unknown> = {};
+  for (const c of contenders) {
+    const mine = runs.filter((r) => r.contender === c.name);
+    const ratios = mine.map((r) => r.rps / runs.find((b) => b.contender === bare && b.round === r.round)!.rps);
+    const bad = mine.reduce((n, r) => n + r.errors + r.timeouts + Object.entries(r.statuses).filter(([s]) => Number(s) !== c.status).reduce((m, [, v]) => m + v, 0), 0);
+    const ratio = median(ratios);
+    const ok = c.goal === undefined ? undefined : ratio >= c.goal && bad === 0;
+    if (ok !== undefined) met = (met ?? true) && ok;
+    raw[c.name] = { runs: mine, ratios, medianRatio: ratio, unexpectedAnswers: bad };
+    rows.push([
+      c.name,
+      `${c.status}`,
+      fmt.int(median(mine.map((r) => r.rps))),
+      fmt.ms(median(mine.map((r) => r.p50)), 0),
+      fmt.ms(median(mine.map((r) => r.p99)), 0),
+      c.name === bare ? "1.00" : fmt.ratio(ratio),
+      c.name === bare ? "" : ratios.map(fmt.ratio).join(" / "),
+      c.goal === undefined ? "" : `≥ ${c.goal.toFixed(2)} ${ok ? "✓" : "✗"}`,
+      bad ? `${bad} unexpected` : "0",
+    ]);
+  }
+  return {
+    id,
+    title,
+    goal,
+    met,
+    columns: ["contender", "status", "req/s (median)", "p50", "p99", "ratio to bare (median)", "per-round ratios", "goal", "errors"],
+    rows,
+    notes,
+    raw,
+  };
+}
+
+/** Scenario 1: unpaid requests answered 402, against bare Express answering 200. */
+export async function scenario402(chain: DevChain): Promise<Scenario> {
+  const c = chainOf(chain);
+  const contenders: Contender[] = [
+    { name: "bare Express", target: { kind: "bare", chain: c }, status: 200 },
+    { name: "server402", target: { kind: "server402", chain: c }, status: 402, goal: 0.95 },
+    { name: "x402-express 1.2.0", target: { kind: "x402-express", chain: chainOf(chain, chain.accounts.payers[8]!.privateKey) }, status: 402 },
+    { name: "@x402/express 2.27", target: { kind: "x402-express-v2", chain: chainOf(chain, chain.accounts.payers[8]!.privateKey) }, status: 402 },
+  ];
+  const children = await startTargets(contenders);
+  try {
+    const runs = await alternate(contenders, children, () => ({ headers: { accept: "application/json" } }));
+    return summarize(1, "402 answer throughput (GET /weather, unpaid)", "server402 ≥ 0.95 × bare Express", contenders, runs, [
+      `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.rounds} alternating rounds after ${settings.warmup} s warm-up each; each contender in its own process.`,
+      "server402 answers v1 JSON body + v2 PAYMENT-REQUIRED header; x402-express 1.2.0 a v1 JSON body; @x402/express a v2 header with body {}.",
+    ]);
+  } finally {
+    await Promise.all(children.map((ch) => ch.stop()));
+  }
+}
+
+/** Scenario 2: token-paid requests (X-Payment-Token, one token per connection) per store. */
+export async function scenarioTokens(chain: DevChain): Promise<Scenario> {
+  const c = chainOf(chain);
+  const dir = mkdtempSync(join(tmpdir(), "server402-bench-"));
+  const contenders: Contender[] = [
+    { name: "bare Express", target: { kind: "bare", chain: c }, status: 200 },
+    { name: "server402 + MemoryStore", target: { kind: "server402", tokens: true, store: "memory", chain: c }, status: 200, goal: 0.9 },
+    { name: "server402 + SqliteStore", target: { kind: "server402", tokens: true, store: "sqlite", sqlitePath: join(dir, "bench.sqlite"), chain: c }, status: 200, goal: 0.75 },
+  ];
+  const notes = [
+    `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.rounds} alternating rounds after ${settings.warmup} s warm-up; each connection spends its own prepaid token (1,000,000 calls) bought through POST /api/payments + operator confirm.`,
+    "Each paid request: reserve a call (atomic), run the handler, commit the call after the answer is sent.",
+  ];
+  if (settings.redisUrl) {
+    contenders.push({ name: "server402 + RedisStore", target: { kind: "server402", tokens: true, store: "redis", redisUrl: settings.redisUrl, chain: c }, status: 200, goal: 0.65 });
+  } else {
+    notes.push("RedisStore skipped: set REDIS_URL (e.g. REDIS_URL=redis://127.0.0.1:6379) to include it.");
+    log("scenario 2: RedisStore skipped (REDIS_URL is not set)");
+  }
+  const children = await startTargets(contenders);
+  try {
+    const tokens: string[][] = [];
+    for (let i = 0; i < contenders.length; i++) {
+      tokens.push(contenders[i]!.target.kind === "bare" ? [`s402_${"A".repeat(42)}A`] : await buyTokens(children[i]!.url!, settings.connections));
+    }
+    const runs = await alternate(contenders, children, (i) => ({ perConnection: (k) => ({ "x-payment-token": tokens[i]![k % tokens[i]!.length]! }) }));
+    return summarize(2, "Token-paid requests (GET /weather with X-Payment-Token)", "memory ≥ 0.90, SQLite ≥ 0.75, Redis ≥ 0.65 × bare", contenders, runs, notes);
+  } finally {
+    await Promise.all(children.map((ch) => ch.stop()));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

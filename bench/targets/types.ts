@@ -1,0 +1,33 @@
+/** Shared by bench/targets/http-target.ts (the child) and the scenarios (the parent). */
+import type { Address, Hex } from "viem";
+
+export type TargetKind =
+  /** No payment middleware at all. */
+  | "bare"
+  /** server402 `paywall()` (x402 v1 + v2 + tokens). */
+  | "server402"
+  /** x402-express 1.2.0 `paymentMiddleware` with an in-process facilitator. */
+  | "x402-express"
+  /** @x402/express 2.x `paymentMiddleware` with an in-process facilitator. */
+  | "x402-express-v2";
+
+export interface Target {
+  kind: TargetKind;
+  /** server402 store (default memory). */
+  store?: "memory" | "sqlite" | "redis";
+  sqlitePath?: string;
+  redisUrl?: string;
+  /** Route accepts prepaid tokens: serviceId "bench", 1,000,000 calls per token, payments API mounted. */
+  tokens?: boolean;
+  chain: {
+    rpcUrl: string;
+    chainId: number;
+    usdc: Address;
+    payTo: Address;
+    /** Key of the wallet that submits settlements (server402 relayer or facilitator). */
+    settlerKey: Hex;
+  };
+}
+
+/** Operator key of the targets' payments API. */
+export const ADMIN_KEY = "bench-admin-key-0123456789abcdef";
