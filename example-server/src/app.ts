@@ -88,6 +88,7 @@ export function createApp(deps: AppDeps): App {
     rpcUrl: deps.rpcUrl,
     checker: deps.checker,
     publicUrl: config.publicUrl,
+    tokenLeaseMs: config.tokenLeaseMs,
     onEvent: (e) => {
       metrics.onEvent(e);
       deps.onEvent?.(e);

@@ -29,6 +29,8 @@ export interface Config {
   faceWorkers?: number;
   alibaba?: { accessKeyId: string; accessKeySecret: string; securityToken?: string; endpoint: string; protocol: "https" | "http"; regionId: string; timeoutMs: number };
   adminKey?: string;
+  /** How long a prepaid call stays reserved if the process dies mid-request. */
+  tokenLeaseMs: number;
   imageAllowHosts: string[];
   imageMaxBytes: number;
   imageTimeoutMs: number;
@@ -151,6 +153,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
           }
         : undefined,
     adminKey,
+    tokenLeaseMs: int("TOKEN_LEASE_MS", 120_000, 1000, 3_600_000),
     imageAllowHosts: (str("IMAGE_FETCH_ALLOW_HOSTS") ?? "").split(",").map((s) => s.trim()).filter(Boolean),
     imageMaxBytes: int("IMAGE_MAX_BYTES", 5 * 1024 * 1024, 1024, 50 * 1024 * 1024),
     imageTimeoutMs: int("IMAGE_FETCH_TIMEOUT_MS", 10_000, 100, 120_000),

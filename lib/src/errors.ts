@@ -53,6 +53,17 @@ export class SettlementError extends Server402Error {
     this.transaction = opts.transaction;
     this.pending = opts.pending ?? false;
   }
+
+  /**
+   * HTTP status to answer with: 504 when the outcome is unknown (`pending`),
+   * 502 when the settlement infrastructure failed (`unexpected_settle_error`:
+   * RPC, relayer wallet or facilitator unreachable), else 402 (the payment
+   * itself was refused on-chain).
+   */
+  get status(): 402 | 502 | 504 {
+    if (this.pending) return 504;
+    return this.reason === "unexpected_settle_error" ? 502 : 402;
+  }
 }
 
 /** A store backend failed (connection lost, disk error). */

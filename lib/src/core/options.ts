@@ -68,7 +68,8 @@ export interface PaymentOptions {
   settler: Settler;
   /**
    * Pre-handler check that the authorization is unused and funded. Default:
-   * on-chain via `rpcUrl` when given; `false` turns it off.
+   * on-chain via `rpcUrl` when given, else the facilitator's `/verify` when the
+   * settler is a facilitator; `false` turns it off.
    */
   checker?: PaymentChecker | false;
   /** JSON-RPC URL for the default on-chain check. */
@@ -77,6 +78,8 @@ export interface PaymentOptions {
   store?: Store;
   /** Public origin used in resource URLs, e.g. "https://api.example.com". Default: from the request (honours `trust proxy`). */
   publicUrl?: string;
+  /** How long a token call stays reserved if the process dies mid-request, in ms. Default 120 000. */
+  tokenLeaseMs?: number;
   /** Accept prepaid `X-Payment-Token`s on routes with a serviceId. Default true. */
   acceptTokens?: boolean;
   /** Where the payments API is mounted, advertised in 402 answers. Default "/api/payments". */
@@ -118,6 +121,9 @@ export function validateShared(o: PaymentOptions): void {
   }
   if (o.maxTimeoutSeconds !== undefined && (!Number.isInteger(o.maxTimeoutSeconds) || o.maxTimeoutSeconds < 10 || o.maxTimeoutSeconds > 86_400)) {
     throw new ConfigError("maxTimeoutSeconds", "must be an integer from 10 to 86400.");
+  }
+  if (o.tokenLeaseMs !== undefined && (!Number.isInteger(o.tokenLeaseMs) || o.tokenLeaseMs < 1000 || o.tokenLeaseMs > 3_600_000)) {
+    throw new ConfigError("tokenLeaseMs", "must be whole milliseconds from 1000 to 3600000 (longer than your slowest handler).");
   }
   if (o.publicUrl !== undefined && !/^https?:\/\/[^/\s]+$/.test(o.publicUrl)) {
     throw new ConfigError("publicUrl", `must be an origin like "https://api.example.com" (no path, no trailing slash), got ${JSON.stringify(o.publicUrl)}.`);

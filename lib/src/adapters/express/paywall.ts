@@ -6,7 +6,8 @@
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } from "../../errors.js";
 import { createChainReader } from "../../chain/reader.js";
-import { chainChecker } from "../../core/checker.js";
+import { chainChecker, type PaymentChecker } from "../../core/checker.js";
+import type { FacilitatorSettler } from "../../chain/facilitator.js";
 import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt } from "../../core/engine.js";
 import { resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
@@ -68,12 +69,23 @@ function build(options: PaymentOptions, routes: Record<string, RouteOptions<Requ
   validateShared(options);
   const resolved: Record<string, ResolvedRoute<Request>> = {};
   for (const [key, r] of Object.entries(routes)) resolved[key] = resolveRoute(key, r, options);
-  const checker =
-    options.checker === false
-      ? undefined
-      : (options.checker ?? (options.rpcUrl ? chainChecker(createChainReader({ rpcUrl: options.rpcUrl, chainId: Object.values(resolved)[0]?.network.chainId ?? 84532 })) : undefined));
-  const engine = new PaymentEngine({ store: options.store ?? new MemoryStore(), settler: options.settler, checker, onEvent: options.onEvent });
+  const engine = new PaymentEngine({
+    store: options.store ?? new MemoryStore(),
+    settler: options.settler,
+    checker: defaultChecker(options, Object.values(resolved)[0]?.network.chainId ?? 84532),
+    tokenLeaseMs: options.tokenLeaseMs,
+    onEvent: options.onEvent,
+  });
   return { engine, table: new RouteTable(resolved) };
+}
+
+/** The pre-handler check: as given; else on-chain via rpcUrl; else the facilitator's /verify; `false` for none. */
+function defaultChecker(options: PaymentOptions, chainId: number): PaymentChecker | undefined {
+  if (options.checker === false) return undefined;
+  if (options.checker) return options.checker;
+  if (options.rpcUrl) return chainChecker(createChainReader({ rpcUrl: options.rpcUrl, chainId }));
+  const settler = options.settler as Partial<FacilitatorSettler>;
+  return typeof settler.checker === "function" ? settler.checker() : undefined;
 }
 
 function origin(req: Request, options: PaymentOptions): string {
@@ -177,8 +189,8 @@ function makeMiddleware(
       const payment = (err as PaymentError & { payment?: StoredPayment }).payment;
       return send402(res, offer, route, base, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : undefined);
     }
-    if (err instanceof SettlementError) return send402(res, offer, route, base, err.reason, `payment settlement failed: ${err.message}`);
-    const status = err instanceof StoreError ? 503 : err instanceof ChainError ? 502 : 500;
+    if (err instanceof SettlementError && err.status === 402) return send402(res, offer, route, base, err.reason, `payment settlement failed: ${err.message}`);
+    const status = err instanceof SettlementError ? err.status : err instanceof StoreError ? 503 : err instanceof ChainError ? 502 : 500;
     res.statusCode = status;
     res.setHeader("Content-Type", "application/json; charset=utf-8");
     res.setHeader("Cache-Control", "no-store");
