@@ -175,6 +175,18 @@ describe("devchain + relayer settler", function () {
       assert.equal(await client.getBlockNumber({ cacheTime: 0 }), blockBefore);
     });
 
+    it("a pre-checked payment skips the estimate; if it lost a race anyway it reverts on-chain and is reported, never paid twice", async function () {
+      const payTo = dev.accounts.payTo.address;
+      const req = { ...(await authorize(dev.accounts.payers[1], { value: 777n })), prechecked: true };
+      const before = await dev.balanceOf(payTo);
+      await settler.settle(req);
+      assert.equal(await dev.balanceOf(payTo), before + 777n);
+      const err = await settleError(settler, req);
+      assert.equal(err.reason, "invalid_exact_evm_transaction_failed");
+      assert.match(err.transaction ?? "", /^0x[0-9a-f]{64}$/, "the reverted transaction is named");
+      assert.equal(await dev.balanceOf(payTo), before + 777n);
+    });
+
     it("maps reverts to x402 reasons without broadcasting", async function () {
       const [p2, p3] = [dev.accounts.payers[2], dev.accounts.payers[3]];
       const expired = await authorize(p2, { validBefore: now() - 10n });

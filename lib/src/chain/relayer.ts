@@ -67,6 +67,8 @@ interface RawReceipt {
 }
 
 const FEE_CACHE_MS = 1000;
+/** Gas limit for a pre-checked EOA `transferWithAuthorization` (≈ 66–84k used; unused gas is not paid). */
+const EOA_TRANSFER_GAS = 150_000n;
 /** Pending settlements remembered for retries (oldest forgotten first). */
 const MAX_UNRESOLVED = 10_000;
 /** Revert shapes of EIP-3009 tokens: Error(string) and known custom errors. */
@@ -280,8 +282,13 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
 
   const submit = async (req: SettleRequest, key: string): Promise<Hex> => {
     const data = encodeSettleCall(req.authorization, req.signature);
+    // A payment checked on-chain moments ago (nonce unused, balance covers it)
+    // with a 65-byte signature verified locally skips the estimate: a fixed
+    // limit above any EIP-3009 EOA transfer saves a round trip. A race lost to
+    // another spender then reverts on-chain (reported, never charged twice).
+    const precheckedEoa = req.prechecked === true && size(req.signature) === 65;
     const [gas, fee] = await Promise.all([
-      simulate(req.asset, data),
+      precheckedEoa ? EOA_TRANSFER_GAS : simulate(req.asset, data),
       fees().catch((err: unknown) => Promise.reject(rpcFailure("fee lookup", err))),
       requireContract(req.asset).catch((err: unknown) => Promise.reject(err instanceof SettlementError ? err : rpcFailure("code lookup", err))),
     ]);

@@ -35,6 +35,11 @@ export interface SettleRequest {
   payload: unknown;
   /** The server's own requirements, in the shape of `x402Version`. */
   requirements: unknown;
+  /**
+   * True when an on-chain pre-check (nonce unused, balance sufficient) passed
+   * for this request; a settler may then skip its own simulation.
+   */
+  prechecked?: boolean;
 }
 
 /** A completed settlement. */

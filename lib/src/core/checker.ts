@@ -9,11 +9,14 @@ import type { ChainReader, SettleRequest } from "../chain/settler.js";
 /** A check run before the paid handler. Throws PaymentError (refuse) or ChainError (cannot tell). */
 export interface PaymentChecker {
   check(req: SettleRequest): Promise<void>;
+  /** True when a passing check proves on-chain that the nonce is unused and the balance covers the value (settlers may then skip their own simulation). */
+  readonly onChain?: boolean;
 }
 
 /** The default checker: `authorizationState` and `balanceOf` read in parallel from the chain. */
 export function chainChecker(reader: ChainReader): PaymentChecker {
   return {
+    onChain: true,
     async check({ authorization: a, asset }) {
       let used: boolean, balance: bigint;
       try {

@@ -147,7 +147,10 @@ export class PaymentEngine {
         payload: decoded.payload,
         requirements: version === 1 ? toRequirementsV1(offer) : toRequirementsV2(offer),
       };
-      await this.checker?.check(request);
+      if (this.checker) {
+        await this.checker.check(request);
+        request.prechecked = this.checker.onChain === true;
+      }
       const info: X402PaymentInfo = {
         method: "x402",
         payer,
