@@ -49,11 +49,11 @@ async function openStore(): Promise<Store | undefined> {
   return undefined; // MemoryStore (the default)
 }
 
-/** An x402 facilitator in this process (see ./facilitator.ts), settling with `settlerKey`. */
+/** An x402 facilitator in this process (test/support/facilitator.ts), settling with `settlerKey`. */
 async function inProcessFacilitator(): Promise<string> {
-  const { startBenchFacilitator } = await import("./facilitator.js");
+  const { startFacilitator } = await import("../../test/support/facilitator.js");
   const c = target.chain;
-  const f = await startBenchFacilitator({ rpcUrl: c.rpcUrl, chainId: c.chainId, privateKey: c.settlerKey });
+  const f = await startFacilitator({ rpcUrl: c.rpcUrl, chainId: c.chainId, privateKey: c.settlerKey });
   cleanups.push(() => f.close());
   return f.url;
 }

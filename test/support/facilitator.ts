@@ -1,19 +1,19 @@
 /**
- * A real x402 facilitator on the dev chain, for tests and the bench: v1
+ * A real x402 facilitator on a local chain, for tests and the bench: v1
  * bodies go to the `x402@1.2.0` facilitator functions, v2 bodies to
- * `@x402/core` + `@x402/evm` 2.x. Counts calls per endpoint.
+ * `@x402/core` + `@x402/evm` 2.x. Counts calls per endpoint and can inject
+ * faults. Its wallet polls for receipts every 5 ms, as server402's relayer
+ * does on a loopback RPC, so comparisons are fair.
  */
 import express from "express";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { publicActions } from "viem";
+import { createWalletClient, defineChain, http, publicActions, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { verify as verifyV1, settle as settleV1 } from "x402/facilitator";
 import { x402Facilitator } from "@x402/core/facilitator";
 import { ExactEvmScheme } from "@x402/evm/exact/facilitator";
 import { toFacilitatorEvmSigner } from "@x402/evm";
-import type { DevChain } from "server402/devchain";
-import { payerWallet } from "./paid-app.js";
 
 export interface TestFacilitator {
   url: string;
@@ -23,9 +23,14 @@ export interface TestFacilitator {
   close(): Promise<void>;
 }
 
-export async function startFacilitator(chain: DevChain): Promise<TestFacilitator> {
-  const wallet = payerWallet(chain, chain.accounts.relayer.privateKey).extend(publicActions);
-  const account = privateKeyToAccount(chain.accounts.relayer.privateKey);
+/** Where the facilitator settles: a dev chain, or its RPC URL, chain id and the settling wallet's key. */
+export type FacilitatorChain = { rpcUrl: string; chainId: number; privateKey: Hex } | { rpcUrl: string; chainId: number; accounts: { relayer: { privateKey: Hex } } };
+
+export async function startFacilitator(chain: FacilitatorChain): Promise<TestFacilitator> {
+  const privateKey = "privateKey" in chain ? chain.privateKey : chain.accounts.relayer.privateKey;
+  const account = privateKeyToAccount(privateKey);
+  const viemChain = defineChain({ id: chain.chainId, name: "devchain", nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 }, rpcUrls: { default: { http: [chain.rpcUrl] } } });
+  const wallet = createWalletClient({ account, chain: viemChain, transport: http(chain.rpcUrl), pollingInterval: 5 }).extend(publicActions);
   const v2 = new x402Facilitator().register(
     `eip155:${chain.chainId}`,
     new ExactEvmScheme(toFacilitatorEvmSigner({ ...(wallet as never as object), address: account.address } as never)),
@@ -51,7 +56,7 @@ export async function startFacilitator(chain: DevChain): Promise<TestFacilitator
     try {
       res.json(paymentPayload.x402Version === 1 ? await verifyV1(wallet as never, paymentPayload, paymentRequirements) : await v2.verify(paymentPayload, paymentRequirements));
     } catch (err) {
-      res.status(500).json({ isValid: false, invalidReason: "unexpected_verify_error", invalidMessage: String(err) });
+      res.status(500).json({ isValid: false, invalidReason: "unexpected_verify_error", invalidMessage: String(err).slice(0, 200) });
     }
   });
   app.post("/settle", async (req, res) => {
@@ -68,6 +73,10 @@ export async function startFacilitator(chain: DevChain): Promise<TestFacilitator
     const s = app.listen(0, "127.0.0.1", () => r(s));
   });
   state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  state.close = () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); });
+  state.close = () =>
+    new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    });
   return state;
 }
