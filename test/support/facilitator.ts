@@ -39,7 +39,7 @@ export async function startFacilitator(chain: FacilitatorChain): Promise<TestFac
   const state: TestFacilitator = { url: "", calls, close: async () => {} };
   const app = express();
   app.use(express.json());
-  app.use((req, res, next) => {
+  app.use((_req, res, next) => {
     if (state.fault === "garbage") return void res.status(200).type("text/plain").send("<html>oops</html>");
     if (state.fault === "hang") return;
     if (state.fault === "down") return void res.socket?.destroy();

@@ -119,7 +119,7 @@ export async function runComparison(input: FaceInput, deps: CompareDeps, signal?
 
 /** The paid handler. A failure answers >= 400, so the paywall never charges it. */
 export function compareHandler(deps: CompareDeps, onError?: (err: unknown) => void): RequestHandler {
-  return async (req: Request, res: Response) => {
+  return async (_req: Request, res: Response) => {
     const abort = new AbortController();
     const onClose = () => {
       if (!res.writableEnded) abort.abort(new Error("client went away"));
