@@ -4,7 +4,7 @@
  * spend its token as `X-Payment-Token` on any route with that serviceId.
  */
 import { timingSafeEqual, createHash } from "node:crypto";
-import express, { type Request, type Response, type Router } from "express";
+import express, { type NextFunction, type Request, type RequestHandler, type Response } from "express";
 import { ConfigError, PaymentError } from "../../errors.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import type { ResolvedRoute } from "../../core/options.js";
@@ -43,8 +43,11 @@ function json(res: Response, status: number, body: unknown) {
   res.status(status).set("Cache-Control", "no-store").json(body);
 }
 
-/** Build the router; mount with `app.use(paymentsRouter({ paywall }))`. */
-export function paymentsRouter(opts: PaymentsRouterOptions): Router {
+/**
+ * Build the router; mount with `app.use(paymentsRouter({ paywall }))`.
+ * Requests outside its paths skip it at the cost of one string comparison.
+ */
+export function paymentsRouter(opts: PaymentsRouterOptions): RequestHandler {
   const pw = opts.paywall;
   if (!pw || !pw.engine) throw new ConfigError("paymentsRouter.paywall", "pass the middleware returned by paywall({...}).");
   if (opts.adminKey !== undefined && (typeof opts.adminKey !== "string" || opts.adminKey.length < 16)) {
@@ -246,5 +249,8 @@ export function paymentsRouter(opts: PaymentsRouterOptions): Router {
     }
   });
 
-  return router;
+  return (req: Request, res: Response, next: NextFunction) => {
+    if (req.path.startsWith(base) || req.path === ledgerPath) return router(req, res, next);
+    next();
+  };
 }
