@@ -66,13 +66,15 @@ process.on("exit", () => {
 });
 
 /**
- * Run `script` (a TS file under bench/) with tsx and the source condition;
- * resolve once it prints `READY <json>`.
+ * Run `script` (a TS file under bench/) with tsx; resolve once it prints
+ * `READY <json>`. `server402` resolves to its compiled package (lib/dist, built
+ * by bench/run.ts) as users run it, unless BENCH_SOURCE=1 selects the TS sources.
  */
 export async function startChild(name: string, script: string, args: string[] = [], env: Record<string, string> = {}): Promise<Child> {
   // BENCH_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles every child.
   const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? "").split(" ").filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, "--conditions=server402-source", "--import", "tsx", join(ROOT, script), ...args], {
+  const source = process.env.BENCH_SOURCE === "1" ? ["--conditions=server402-source"] : [];
+  const child = spawn(process.execPath, [...nodeArgs, ...source, "--import", "tsx", join(ROOT, script), ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],

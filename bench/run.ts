@@ -26,6 +26,7 @@
  * Output: a markdown report on stdout (paste into the README), progress on
  * stderr, JSON in bench/results/<timestamp>.json.
  */
+import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
@@ -50,6 +51,12 @@ const machine = {
 };
 log(`${machine.date} · ${machine.cpus} × ${machine.cpuModel} · ${machine.memoryGb} GB · Node ${machine.node} · load ${machine.loadAverageAtStart.join(" ")}`);
 log(`settings ${JSON.stringify({ ...settings, redisUrl: settings.redisUrl ? "(set)" : undefined })}`);
+
+if (process.env.BENCH_SOURCE !== "1") {
+  // contenders load server402 from its compiled package, as users run it
+  log("building lib/dist (tsc) so contenders run the compiled package");
+  execFileSync(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", join(ROOT, "lib/tsconfig.build.json")], { stdio: "inherit" });
+}
 
 let chain: DevChain | undefined;
 const needsChain = settings.only.some((n) => [1, 2, 4, 6].includes(n));

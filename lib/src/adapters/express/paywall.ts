@@ -197,36 +197,33 @@ function makeMiddleware(
     res.end(JSON.stringify({ error: reasonOf(err), message: status === 500 ? "payment processing failed" : (err as Error).message }));
   }
 
+  /** A refused token: build the offer (only now) and answer 402 with the reason. */
+  async function refuseToken(req: Request, res: Response, next: NextFunction, err: unknown, route: ResolvedRoute<Request>, resource: string, base: string) {
+    let offer: Offer;
+    try {
+      offer = await offerFor(route, resource, req);
+    } catch (e) {
+      return next(e);
+    }
+    sendError(res, err, offer, route, base);
+  }
+
   /** Token path: the offer is built only when the token is refused (the common case needs none). */
   async function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, resource: string, base: string) {
     const serviceId = route.options.serviceId;
-    const refuse = async (err: unknown) => {
-      let offer: Offer;
-      try {
-        offer = await offerFor(route, resource, req);
-      } catch (e) {
-        return next(e);
-      }
-      sendError(res, err, offer, route, base);
-    };
-    if (!acceptTokens || !serviceId) return refuse(new PaymentError("tokens_not_accepted", "this route does not accept X-Payment-Token; pay with x402."));
+    if (!acceptTokens || !serviceId) {
+      return refuseToken(req, res, next, new PaymentError("tokens_not_accepted", "this route does not accept X-Payment-Token; pay with x402."), route, resource, base);
+    }
     const advertised = route.options.resource ?? resource;
     let attempt: TokenAttempt;
     try {
       attempt = await engine.reserveToken(token, serviceId, advertised);
     } catch (err) {
-      return refuse(err);
+      return refuseToken(req, res, next, err, route, resource, base);
     }
     req.payment = attempt.info;
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      if (res.writableFinished && res.statusCode < 400) void engine.commitToken(attempt, advertised).catch(() => {});
-      else void engine.releaseToken(attempt);
-    };
-    res.once("finish", finish);
-    res.once("close", finish);
+    (res as TokenResponse)[TOKEN_CALL] = { engine, attempt, resource: advertised };
+    res.on("close", settleTokenCall);
     next();
   }
 
@@ -307,6 +304,23 @@ function makeMiddleware(
     sendError,
     origin: (req: Request) => origin(req, options),
   });
+}
+
+const TOKEN_CALL = Symbol("server402.tokenCall");
+type TokenResponse = Response & { [TOKEN_CALL]?: { engine: PaymentEngine; attempt: TokenAttempt; resource: string } };
+
+/**
+ * `close` listener of token-paid responses ('close' follows 'finish', or comes
+ * alone when the client went away): commit the call when the whole answer
+ * was sent with a status < 400, else give it back. Shared, so a paid request
+ * allocates no listener closures.
+ */
+function settleTokenCall(this: TokenResponse) {
+  const call = this[TOKEN_CALL];
+  if (!call) return;
+  this[TOKEN_CALL] = undefined;
+  if (this.writableFinished && this.statusCode < 400) void call.engine.commitToken(call.attempt, call.resource).catch(() => {});
+  else void call.engine.releaseToken(call.attempt);
 }
 
 function appendCacheControlPrivate(res: Response) {
