@@ -13,7 +13,7 @@ import type { SettleRequest } from "../lib/src/chain/settler.js";
 import { ChainError, SettlementError } from "../lib/src/errors.js";
 import { ARTIFACT_PATH, compileTestUSDC } from "../scripts/compile-token.js";
 
-import { TRANSFER_TYPES } from "./support/sign.js";
+import { TRANSFER_WITH_AUTHORIZATION_TYPES } from "server402";
 
 const CHAIN_ID = 84532;
 const BASE_SEPOLIA_USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
@@ -39,7 +39,7 @@ describe("devchain + relayer settler", function () {
     };
     const signature = await privateKeyToAccount(payer.privateKey).signTypedData({
       domain: { name: "USDC", version: "2", chainId: CHAIN_ID, verifyingContract: dev.usdc },
-      types: TRANSFER_TYPES,
+      types: TRANSFER_WITH_AUTHORIZATION_TYPES,
       primaryType: "TransferWithAuthorization",
       message: authorization,
     });

@@ -10,7 +10,7 @@
  * With SERVER402_PURE_JS_SECP256K1=1 server402 runs its pure-JS fallback.
  */
 import { randomBytes } from "node:crypto";
-import { findNetwork, recoveryBackend, verifyAuthorization } from "server402";
+import { findNetwork, recoveryBackend, TRANSFER_WITH_AUTHORIZATION_TYPES as TYPES, verifyAuthorization } from "server402";
 import { verifyTypedData, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 
@@ -18,16 +18,6 @@ const opts = { rounds: 3, seconds: 2, pool: 500, ...JSON.parse(process.argv[2] ?
 const usdc = findNetwork("base-sepolia")!.usdc!;
 const chainId = 84532;
 const payTo = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C" as const;
-const TYPES = {
-  TransferWithAuthorization: [
-    { name: "from", type: "address" },
-    { name: "to", type: "address" },
-    { name: "value", type: "uint256" },
-    { name: "validAfter", type: "uint256" },
-    { name: "validBefore", type: "uint256" },
-    { name: "nonce", type: "bytes32" },
-  ],
-} as const;
 const domain = { name: usdc.eip712Name, version: usdc.eip712Version, chainId, verifyingContract: usdc.address } as const;
 
 // The same signed authorizations for both contenders (8 payers).

@@ -9,7 +9,7 @@ export { findNetwork, resolveNetwork, KNOWN_NETWORKS, type AssetInfo, type Netwo
 export { parseMoney, resolvePrice, formatUnitsExact, usdCents, type PriceInput, type AtomicPrice, type ResolvedPrice } from "./protocol/price.js";
 export { encodeHeader, decodeHeader } from "./protocol/encoding.js";
 export { toRequirementsV1, toRequirementsV2, toPaymentRequiredV2, type Offer } from "./protocol/requirements.js";
-export { authorizationDigest, verifyAuthorization, recoveryBackend } from "./protocol/verify.js";
+export { authorizationDigest, verifyAuthorization, recoveryBackend, TRANSFER_WITH_AUTHORIZATION_TYPES } from "./protocol/verify.js";
 export * from "./protocol/types.js";
 
 // chain

@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import type { Address, Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { encodeHeader } from "server402";
+import { encodeHeader, TRANSFER_WITH_AUTHORIZATION_TYPES } from "server402";
 
 export interface PaymentParts {
   privateKey: Hex;
@@ -18,16 +18,6 @@ export interface PaymentParts {
   name?: string;
 }
 
-export const TRANSFER_TYPES = {
-  TransferWithAuthorization: [
-    { name: "from", type: "address" },
-    { name: "to", type: "address" },
-    { name: "value", type: "uint256" },
-    { name: "validAfter", type: "uint256" },
-    { name: "validBefore", type: "uint256" },
-    { name: "nonce", type: "bytes32" },
-  ],
-} as const;
 
 /** Sign an EIP-3009 authorization and return the wire payload parts. */
 export async function signAuthorization(p: PaymentParts) {
@@ -43,7 +33,7 @@ export async function signAuthorization(p: PaymentParts) {
   };
   const signature = await account.signTypedData({
     domain: { name: p.name ?? "USDC", version: "2", chainId: p.chainId ?? 84532, verifyingContract: p.asset },
-    types: TRANSFER_TYPES,
+    types: TRANSFER_WITH_AUTHORIZATION_TYPES,
     primaryType: "TransferWithAuthorization",
     message,
   });

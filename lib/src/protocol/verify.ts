@@ -13,7 +13,21 @@ import type { AssetInfo } from "./networks.js";
 /** Seconds of validity the authorization must still have, as facilitators require. */
 export const VALID_BEFORE_MARGIN_SECONDS = 6n;
 
-const TYPE_HASH = keccak256(toBytes("TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"));
+/** EIP-712 `types` of an EIP-3009 TransferWithAuthorization, as clients sign it (viem `signTypedData` shape). */
+export const TRANSFER_WITH_AUTHORIZATION_TYPES = {
+  TransferWithAuthorization: [
+    { name: "from", type: "address" },
+    { name: "to", type: "address" },
+    { name: "value", type: "uint256" },
+    { name: "validAfter", type: "uint256" },
+    { name: "validBefore", type: "uint256" },
+    { name: "nonce", type: "bytes32" },
+  ],
+} as const;
+
+const TYPE_HASH = keccak256(
+  toBytes(`TransferWithAuthorization(${TRANSFER_WITH_AUTHORIZATION_TYPES.TransferWithAuthorization.map((f) => `${f.type} ${f.name}`).join(",")})`),
+);
 /** secp256k1 group order / 2: signatures with a larger `s` are rejected on-chain (OpenZeppelin ECDSA). */
 const HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0n;
 
