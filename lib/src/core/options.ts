@@ -104,6 +104,24 @@ export interface ResolvedRoute<Req> {
   description: string;
   maxCalls: number;
   tokenTtl: number;
+  /** The v1 `outputSchema` advertised for this route; `method` is the request's when the key names no verb. */
+  outputSchema(method: string): Record<string, unknown>;
+}
+
+/** Build the v1 `outputSchema` of a route once per HTTP method. */
+function outputSchemaOf<Req>(key: string, r: RouteOptions<Req>): (method: string) => Record<string, unknown> {
+  const verb = /^([A-Za-z]+)\s/.exec(key.trim())?.[1]?.toUpperCase();
+  const byMethod = new Map<string, Record<string, unknown>>();
+  return (method) => {
+    const m = verb ?? method;
+    let schema = byMethod.get(m);
+    if (!schema) {
+      const input = { type: "http", method: m, discoverable: r.discoverable ?? true, ...(r.inputSchema ? { bodyType: "json", bodyFields: r.inputSchema } : {}) };
+      schema = { input, ...(r.outputSchema ? { output: r.outputSchema } : {}) };
+      byMethod.set(m, schema);
+    }
+    return schema;
+  };
 }
 
 const DEFAULT_NETWORK = "base-sepolia";
@@ -158,6 +176,7 @@ export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentO
     description: r.description ?? "",
     maxCalls,
     tokenTtl,
+    outputSchema: outputSchemaOf(key, r),
   };
   if (typeof r.price === "function") {
     resolved.priceFn = r.price;

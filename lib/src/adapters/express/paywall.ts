@@ -128,18 +128,16 @@ function makeMiddleware(
   async function offerFor(route: ResolvedRoute<Request>, resource: string, req?: Request): Promise<Offer> {
     let price = route.staticPrice;
     if (!price) price = resolvePrice(await route.priceFn!(req as Request), route.asset, `routes[${JSON.stringify(route.key)}].price(req)`);
-    const o = route.options;
-    const input = { type: "http", method: route.key.match(/^[A-Z]+(?=\s)/i)?.[0]?.toUpperCase() ?? req?.method ?? "GET", discoverable: o.discoverable ?? true, ...(o.inputSchema ? { bodyType: "json", bodyFields: o.inputSchema } : {}) };
     return {
       network: route.network,
       asset: price.asset,
       amount: price.amount,
       payTo: route.payTo,
       maxTimeoutSeconds: route.maxTimeoutSeconds,
-      resource: o.resource ?? resource,
+      resource: route.options.resource ?? resource,
       description: route.description,
       mimeType: route.mimeType,
-      outputSchema: { input, ...(o.outputSchema ? { output: o.outputSchema } : {}) },
+      outputSchema: route.outputSchema(req?.method ?? "GET"),
     };
   }
 
