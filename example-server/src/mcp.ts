@@ -18,7 +18,7 @@ import type { PaywallMiddleware } from "server402";
 import { registerPaidTool } from "server402/mcp";
 import { parseFaceInput, runComparison, type CompareDeps, type FaceInput } from "./face/compare.js";
 import { FaceError } from "./engine/types.js";
-import { PATHS, pricingOf, routeOf, type ServiceSpec } from "./discovery/catalog.js";
+import { formatUsdCents, PATHS, pricingOf, routeOf, type ServiceSpec } from "./discovery/catalog.js";
 
 /** What the MCP endpoint needs. */
 export interface McpDeps {
@@ -57,11 +57,6 @@ function faceToolError(err: FaceError): CallToolResult {
   return { isError: true, content: [{ type: "text", text: `${err.code}: ${err.message}` }], structuredContent: body };
 }
 
-/** Whole cents as a dollar amount, e.g. 20 → "0.20". */
-function usd(cents: number): string {
-  return `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, "0")}`;
-}
-
 function buildServer(deps: McpDeps, origin: string): McpServer {
   const server = new McpServer({ name: "server402-example", version: "0.1.0" });
   for (const s of deps.services) {
@@ -69,7 +64,7 @@ function buildServer(deps: McpDeps, origin: string): McpServer {
       name: s.mcpToolName,
       serviceId: s.id,
       title: s.name,
-      description: `${s.description} Price: USD ${usd(pricingOf(routeOf(s, deps.paywall)).amountCents)} per call, the same as ${s.method} ${s.endpoint}.`,
+      description: `${s.description} Price: USD ${formatUsdCents(pricingOf(routeOf(s, deps.paywall)).amountCents)} per call, the same as ${s.method} ${s.endpoint}.`,
       inputSchema: zodShapeOf(s.inputSchema as { properties?: Record<string, unknown> }),
       annotations: { readOnlyHint: true, openWorldHint: true },
       resource: `${origin}${PATHS.mcp}#${s.mcpToolName}`,

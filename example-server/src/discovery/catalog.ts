@@ -89,6 +89,11 @@ export function routeOf(service: ServiceSpec, pw: PaywallMiddleware): ResolvedRo
   return route;
 }
 
+/** Whole cents as dollars for display, integer math: 20 → "0.20". */
+export function formatUsdCents(cents: number): string {
+  return `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, "0")}`;
+}
+
 /** Pricing of a service as the paywall enforces it. */
 export function pricingOf(route: ResolvedRoute<Request>): Pricing {
   const { amount, asset } = route.staticPrice!;

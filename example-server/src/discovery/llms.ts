@@ -2,7 +2,7 @@
  * `/llms.txt` (llmstxt.org format): the services with their prices, where
  * everything is, and the payment flows in short, generated from the catalog.
  */
-import { PATHS, type ServiceDescriptor } from "./catalog.js";
+import { formatUsdCents, PATHS, type ServiceDescriptor } from "./catalog.js";
 import { FLOWS } from "./well-known.js";
 
 /** The llms.txt text for clients at `origin`. */
@@ -21,7 +21,7 @@ export function llmsTxt(services: readonly ServiceDescriptor[], origin: string):
       `- [${s.name}](${s.links.self}): ${s.description}`,
       `  - HTTP: ${s.method} ${s.url} (legacy: ${s.legacyEndpoints.map((e) => origin + e).join(", ") || "none"}), JSON body keys: ${Object.keys((s.inputSchema.properties as object) ?? {}).join(", ")}`,
       `  - MCP: tool \`${s.mcpToolName}\` at ${s.mcp.endpoint}`,
-      `  - Price: USD ${(p.amountCents / 100).toFixed(2)} per call (${p.amount} atomic units of ${p.asset.name} ${p.asset.address} on ${p.asset.network}, payTo ${p.payTo}); a prepaid payment buys ${p.maxCalls} call(s) for ${p.prepaidAmount} atomic units`,
+      `  - Price: USD ${formatUsdCents(p.amountCents)} per call (${p.amount} atomic units of ${p.asset.name} ${p.asset.address} on ${p.asset.network}, payTo ${p.payTo}); a prepaid payment buys ${p.maxCalls} call(s) for ${p.prepaidAmount} atomic units`,
     );
   }
   const section = (title: string, steps: readonly string[]) => ["", `## ${title}`, "", ...steps.map((s, i) => `${i + 1}. ${s}`)];
