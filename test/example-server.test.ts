@@ -165,12 +165,12 @@ describe("example server: paid face comparison end to end", function () {
     const created = await (await fetch(`${url}/api/payments`, body({ serviceId: "face-comparison" }))).json();
     const paid = await payingFetch(3)(created.pay.url, { method: "POST" });
     assert.equal(paid.status, 200, await paid.text());
-    emu.script(behave.serverError(500));
-    emu.script(behave.serverError(500), behave.serverError(500));
+    emu.script(behave.serverError(500), behave.serverError(500), behave.serverError(500)); // first try + 2 retries
     const withToken = { ...body(pair), headers: { "content-type": "application/json", "x-payment-token": created.token } };
     assert.equal((await fetch(`${url}/api/tools/face-comparison`, withToken)).status, 502);
     const state = await (await fetch(`${url}/api/payments/${created.paymentId}`)).json();
     assert.equal(state.callsRemaining, 1);
+    // a reservation still held would make this one-call token answer 402 "exhausted"
     const ok = await fetch(`${url}/api/tools/face-comparison`, withToken);
     assert.equal(ok.status, 200);
   });
