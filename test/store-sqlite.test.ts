@@ -97,6 +97,37 @@ describe("SqliteStore file", function () {
     }
   });
 
+  it("reserves made in one tick (one batch): one that fails inside the database is refused alone, the others are done", async function () {
+    const path = freshPath();
+    const store = new SqliteStore({ path });
+    const spy = new Database(path);
+    try {
+      const good = await paidPayment(store, { maxCalls: 5 });
+      const bad = await paidPayment(store);
+      // a trigger makes every reservation on `bad` fail inside the batch
+      spy.exec(`CREATE TRIGGER refuse BEFORE INSERT ON reservations WHEN NEW.paymentId = '${bad.paymentId}' BEGIN SELECT RAISE(ABORT, 'refused by test'); END`);
+      const now = Date.now();
+      const settled = await Promise.allSettled([
+        store.reserveCall(good.tokenHash, "svc", now, 30_000),
+        store.reserveCall(bad.tokenHash, "svc", now, 30_000),
+        store.reserveCall(good.tokenHash, "svc", now, 30_000),
+      ]);
+      assert.equal(settled[1]!.status, "rejected");
+      assert.ok((settled[1] as PromiseRejectedResult).reason instanceof StoreError);
+      assert.match((settled[1] as PromiseRejectedResult).reason.message, /reserveCall failed: refused by test/);
+      const oks = settled.filter((r) => r.status === "fulfilled" && r.value.ok) as PromiseFulfilledResult<{ ok: true; reservationId: string }>[];
+      assert.equal(oks.length, 2);
+      // both reservations on `good` are in the file, the failed one left nothing behind
+      assert.equal(spy.prepare("SELECT count(*) FROM reservations WHERE paymentId = ?").pluck().get(good.paymentId), 2);
+      assert.equal(spy.prepare("SELECT count(*) FROM reservations WHERE paymentId = ?").pluck().get(bad.paymentId), 0);
+      assert.deepEqual(await Promise.all(oks.map((r) => store.commitCall(r.value.reservationId))), [true, true]);
+      assert.equal((await store.getPayment(good.paymentId))!.callsUsed, 2);
+    } finally {
+      spy.close();
+      await store.close();
+    }
+  });
+
   it("a paid token and its reservation survive kill -9; the call comes back once the lease lapses", async function () {
     const path = freshPath();
     const child = spawn(

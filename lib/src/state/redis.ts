@@ -164,6 +164,7 @@ export class RedisStore implements Store {
         maxRetriesPerRequest: 1,
         // Queue while (re)connecting so start-up does not race, bounded by the limits above.
         enableOfflineQueue: true,
+        enableAutoPipelining: true,
         retryStrategy: (times) => Math.min(100 * times, 1000),
       };
       this.client = new IORedis(opts.url, fastFail);

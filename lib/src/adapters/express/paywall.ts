@@ -220,8 +220,13 @@ function makeMiddleware(
       return refuseToken(req, res, next, err, route, resource, base);
     }
     req.payment = attempt.info;
-    (res as TokenResponse)[TOKEN_CALL] = { engine, attempt, resource: advertised };
-    res.on("close", settleTokenCall);
+    // 'close' follows 'finish', or comes alone when the client went away: commit the call only when
+    // the whole answer was sent with a status < 400, else give it back. (A closure, not a property on
+    // `res`: adding properties to Express's response objects costs more than the allocation.)
+    res.on("close", () => {
+      if (res.writableFinished && res.statusCode < 400) void engine.commitToken(attempt, advertised).catch(() => {});
+      else void engine.releaseToken(attempt);
+    });
     next();
   }
 
@@ -302,23 +307,6 @@ function makeMiddleware(
     sendError,
     origin: (req: Request) => origin(req, options),
   });
-}
-
-const TOKEN_CALL = Symbol("server402.tokenCall");
-type TokenResponse = Response & { [TOKEN_CALL]?: { engine: PaymentEngine; attempt: TokenAttempt; resource: string } };
-
-/**
- * `close` listener of token-paid responses ('close' follows 'finish', or comes
- * alone when the client went away): commit the call when the whole answer
- * was sent with a status < 400, else give it back. Shared, so a paid request
- * allocates no listener closures.
- */
-function settleTokenCall(this: TokenResponse) {
-  const call = this[TOKEN_CALL];
-  if (!call) return;
-  this[TOKEN_CALL] = undefined;
-  if (this.writableFinished && this.statusCode < 400) void call.engine.commitToken(call.attempt, call.resource).catch(() => {});
-  else void call.engine.releaseToken(call.attempt);
 }
 
 function appendCacheControlPrivate(res: Response) {
