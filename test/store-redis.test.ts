@@ -107,6 +107,40 @@ if (!url) {
       }
     });
 
+    it("calls made in one tick go in one batch script: one that fails in Redis is refused alone, the others are done", async function () {
+      const keyPrefix = freshPrefix();
+      const store = new RedisStore({ url, keyPrefix });
+      try {
+        const good = await paidPayment(store, { maxCalls: 5 });
+        const bad = await paidPayment(store, { maxCalls: 5 });
+        // the reservations key of `bad` has the wrong type: its reserve fails inside the script
+        await store.client.set(`${keyPrefix}rsv:${bad.paymentId}`, "not a sorted set");
+        const monitor = await store.client.duplicate().monitor();
+        const commands: string[] = [];
+        monitor.on("monitor", (_time: string, args: string[]) => commands.push(String(args[0]).toLowerCase()));
+        const now = Date.now();
+        const settled = await Promise.allSettled([
+          store.reserveCall(good.tokenHash, "svc", now, 30_000),
+          store.reserveCall(bad.tokenHash, "svc", now, 30_000),
+          store.reserveCall(good.tokenHash, "svc", now, 30_000),
+        ]);
+        await new Promise((r) => setTimeout(r, 50));
+        monitor.disconnect();
+        assert.equal(commands.filter((c) => c === "evalsha" || c === "eval").length, 1, `one script run for three calls, got ${commands.join(" ")}`);
+        assert.equal(settled[1]!.status, "rejected");
+        const reason = (settled[1] as PromiseRejectedResult).reason;
+        assert.ok(reason instanceof StoreError);
+        assert.match(reason.message, /reserveCall failed: .*WRONGTYPE/);
+        assert.deepEqual(
+          settled.map((r) => r.status === "fulfilled" && r.value.ok),
+          [true, false, true],
+        );
+        assert.equal(await store.client.zcard(`${keyPrefix}rsv:${good.paymentId}`), 2);
+      } finally {
+        await store.close();
+      }
+    });
+
     it("re-loads its scripts after SCRIPT FLUSH", async function () {
       const store = new RedisStore({ url, keyPrefix: freshPrefix() });
       try {

@@ -19,7 +19,7 @@ export { relayerSettler } from "./chain/relayer.js";
 export { facilitatorSettler, type FacilitatorOptions, type FacilitatorSettler } from "./chain/facilitator.js";
 
 // state (SqliteStore: "server402/sqlite", RedisStore: "server402/redis", dev chain: "server402/devchain")
-export { paymentStatus, type Store, type StoredPayment, type LedgerEntry, type ReserveResult, type PaymentStatus } from "./state/store.js";
+export { paymentStatus, type Store, type StoredPayment, type LedgerEntry, type ReserveResult, type ReservedPayment, type PaymentStatus } from "./state/store.js";
 export { MemoryStore } from "./state/memory.js";
 export { generatePaymentToken, hashToken, isWellFormedToken } from "./state/tokens.js";
 

@@ -4,7 +4,7 @@
  * inside one tick, so each is atomic. Expired state is dropped lazily and by
  * an unref'd timer, so memory stays bounded under sustained traffic.
  */
-import type { LedgerEntry, NonceState, ReserveResult, Store, StoredPayment } from "./store.js";
+import type { LedgerEntry, NonceState, ReservedPayment, ReserveResult, Store, StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -149,14 +149,24 @@ export class MemoryStore implements Store {
     if (!leases) this.leases.set(p.paymentId, (leases = new Map()));
     const reservationId = newReservationId(p.paymentId);
     leases.set(reservationId, now + leaseMs);
-    return { ok: true, payment: { ...p }, reservationId };
+    const payment: ReservedPayment = {
+      paymentId: p.paymentId,
+      serviceId: p.serviceId,
+      amountAtomic: p.amountAtomic,
+      maxCalls: p.maxCalls,
+      callsUsed: p.callsUsed,
+      payer: p.payer,
+      network: p.network,
+      transaction: p.transaction,
+    };
+    return { ok: true, payment, reservationId };
   }
 
   async commitCall(reservationId: string): Promise<boolean> {
     const paymentId = reservationPaymentId(reservationId);
     const leases = paymentId === undefined ? undefined : this.leases.get(paymentId);
+    // an emptied lease map stays for the payment's next call; sweep() drops it
     if (!leases?.delete(reservationId)) return false;
-    if (leases.size === 0) this.leases.delete(paymentId!);
     const p = this.payments.get(paymentId!);
     if (!p) return false;
     p.callsUsed++;
@@ -166,7 +176,7 @@ export class MemoryStore implements Store {
   async releaseCall(reservationId: string): Promise<void> {
     const paymentId = reservationPaymentId(reservationId);
     const leases = paymentId === undefined ? undefined : this.leases.get(paymentId);
-    if (leases?.delete(reservationId) && leases.size === 0) this.leases.delete(paymentId!);
+    leases?.delete(reservationId);
   }
 
   async appendLedger(entry: LedgerEntry): Promise<number> {

@@ -21,7 +21,7 @@ import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
 import type { Redis, RedisOptions } from "ioredis";
 import { ConfigError } from "../errors.js";
-import type { LedgerEntry, NonceState, ReserveResult, ReserveFailure, Store, StoredPayment } from "./store.js";
+import { RESERVED_PAYMENT_FIELDS, type LedgerEntry, type NonceState, type ReserveResult, type ReserveFailure, type ReservedPayment, type Store, type StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -40,7 +40,9 @@ export interface RedisStoreOptions {
   url?: string;
   /**
    * An existing ioredis client. The store does not close it. Configure it to
-   * fail fast (see `url`'s defaults) or a down Redis may make requests hang.
+   * fail fast (see `url`'s defaults) or a down Redis may make requests hang;
+   * `enableAutoPipelining: true` (set on connections the store opens) also
+   * batches the x402 nonce commands.
    */
   client?: Redis;
   /** Prefix of every key. Default `server402:`. */
@@ -97,34 +99,88 @@ if status ~= 'paid' then
 end
 return {changed, redis.call('HGETALL', KEYS[1])}`);
 
-// KEYS: tok. ARGV: prefix, serviceId, now, leaseUntil, reservation id without its payment id, rsv key ttl.
-// Mirrors reserveRejection() in shared.ts.
-const RESERVE = script(`
-local pid = redis.call('GET', KEYS[1])
-if not pid then return {'unknown_token'} end
-local flat = redis.call('HGETALL', ARGV[1] .. 'pay:' .. pid)
-if #flat == 0 then return {'unknown_token'} end
-local p = {}
-for i = 1, #flat, 2 do p[flat[i]] = flat[i + 1] end
-local now = tonumber(ARGV[3])
-local used, max = tonumber(p.callsUsed), tonumber(p.maxCalls)
-if p.serviceId ~= ARGV[2] then return {'wrong_service', flat} end
-if p.status == 'paid' and used >= max then return {'exhausted', flat} end
-if now >= tonumber(p.expiresAt) then return {'expired', flat} end
-if p.status ~= 'paid' then return {'pending', flat} end
-local rkey = ARGV[1] .. 'rsv:' .. pid
-redis.call('ZREMRANGEBYSCORE', rkey, '-inf', now)
-if used + redis.call('ZCARD', rkey) >= max then return {'exhausted', flat} end
-redis.call('ZADD', rkey, ARGV[4], ARGV[5] .. pid)
-if redis.call('PTTL', rkey) < tonumber(ARGV[6]) then redis.call('PEXPIRE', rkey, ARGV[6]) end
-return {'ok', flat}`);
+/**
+ * The per-request calls made during one turn of the event loop, in one script
+ * run (see `RedisStore.batched`). ARGV[1] is the key prefix, then each call
+ * as an op letter and its arguments:
+ * - `r tokenHash serviceId now leaseUntil reservationIdWithoutPaymentId rsvTtl`
+ *   reserve → `{'ok', HMGET of the ReservedPayment fields}` or `{reason, HGETALL}`
+ *   (`{'unknown_token'}` alone); mirrors reserveRejection() in shared.ts;
+ * - `c paymentId reservationId` commit → 1 or 0;
+ * - `x paymentId reservationId` release → 0.
+ * A call that raises an error answers `{'err', message}`; the others still run.
+ */
+const BATCH = script(`
+local prefix = ARGV[1]
+local function reserve(tokenHash, serviceId, now, leaseUntil, rid, ttl)
+  local pid = redis.call('GET', prefix .. 'tok:' .. tokenHash)
+  if not pid then return {'unknown_token'} end
+  local pkey = prefix .. 'pay:' .. pid
+  local f = redis.call('HMGET', pkey, 'serviceId', 'status', 'callsUsed', 'maxCalls', 'expiresAt')
+  if not f[1] then return {'unknown_token'} end
+  local used, max = tonumber(f[3]), tonumber(f[4])
+  local reason
+  if f[1] ~= serviceId then reason = 'wrong_service'
+  elseif f[2] == 'paid' and used >= max then reason = 'exhausted'
+  elseif now >= tonumber(f[5]) then reason = 'expired'
+  elseif f[2] ~= 'paid' then reason = 'pending'
+  else
+    local rkey = prefix .. 'rsv:' .. pid
+    redis.call('ZREMRANGEBYSCORE', rkey, '-inf', now)
+    if used + redis.call('ZCARD', rkey) >= max then
+      reason = 'exhausted'
+    else
+      redis.call('ZADD', rkey, leaseUntil, rid .. pid)
+      if redis.call('PTTL', rkey) < ttl then redis.call('PEXPIRE', rkey, ttl) end
+      return {'ok', redis.call('HMGET', pkey, ${RESERVED_PAYMENT_FIELDS.map((f) => `'${f}'`).join(", ")})}
+    end
+  end
+  return {reason, redis.call('HGETALL', pkey)}
+end
+local function commit(pid, rid)
+  if redis.call('ZREM', prefix .. 'rsv:' .. pid, rid) == 0 then return 0 end
+  local pkey = prefix .. 'pay:' .. pid
+  if redis.call('EXISTS', pkey) == 0 then return 0 end
+  redis.call('HINCRBY', pkey, 'callsUsed', 1)
+  return 1
+end
+local function release(pid, rid)
+  redis.call('ZREM', prefix .. 'rsv:' .. pid, rid)
+  return 0
+end
+local out = {}
+local i = 2
+while i <= #ARGV do
+  local op = ARGV[i]
+  local ok, res
+  if op == 'r' then
+    ok, res = pcall(reserve, ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]))
+    i = i + 7
+  elseif op == 'c' then
+    ok, res = pcall(commit, ARGV[i + 1], ARGV[i + 2])
+    i = i + 3
+  elseif op == 'x' then
+    ok, res = pcall(release, ARGV[i + 1], ARGV[i + 2])
+    i = i + 3
+  else
+    return redis.error_reply('server402 batch: unknown op ' .. tostring(op))
+  end
+  if not ok then res = {'err', type(res) == 'table' and res.err or tostring(res)} end
+  out[#out + 1] = res
+end
+return out`);
 
-// KEYS: rsv, pay. ARGV: reservationId.
-const COMMIT = script(`
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[2], 'callsUsed', 1)
-return 1`);
+/** Calls per batch script run; a longer queue is split. */
+const MAX_BATCH = 500;
+
+/** A reserve, commit or release waiting for the next batch. */
+interface Queued {
+  op: string;
+  args: (string | number)[];
+  decode: (reply: unknown) => unknown;
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+}
 
 // KEYS: ledger:id, ledger. ARGV: entry JSON.
 const APPEND_LEDGER = script(`
@@ -141,6 +197,8 @@ export class RedisStore implements Store {
   /** Prefix as Redis sees it (the client's own `keyPrefix` included), for keys built inside scripts. */
   private readonly luaPrefix: string;
   private readonly retentionMs: number;
+  /** Calls queued for the next batch (see `batched`). */
+  private queue: Queued[] = [];
 
   constructor(opts: RedisStoreOptions) {
     this.prefix = opts.keyPrefix ?? "server402:";
@@ -265,34 +323,70 @@ export class RedisStore implements Store {
   }
 
   reserveCall(tokenHash: string, serviceId: string, now: number, leaseMs: number): Promise<ReserveResult> {
-    return this.run("reserveCall", async (): Promise<ReserveResult> => {
-      // The payment id is only known inside the script; the id's random part is drawn here.
-      const placeholder = newReservationId("");
-      const [outcome, flat] = (await this.eval(
-        RESERVE,
-        [this.prefix + "tok:" + tokenHash],
-        [this.luaPrefix, serviceId, now, now + leaseMs, placeholder, leaseMs + RESERVATION_GC_MS],
-      )) as [string, string[]?];
-      if (!flat) return { ok: false, reason: "unknown_token" };
-      const payment = paymentFromRecord(pairs(flat));
-      if (outcome !== "ok") return { ok: false, reason: outcome as ReserveFailure, payment };
+    // The payment id is only known inside the script; the id's unique part is drawn here.
+    const placeholder = newReservationId("");
+    return this.batched("reserveCall", ["r", tokenHash, serviceId, now, now + leaseMs, placeholder, leaseMs + RESERVATION_GC_MS], (reply): ReserveResult => {
+      const [outcome, fields] = reply as [string, (string | null)[]?];
+      if (!fields) return { ok: false, reason: "unknown_token" };
+      if (outcome !== "ok") return { ok: false, reason: outcome as ReserveFailure, payment: paymentFromRecord(pairs(fields as string[])) };
+      const p: Record<string, string> = {};
+      for (let i = 0; i < RESERVED_PAYMENT_FIELDS.length; i++) if (fields[i] !== null) p[RESERVED_PAYMENT_FIELDS[i]!] = fields[i]!;
+      const payment = { ...p, maxCalls: Number(p.maxCalls), callsUsed: Number(p.callsUsed) } as ReservedPayment;
       return { ok: true, payment, reservationId: placeholder + payment.paymentId };
     });
   }
 
   commitCall(reservationId: string): Promise<boolean> {
-    return this.run("commitCall", async () => {
-      const paymentId = reservationPaymentId(reservationId);
-      if (paymentId === undefined) return false;
-      return (await this.eval(COMMIT, [this.prefix + "rsv:" + paymentId, this.prefix + "pay:" + paymentId], [reservationId])) === 1;
-    });
+    const paymentId = reservationPaymentId(reservationId);
+    if (paymentId === undefined) return Promise.resolve(false);
+    return this.batched("commitCall", ["c", paymentId, reservationId], (reply) => reply === 1);
   }
 
   releaseCall(reservationId: string): Promise<void> {
-    return this.run("releaseCall", async () => {
-      const paymentId = reservationPaymentId(reservationId);
-      if (paymentId !== undefined) await this.client.zrem(this.prefix + "rsv:" + paymentId, reservationId);
+    const paymentId = reservationPaymentId(reservationId);
+    if (paymentId === undefined) return Promise.resolve();
+    return this.batched("releaseCall", ["x", paymentId, reservationId], () => undefined);
+  }
+
+  /**
+   * Queue a reserve, commit or release for the batch sent once this turn of
+   * the event loop has taken in all ready I/O (setImmediate): under load one
+   * script run and one round trip serve many paid requests. The script runs
+   * atomically like any other, so concurrent processes still see one order.
+   */
+  private batched<T>(op: string, args: (string | number)[], decode: (reply: unknown) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.queue.push({ op, args, decode, resolve: resolve as (v: unknown) => void, reject }) === 1) setImmediate(this.flush);
     });
+  }
+
+  /** Send the queued calls (in runs of at most MAX_BATCH) and settle their promises. */
+  private readonly flush = (): void => {
+    const queue = this.queue;
+    this.queue = [];
+    for (let from = 0; from < queue.length; from += MAX_BATCH) void this.send(queue.slice(from, from + MAX_BATCH));
+  };
+
+  private async send(calls: Queued[]): Promise<void> {
+    const argv: (string | number)[] = [this.luaPrefix];
+    for (const c of calls) for (const a of c.args) argv.push(a);
+    let replies: unknown[];
+    try {
+      replies = (await this.eval(BATCH, [], argv)) as unknown[];
+    } catch (err) {
+      for (const c of calls) c.reject(toStoreError("RedisStore", c.op, err));
+      return;
+    }
+    for (let i = 0; i < calls.length; i++) {
+      const c = calls[i]!;
+      const reply = replies[i];
+      try {
+        if (Array.isArray(reply) && reply[0] === "err") throw new Error(String(reply[1]));
+        c.resolve(c.decode(reply));
+      } catch (err) {
+        c.reject(toStoreError("RedisStore", c.op, err));
+      }
+    }
   }
 
   appendLedger(entry: LedgerEntry): Promise<number> {
@@ -317,6 +411,7 @@ export class RedisStore implements Store {
   }
 
   async close(): Promise<void> {
+    if (this.queue.length) this.flush(); // queued calls are still sent
     if (!this.owned || this.client.status === "end") return;
     try {
       await this.client.quit();

@@ -45,8 +45,18 @@ export interface StoredPayment {
 /** Why a token call could not be reserved. */
 export type ReserveFailure = "unknown_token" | "pending" | "expired" | "exhausted" | "wrong_service";
 
+/** Field names of `ReservedPayment`. */
+export const RESERVED_PAYMENT_FIELDS = ["paymentId", "serviceId", "amountAtomic", "maxCalls", "callsUsed", "payer", "network", "transaction"] as const;
+
+/**
+ * The fields of a payment a successful reserve must return (a store may
+ * return the whole `StoredPayment`). `callsUsed` counts committed calls,
+ * without this reservation.
+ */
+export type ReservedPayment = Pick<StoredPayment, (typeof RESERVED_PAYMENT_FIELDS)[number]>;
+
 export type ReserveResult =
-  | { ok: true; payment: StoredPayment; reservationId: string }
+  | { ok: true; payment: ReservedPayment; reservationId: string }
   | { ok: false; reason: ReserveFailure; payment?: StoredPayment };
 
 /** One durable record of money received. */
