@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { promisify } from "node:util";
 import { createPublicClient, domainSeparator, encodeFunctionData, http, toHex, type Address, type Hex } from "viem";
 import { mnemonicToAccount, privateKeyToAccount } from "viem/accounts";
@@ -17,6 +19,47 @@ import { TRANSFER_WITH_AUTHORIZATION_TYPES } from "server402";
 
 const CHAIN_ID = 84532;
 const BASE_SEPOLIA_USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
+
+/**
+ * A JSON-RPC proxy in front of anvil that records the methods called and can
+ * answer "method not found" for some, like a node that lacks them.
+ */
+async function recordingRpc(
+  target: string,
+  missing: string[] = [],
+  refuseBatches = false,
+): Promise<{ url: string; methods: string[]; batches: number; close(): Promise<void> }> {
+  const methods: string[] = [];
+  const state = { batches: 0 };
+  const server: Server = createServer(async (req, res) => {
+    let body = "";
+    for await (const chunk of req) body += chunk;
+    const parsed = JSON.parse(body) as { id: number; method: string } | { id: number; method: string }[];
+    res.setHeader("content-type", "application/json");
+    if (Array.isArray(parsed)) {
+      state.batches++;
+      for (const c of parsed) methods.push(c.method);
+      if (refuseBatches) {
+        res.statusCode = 400;
+        return void res.end(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: -32600, message: "batch requests are not supported" } }));
+      }
+    }
+    const call = Array.isArray(parsed) ? parsed[0]! : parsed;
+    if (!Array.isArray(parsed)) methods.push(call.method);
+    if (missing.includes(call.method)) return void res.end(JSON.stringify({ jsonrpc: "2.0", id: call.id, error: { code: -32601, message: "Method not found" } }));
+    const upstream = await fetch(target, { method: "POST", headers: { "content-type": "application/json" }, body });
+    res.end(await upstream.text());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    methods,
+    get batches() {
+      return state.batches;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const now = (): bigint => BigInt(Math.floor(Date.now() / 1000));
@@ -235,11 +278,34 @@ describe("devchain + relayer settler", function () {
       assert.equal(await reader.balanceOf(dev.usdc, from), await dev.balanceOf(from));
     });
 
+    it("the chain reader reads both pre-check facts in one batched request; an endpoint refusing batches gets separate reads", async function () {
+      for (const refuse of [false, true]) {
+        const proxy = await recordingRpc(dev.rpcUrl, [], refuse);
+        try {
+          const reader = createChainReader({ rpcUrl: proxy.url, chainId: CHAIN_ID, timeoutMs: 2000 });
+          const req = await authorize(dev.accounts.payers[5]);
+          const { from, nonce } = req.authorization;
+          const expected = { used: false, balance: await dev.balanceOf(from) };
+          assert.deepEqual(await reader.paymentState!(dev.usdc, from, nonce), expected);
+          assert.deepEqual(await reader.paymentState!(dev.usdc, from, nonce), expected);
+          const calls = proxy.methods.filter((m) => m === "eth_call").length;
+          // batched: 2 requests of 2 calls; refused: one refused batch, then 2 + 2 separate calls and no second batch
+          assert.deepEqual([proxy.batches, calls], refuse ? [1, 6] : [2, 4], proxy.methods.join(" "));
+          await settler.settle(req);
+          assert.equal((await reader.paymentState!(dev.usdc, from, nonce)).used, true);
+        } finally {
+          await proxy.close();
+        }
+      }
+    });
+
     it("the chain reader throws ChainError for a dead RPC or the wrong chain", async function () {
       const dead = createChainReader({ rpcUrl: "http://127.0.0.1:1", chainId: CHAIN_ID, timeoutMs: 500 });
       await assert.rejects(dead.balanceOf(dev.usdc, dev.accounts.payTo.address), ChainError);
       const wrong = createChainReader({ rpcUrl: dev.rpcUrl, chainId: 1, timeoutMs: 500 });
       await assert.rejects(wrong.balanceOf(dev.usdc, dev.accounts.payTo.address), (e: unknown) => e instanceof ChainError && /expected 1/.test(e.message));
+      await assert.rejects(dead.paymentState!(dev.usdc, dev.accounts.payTo.address, toHex(randomBytes(32))), ChainError);
+      await assert.rejects(wrong.paymentState!(dev.usdc, dev.accounts.payTo.address, toHex(randomBytes(32))), (e: unknown) => e instanceof ChainError && /expected 1/.test(e.message));
     });
 
     it("20 concurrent settles of distinct authorizations all succeed", async function () {
@@ -308,6 +374,60 @@ describe("devchain + relayer settler", function () {
       assert.equal(retried.transaction, err.transaction);
       // the settler's nonce queue carries on after the pending transaction
       await slow.settle(await authorize(dev.accounts.payers[6]));
+    });
+
+    it("on an automining node it sends with eth_sendRawTransactionSync: the receipt comes with the answer, no polling", async function () {
+      const proxy = await recordingRpc(dev.rpcUrl);
+      try {
+        const s = relayerSettler({ rpcUrl: proxy.url, chainId: CHAIN_ID, privateKey: dev.accounts.payers[5].privateKey });
+        const before = await dev.balanceOf(dev.accounts.payTo.address);
+        await s.settle(await authorize(dev.accounts.payers[1], { value: 11n }));
+        await s.settle(await authorize(dev.accounts.payers[1], { value: 12n }));
+        assert.equal(await dev.balanceOf(dev.accounts.payTo.address), before + 23n);
+        assert.equal(proxy.methods.filter((m) => m === "anvil_getAutomine").length, 1, proxy.methods.join(" "));
+        assert.equal(proxy.methods.filter((m) => m === "eth_sendRawTransactionSync").length, 2);
+        assert.ok(!proxy.methods.includes("eth_sendRawTransaction") && !proxy.methods.includes("eth_getTransactionReceipt"), proxy.methods.join(" "));
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    it("a node without eth_sendRawTransactionSync: one refused try, then send + receipt polling", async function () {
+      const proxy = await recordingRpc(dev.rpcUrl, ["eth_sendRawTransactionSync"]);
+      try {
+        const s = relayerSettler({ rpcUrl: proxy.url, chainId: CHAIN_ID, privateKey: dev.accounts.payers[5].privateKey, sendMode: "sync" });
+        const before = await dev.balanceOf(dev.accounts.payTo.address);
+        await s.settle(await authorize(dev.accounts.payers[1], { value: 13n }));
+        await s.settle(await authorize(dev.accounts.payers[1], { value: 14n }));
+        assert.equal(await dev.balanceOf(dev.accounts.payTo.address), before + 27n);
+        assert.equal(proxy.methods.filter((m) => m === "eth_sendRawTransactionSync").length, 1, proxy.methods.join(" "));
+        assert.equal(proxy.methods.filter((m) => m === "eth_sendRawTransaction").length, 2);
+        assert.ok(proxy.methods.includes("eth_getTransactionReceipt"));
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    it("sendMode sync on a chain that does not mine: pending with the hash after receiptTimeoutMs; the retry returns that transaction", async function () {
+      const relayerKey = dev.accounts.payers[8].privateKey;
+      const s = relayerSettler({ rpcUrl: dev.rpcUrl, chainId: CHAIN_ID, privateKey: relayerKey, receiptTimeoutMs: 300, sendMode: "sync" });
+      const req = await authorize(dev.accounts.payers[6], { value: 66n });
+      await rpc("evm_setAutomine", [false]);
+      let err: SettlementError;
+      const t0 = performance.now();
+      try {
+        err = await settleError(s, req);
+      } finally {
+        await rpc("evm_setAutomine", [true]);
+      }
+      assert.ok(performance.now() - t0 < 3000);
+      assert.equal(err.pending, true);
+      assert.equal(err.reason, "settlement_pending");
+      assert.match(err.transaction ?? "", /^0x[0-9a-f]{64}$/);
+      await rpc("evm_mine");
+      const before = await dev.balanceOf(dev.accounts.payTo.address);
+      assert.equal((await s.settle(req)).transaction, err.transaction);
+      assert.equal(await dev.balanceOf(dev.accounts.payTo.address), before, "mined once, not paid again");
     });
 
     it("a pending transaction the node dropped is settled afresh on retry, without a nonce gap", async function () {

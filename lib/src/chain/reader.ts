@@ -2,7 +2,8 @@
  * ChainReader over JSON-RPC: the on-chain facts checked before a paid
  * handler runs (EIP-3009 nonce state, token balance).
  */
-import { BaseError, createPublicClient, http, type Address, type Hex } from "viem";
+import { BaseError, createPublicClient, decodeFunctionResult, encodeFunctionData, http, HttpRequestError, RpcRequestError, type Address, type Hex } from "viem";
+import { getHttpRpcClient } from "viem/utils";
 import { ChainError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
 import type { ChainReader } from "./settler.js";
@@ -46,14 +47,55 @@ export function createChainReader(opts: ChainReaderOptions): ChainReader {
     }
   }
 
-  return {
-    authorizationUsed: (asset: Address, from: Address, nonce: Hex) =>
-      read("authorizationState", () =>
-        client.readContract({ address: asset, abi: EIP3009_ABI, functionName: "authorizationState", args: [from, nonce] }),
-      ),
-    balanceOf: (asset: Address, owner: Address) =>
-      read("balanceOf", () => client.readContract({ address: asset, abi: EIP3009_ABI, functionName: "balanceOf", args: [owner] })),
-  };
+  const authorizationUsed = (asset: Address, from: Address, nonce: Hex) =>
+    read("authorizationState", () => client.readContract({ address: asset, abi: EIP3009_ABI, functionName: "authorizationState", args: [from, nonce] }));
+  const balanceOf = (asset: Address, owner: Address) =>
+    read("balanceOf", () => client.readContract({ address: asset, abi: EIP3009_ABI, functionName: "balanceOf", args: [owner] }));
+
+  // Both pre-check reads as one JSON-RPC batch: one HTTP request instead of two.
+  const batchClient = getHttpRpcClient(rpcUrl, { timeout: timeoutMs });
+  let batches = true; // false once the endpoint answered a batch with something else than an array
+  const call = (to: Address, data: Hex) => ({ jsonrpc: "2.0" as const, method: "eth_call", params: [{ to, data }, "latest"] });
+  async function separately(asset: Address, from: Address, nonce: Hex): Promise<{ used: boolean; balance: bigint }> {
+    const [used, balance] = await Promise.all([authorizationUsed(asset, from, nonce), balanceOf(asset, from)]);
+    return { used, balance };
+  }
+  async function paymentState(asset: Address, from: Address, nonce: Hex): Promise<{ used: boolean; balance: bigint }> {
+    if (!batches) return separately(asset, from, nonce);
+    const body = [
+      { ...call(asset, encodeFunctionData({ abi: EIP3009_ABI, functionName: "authorizationState", args: [from, nonce] })), id: 1 },
+      { ...call(asset, encodeFunctionData({ abi: EIP3009_ABI, functionName: "balanceOf", args: [from] })), id: 2 },
+    ];
+    let replies: unknown;
+    try {
+      replies = await read("authorizationState + balanceOf", () => batchClient.request({ body }));
+    } catch (err) {
+      // an endpoint that answered with an error (JSON-RPC or HTTP 4xx) may only refuse batches; a timeout or a dead endpoint is reported as is
+      const c = err instanceof ChainError ? err.cause : undefined;
+      if (!(c instanceof RpcRequestError || (c instanceof HttpRequestError && (c.status ?? 0) >= 400 && (c.status ?? 0) < 500))) throw err;
+    }
+    if (!Array.isArray(replies)) {
+      const state = await separately(asset, from, nonce);
+      batches = false; // the separate reads work where the batch did not: keep to them
+      return state;
+    }
+    const result = (id: number): Hex => {
+      const r = replies.find((x: { id?: unknown }) => x?.id === id) as { result?: Hex; error?: { message?: string } } | undefined;
+      if (typeof r?.result === "string") return r.result;
+      throw new ChainError(`${id === 1 ? "authorizationState" : "balanceOf"} via ${where} failed: ${r?.error?.message ?? "no result in the batch answer"}`);
+    };
+    try {
+      return {
+        used: decodeFunctionResult({ abi: EIP3009_ABI, functionName: "authorizationState", data: result(1) }),
+        balance: decodeFunctionResult({ abi: EIP3009_ABI, functionName: "balanceOf", data: result(2) }),
+      };
+    } catch (err) {
+      if (err instanceof ChainError) throw err;
+      throw new ChainError(`pre-check via ${where}: undecodable answer: ${err instanceof BaseError ? err.shortMessage : String(err)}`, { cause: err });
+    }
+  }
+
+  return { authorizationUsed, balanceOf, paymentState };
 }
 
 /** Scheme + host of an RPC URL, so API keys in paths or queries never reach logs. */

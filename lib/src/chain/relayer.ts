@@ -3,9 +3,10 @@
  * `transferWithAuthorization`, pays the gas and waits for the receipt.
  *
  * Per settle: simulate (eth_estimateGas, so a doomed transaction is never
- * broadcast) in parallel with fee lookup, then sign + broadcast in a queue
- * that owns the wallet's nonce, then poll for the receipt and check the
- * ERC-20 Transfer log.
+ * broadcast; skipped after an on-chain pre-check) in parallel with fee
+ * lookup, then sign + broadcast in a queue that owns the wallet's nonce, then
+ * poll for the receipt (or take it from `eth_sendRawTransactionSync`) and
+ * check the ERC-20 Transfer log.
  */
 import { createRequire } from "node:module";
 import {
@@ -49,6 +50,18 @@ export interface RelayerSettlerOptions {
   receiptTimeoutMs?: number;
   /** First receipt polling interval; it backs off to max(this, 50 ms). Default 5 ms for a loopback RPC, 250 ms otherwise. */
   pollingIntervalMs?: number;
+  /**
+   * How a transaction is sent. `"sync"`: `eth_sendRawTransactionSync` (EIP-7966),
+   * which answers with the receipt (waiting at most `receiptTimeoutMs`),
+   * saving the receipt round trip; it runs in the nonce queue, so concurrent
+   * settlements wait for each other's inclusion: right only for a chain that
+   * mines every transaction on arrival. `"poll"`: `eth_sendRawTransaction`,
+   * then poll for the receipt outside the queue, so settlements overlap while
+   * blocks are produced. `"auto"` (default): `"sync"` when the node reports
+   * automine (`anvil_getAutomine` / `hardhat_getAutomine`, asked once), else
+   * `"poll"`. A node without the sync method gets `"poll"` from its first answer on.
+   */
+  sendMode?: "auto" | "sync" | "poll";
   /** Timeout of each RPC request. Default 10000. */
   requestTimeoutMs?: number;
 }
@@ -64,6 +77,11 @@ type Fees = { type: "eip1559"; maxFeePerGas: bigint; maxPriorityFeePerGas: bigin
 interface RawReceipt {
   status: Hex;
   logs: { address: Address; topics: Hex[]; data: Hex }[];
+}
+/** A broadcast transaction, with its receipt when the send returned it. */
+interface Sent {
+  hash: Hex;
+  receipt?: RawReceipt;
 }
 
 const FEE_CACHE_MS = 1000;
@@ -141,10 +159,13 @@ export function reasonFromRevert(text: string): string {
 export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
   const { rpcUrl, chainId, receiptTimeoutMs = 30_000, requestTimeoutMs = 10_000 } = opts;
   const pollingIntervalMs = opts.pollingIntervalMs ?? (isLoopback(rpcUrl) ? 5 : 250);
+  const sendMode = opts.sendMode ?? "auto";
   const account = privateKeyToAccount(opts.privateKey);
   const signTransaction = transactionSigner(opts.privateKey, account);
   const client = createPublicClient({ transport: http(rpcUrl, { timeout: requestTimeoutMs, retryCount: 0 }) });
   const rpc = <T>(method: string, params: unknown[]): Promise<T> => client.request({ method, params } as never) as Promise<T>;
+  /** For eth_sendRawTransactionSync: answers once the transaction is mined, so its timeout is the receipt's. */
+  const syncClient = createPublicClient({ transport: http(rpcUrl, { timeout: receiptTimeoutMs, retryCount: 0 }) });
   const where = rpcOrigin(rpcUrl);
 
   // --- fees, shared by concurrent settles for FEE_CACHE_MS ---
@@ -201,8 +222,31 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
   // --- broadcast queue: the only place nonces are assigned ---
   let nextNonce: number | undefined; // undefined = read from chain before next send
   let queue: Promise<unknown> = Promise.resolve();
-  const broadcast = (to: Address, data: Hex, gas: bigint, fee: Fees): Promise<Hex> => {
-    const run = async (): Promise<Hex> => {
+  // --- sync sends where the chain mines on arrival (see `sendMode`) ---
+  let sendSync: Promise<boolean> | boolean | undefined = sendMode === "auto" ? undefined : sendMode === "sync";
+  const automine = async (): Promise<boolean> => {
+    for (const method of ["anvil_getAutomine", "hardhat_getAutomine"]) {
+      const on = await rpc<boolean>(method, []).catch(() => undefined);
+      if (typeof on === "boolean") return on;
+    }
+    return false;
+  };
+  /** Send a signed transaction; the receipt when the node gave it (sync send), else undefined. */
+  const send = async (serialized: Hex): Promise<RawReceipt | undefined> => {
+    if (await (sendSync ??= automine().then((on) => (sendSync = on)))) {
+      try {
+        return (await syncClient.request({ method: "eth_sendRawTransactionSync", params: [serialized] } as never)) as RawReceipt;
+      } catch (err) {
+        if (rpcErrorCode(err) === 4) return undefined; // EIP-7966 timeout: accepted, not yet mined; poll for it
+        if (!methodUnsupported(err)) throw err;
+        sendSync = false; // this node lacks the method (nothing was sent): plain sends from now on
+      }
+    }
+    await rpc<Hex>("eth_sendRawTransaction", [serialized]);
+    return undefined;
+  };
+  const broadcast = (to: Address, data: Hex, gas: bigint, fee: Fees): Promise<Sent> => {
+    const run = async (): Promise<Sent> => {
       for (let attempt = 0; ; attempt++) {
         if (nextNonce === undefined) {
           try {
@@ -215,9 +259,9 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
         const serialized = await signTransaction({ chainId, nonce, to, data, gas, ...fee });
         const hash = keccak256(serialized);
         try {
-          await rpc<Hex>("eth_sendRawTransaction", [serialized]);
+          const receipt = await send(serialized);
           nextNonce = nonce + 1;
-          return hash;
+          return { hash, receipt };
         } catch (err) {
           nextNonce = undefined;
           if (!rejectedByNode(err)) {
@@ -280,7 +324,7 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
     return undefined;
   };
 
-  const submit = async (req: SettleRequest, key: string): Promise<Hex> => {
+  const submit = async (req: SettleRequest, key: string): Promise<Sent> => {
     const data = encodeSettleCall(req.authorization, req.signature);
     // A payment checked on-chain moments ago (nonce unused, balance covers it)
     // with a 65-byte signature verified locally skips the estimate: a fixed
@@ -316,10 +360,11 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
       }
       inFlight.add(key);
       try {
-        const hash = (await knownBroadcast(key)) ?? (await submit(req, key));
+        const known = await knownBroadcast(key);
+        const { hash, receipt: given } = known ? { hash: known, receipt: undefined } : await submit(req, key);
         let receipt: RawReceipt;
         try {
-          receipt = await waitForReceipt(hash);
+          receipt = given ?? (await waitForReceipt(hash));
         } catch (err) {
           remember(key, hash);
           throw err;
@@ -414,6 +459,19 @@ function revertText(err: unknown): string | undefined {
 function rejectedByNode(err: unknown): boolean {
   if (!(err instanceof BaseError)) return false;
   return err.walk((e) => e instanceof RpcRequestError || (e instanceof HttpRequestError && (e.status ?? 0) >= 400 && (e.status ?? 0) < 500)) !== null;
+}
+
+/** The JSON-RPC error code in `err`'s chain, if any. */
+function rpcErrorCode(err: unknown): number | undefined {
+  if (!(err instanceof BaseError)) return undefined;
+  const found = err.walk((e) => e instanceof RpcRequestError) as RpcRequestError | null;
+  return found?.code;
+}
+
+/** True when the node answered that it has no such method (the call did nothing). */
+function methodUnsupported(err: unknown): boolean {
+  const code = rpcErrorCode(err);
+  return code === -32601 || code === -32004 || (code !== undefined && /method.*(not found|not supported|does not exist|not available)/i.test(describe(err)));
 }
 
 function describe(err: unknown): string {

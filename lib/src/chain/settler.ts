@@ -70,4 +70,6 @@ export interface ChainReader {
   authorizationUsed(asset: Address, from: Address, nonce: Hex): Promise<boolean>;
   /** ERC-20 `balanceOf`. */
   balanceOf(asset: Address, owner: Address): Promise<bigint>;
+  /** Both facts the pre-handler check needs, in one round trip where the reader can (optional). */
+  paymentState?(asset: Address, from: Address, nonce: Hex): Promise<{ used: boolean; balance: bigint }>;
 }

@@ -13,14 +13,15 @@ export interface PaymentChecker {
   readonly onChain?: boolean;
 }
 
-/** The default checker: `authorizationState` and `balanceOf` read in parallel from the chain. */
+/** The default checker: `authorizationState` and `balanceOf` read from the chain (one batched request when the reader can). */
 export function chainChecker(reader: ChainReader): PaymentChecker {
   return {
     onChain: true,
     async check({ authorization: a, asset }) {
       let used: boolean, balance: bigint;
       try {
-        [used, balance] = await Promise.all([reader.authorizationUsed(asset, a.from, a.nonce), reader.balanceOf(asset, a.from)]);
+        if (reader.paymentState) ({ used, balance } = await reader.paymentState(asset, a.from, a.nonce));
+        else [used, balance] = await Promise.all([reader.authorizationUsed(asset, a.from, a.nonce), reader.balanceOf(asset, a.from)]);
       } catch (err) {
         throw err instanceof ChainError ? err : new ChainError(`chain check failed: ${(err as Error).message}`, { cause: err });
       }
