@@ -28,9 +28,9 @@ export interface LocalEngineOptions {
   /** Longest side the model sees; larger images are downscaled and rects mapped back. Default 1280. */
   maxSide?: number;
   /**
-   * Comparisons allowed to wait beyond the ones running; one more is refused
-   * with `engine_unavailable` (bounds memory: each waiting job holds two
-   * decoded images, ≤ 2 × maxSide² × 3 bytes). Default `4 × workers`.
+   * Comparisons allowed to wait beyond `workers`; one more is refused with
+   * `engine_unavailable` (bounds memory: each comparison holds two decoded
+   * images, ≤ 2 × maxSide² × 3 bytes). Default `4 × workers`.
    */
   maxQueue?: number;
   /** A single comparison's inference budget; exceeded → `engine_unavailable` and the worker is restarted. Default 30,000 ms. */
@@ -80,7 +80,8 @@ export class LocalFaceEngine implements FaceEngine {
     this.capacity = workers + maxQueue;
     this.pool = new WorkerPool({
       workers,
-      maxQueue,
+      // the pool queues images, two per comparison: it must hold every image the engine admits
+      maxQueue: 2 * this.capacity,
       jobTimeoutMs: opts.jobTimeoutMs ?? 30_000,
       startTimeoutMs: opts.startTimeoutMs ?? 60_000,
     });
@@ -131,7 +132,8 @@ export class LocalFaceEngine implements FaceEngine {
       if (pa.status === "rejected") throw pa.reason;
       if (pb.status === "rejected") throw pb.reason;
       signal?.throwIfAborted();
-      const [ra, rb] = await this.pool.detect([pa.value.image, pb.value.image], signal);
+      // One job per image: with a free worker each, the two images of a comparison run at the same time.
+      const [[ra], [rb]] = await Promise.all([this.pool.detect([pa.value.image], signal), this.pool.detect([pb.value.image], signal)]);
       return { result: buildResult(pa.value, ra, pb.value, rb, qualityScoreThreshold), requestId: randomUUID() };
     } finally {
       this.inFlight--;
