@@ -3,8 +3,9 @@
  * autocannon load generator (driven from this process), RSS sampling and
  * small statistics.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
+import os from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
@@ -44,6 +45,34 @@ function num(name: string, def: number): number {
 
 export const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 
+// ---------------------------------------------------------------- CPU pinning
+
+/**
+ * For the HTTP throughput scenarios (1, 2, 6): every server contender on one
+ * core, the load generator (this process, all its threads) on another, so
+ * the two never take turns on a core and the scheduler's choices do not end
+ * up in the ratios. Needs ≥ 2 CPUs and `taskset` (util-linux); BENCH_PIN=0
+ * turns it off. Other processes (Redis, anvil) are left where they are.
+ */
+export const pin = ((): { load: string; server: string; all: string } | undefined => {
+  if (process.env.BENCH_PIN === "0" || os.cpus().length < 2) return undefined;
+  const r = spawnSync("taskset", ["-c", "-p", String(process.pid)], { encoding: "utf8" });
+  const all = /affinity list:\s*(\S+)/.exec(r.stdout ?? "")?.[1];
+  if (r.status !== 0 || !all) return undefined;
+  return { load: "0", server: "1", all };
+})();
+
+/** Run `fn` with this process on the load generator's core (when pinning), then give it back every core it had. */
+async function onLoadCore<T>(fn: () => Promise<T>): Promise<T> {
+  if (!pin) return fn();
+  spawnSync("taskset", ["-a", "-c", "-p", pin.load, String(process.pid)]);
+  try {
+    return await fn();
+  } finally {
+    spawnSync("taskset", ["-a", "-c", "-p", pin.all, String(process.pid)]);
+  }
+}
+
 // ---------------------------------------------------------------- children
 
 export interface Child {
@@ -70,11 +99,20 @@ process.on("exit", () => {
  * `READY <json>`. `server402` resolves to its compiled package (lib/dist, built
  * by bench/run.ts) as users run it, unless BENCH_SOURCE=1 selects the TS sources.
  */
-export async function startChild(name: string, script: string, args: string[] = [], env: Record<string, string> = {}): Promise<Child> {
+export async function startChild(
+  name: string,
+  script: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+  opts: { pinned?: boolean } = {},
+): Promise<Child> {
   // BENCH_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles every child.
   const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? "").split(" ").filter(Boolean);
   const source = process.env.BENCH_SOURCE === "1" ? ["--conditions=server402-source"] : [];
-  const child = spawn(process.execPath, [...nodeArgs, ...source, "--import", "tsx", join(ROOT, script), ...args], {
+  const argv = [...nodeArgs, ...source, "--import", "tsx", join(ROOT, script), ...args];
+  // taskset execs node, so the child's pid (for RSS) stays the server's
+  const [cmd, cmdArgs] = opts.pinned && pin ? ["taskset", ["-c", pin.server, process.execPath, ...argv]] : [process.execPath, argv];
+  const child = spawn(cmd, cmdArgs, {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -162,8 +200,12 @@ export interface LoadOptions {
   onResponse?: () => void;
 }
 
-/** One autocannon run from this process against a server in another process. */
-export async function load(o: LoadOptions): Promise<LoadResult> {
+/** One autocannon run from this process (on the load core when pinning) against a server in another process. */
+export function load(o: LoadOptions): Promise<LoadResult> {
+  return onLoadCore(() => loadNow(o));
+}
+
+async function loadNow(o: LoadOptions): Promise<LoadResult> {
   let conn = 0;
   const instance = autocannon({
     url: o.url,

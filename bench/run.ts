@@ -20,7 +20,7 @@
  * Environment: BENCH_SECONDS (3) BENCH_ROUNDS (5) BENCH_WARMUP (2)
  * BENCH_CONNECTIONS (50) BENCH_PAID_PER_ROUND (40) BENCH_VERIFY_SECONDS (1.5)
  * BENCH_RSS_REQUESTS (100000) BENCH_FACE_PAIRS (40) BENCH_FACE_WORKERS (2)
- * BENCH_ONLY ("1,2,3,4,5,6") REDIS_URL (scenario 2's RedisStore; skipped
+ * BENCH_ONLY ("1,2,3,4,5,6") BENCH_PIN (1: servers and load generator on separate CPUs in scenarios 1, 2, 6) REDIS_URL (scenario 2's RedisStore; skipped
  * without it). BENCH_STRICT=1 exits 1 when a goal is missed. BENCH_SOURCE=1
  * runs contenders on server402's TS sources instead of the compiled lib/dist.
  *

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DevChain } from "server402/devchain";
 import { ADMIN_KEY, type Target } from "../targets/types.js";
-import { fmt, load, log, median, rotate, settings, startChild, type Child, type LoadResult, type Scenario } from "../lib.js";
+import { fmt, load, log, median, pin, rotate, settings, startChild, type Child, type LoadResult, type Scenario } from "../lib.js";
 
 export interface Contender {
   name: string;
@@ -25,8 +25,16 @@ export function chainOf(chain: DevChain, settlerKey = chain.accounts.relayer.pri
   return { rpcUrl: chain.rpcUrl, chainId: chain.chainId, usdc: chain.usdc, payTo: chain.accounts.payTo.address, settlerKey };
 }
 
-export async function startTargets(contenders: Contender[]): Promise<Child[]> {
-  return Promise.all(contenders.map((c) => startChild(c.name, "bench/targets/http-target.ts", [JSON.stringify(c.target)])));
+/** One process per contender; `pinned`: on the servers' core (see `pin` in bench/lib.ts). */
+export async function startTargets(contenders: Contender[], pinned = false): Promise<Child[]> {
+  return Promise.all(contenders.map((c) => startChild(c.name, "bench/targets/http-target.ts", [JSON.stringify(c.target)], {}, { pinned })));
+}
+
+/** How the HTTP throughput scenarios place processes, for their notes. */
+export function placementNote(): string {
+  return pin
+    ? `CPU pinning: every server contender on CPU ${pin.server}, the load generator (autocannon) on CPU ${pin.load} (taskset; BENCH_PIN=0 turns it off).`
+    : "No CPU pinning (fewer than 2 CPUs, no taskset, or BENCH_PIN=0): servers and load generator share the cores.";
 }
 
 /** Buy `n` prepaid tokens on a server402 target through its payments API (create + operator confirm). */
@@ -120,12 +128,13 @@ export async function scenario402(chain: DevChain): Promise<Scenario> {
     { name: "x402-express 1.2.0", target: { kind: "x402-express", chain: chainOf(chain, chain.accounts.payers[8]!.privateKey) }, status: 402 },
     { name: "@x402/express 2.27", target: { kind: "x402-express-v2", chain: chainOf(chain, chain.accounts.payers[8]!.privateKey) }, status: 402 },
   ];
-  const children = await startTargets(contenders);
+  const children = await startTargets(contenders, true);
   try {
     const runs = await alternate(contenders, children, () => ({ headers: { accept: "application/json" } }));
     return summarize(1, "402 answer throughput (GET /weather, unpaid)", "server402 ≥ 0.95 × bare Express", contenders, runs, [
       `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.rounds} alternating rounds after ${settings.warmup} s warm-up each; each contender in its own process.`,
       "server402 answers v1 JSON body + v2 PAYMENT-REQUIRED header; x402-express 1.2.0 a v1 JSON body; @x402/express a v2 header with body {}.",
+      placementNote(),
     ]);
   } finally {
     await Promise.all(children.map((ch) => ch.stop()));
@@ -144,6 +153,7 @@ export async function scenarioTokens(chain: DevChain): Promise<Scenario> {
   const notes = [
     `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.rounds} alternating rounds after ${settings.warmup} s warm-up; each connection spends its own prepaid token (1,000,000 calls) bought through POST /api/payments + operator confirm.`,
     "Each paid request: reserve a call (atomic), run the handler, commit the call after the answer is sent.",
+    placementNote(),
   ];
   if (settings.redisUrl) {
     contenders.push({ name: "server402 + RedisStore", target: { kind: "server402", tokens: true, store: "redis", redisUrl: settings.redisUrl, chain: c }, status: 200, goal: 0.65 });
@@ -151,7 +161,7 @@ export async function scenarioTokens(chain: DevChain): Promise<Scenario> {
     notes.push("RedisStore skipped: set REDIS_URL (e.g. REDIS_URL=redis://127.0.0.1:6379) to include it.");
     log("scenario 2: RedisStore skipped (REDIS_URL is not set)");
   }
-  const children = await startTargets(contenders);
+  const children = await startTargets(contenders, true);
   try {
     const tokens: string[][] = [];
     for (let i = 0; i < contenders.length; i++) {

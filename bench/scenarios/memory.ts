@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DevChain } from "server402/devchain";
 import { fmt, load, log, percentile, settings, type Scenario } from "../lib.js";
-import { buyTokens, chainOf, startTargets, type Contender } from "./http.js";
+import { buyTokens, chainOf, placementNote, startTargets, type Contender } from "./http.js";
 
 const SLACK_MB = 20;
 
@@ -31,7 +31,7 @@ export async function scenarioMemory(chain: DevChain): Promise<Scenario> {
   let met = true;
   try {
     for (const contender of contenders) {
-      const [child] = await startTargets([contender]);
+      const [child] = await startTargets([contender], true);
       try {
         const tokens = await buyTokens(child!.url!, settings.connections);
         const start = child!.rss();
@@ -81,7 +81,7 @@ export async function scenarioMemory(chain: DevChain): Promise<Scenario> {
     met,
     columns: ["contender", "requests", "RSS before", "RSS floor (MB) per tenth of the requests", "peak", "floor growth (2nd–3rd tenths → last fifth)", "req/s", "errors", "goal"],
     rows,
-    notes: [`autocannon -c ${settings.connections} --amount ${total}; one prepaid token (1,000,000 calls) per connection; RSS of the server process read from /proc every 250 ms; "floor" = 25th percentile of the samples taken during a stretch of requests (garbage collection makes single samples swing by tens of MB; a leak raises the floor).`],
+    notes: [`autocannon -c ${settings.connections} --amount ${total}; one prepaid token (1,000,000 calls) per connection; RSS of the server process read from /proc every 250 ms; "floor" = 25th percentile of the samples taken during a stretch of requests (garbage collection makes single samples swing by tens of MB; a leak raises the floor).`, placementNote()],
     raw,
   };
 }
