@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import express from "express";
-import type { Server } from "node:http";
+import { Agent, request as httpRequest, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { wrapFetchWithPayment as wrapV1, decodeXPaymentResponse } from "x402-fetch";
 import { wrapFetchWithPayment as wrapV2, x402Client, decodePaymentResponseHeader } from "@x402/fetch";
@@ -72,6 +72,37 @@ describe("x402 interop with real clients on a real chain", function () {
       assert.equal(body.accepts[0].resource, "https://api.example.com/v1/weather");
     } finally {
       app.app.set("trust proxy", false);
+    }
+  });
+
+  it("on one kept-alive connection, each request's Host, forwarded headers and trust setting make its resource URL", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    const resourceFor = (headers: Record<string, string>) =>
+      new Promise<string>((resolve, reject) => {
+        const req = httpRequest(`${app.url}/weather`, { agent, headers }, (res) => {
+          sockets.add(res.socket);
+          let text = "";
+          res.on("data", (c: Buffer) => (text += c));
+          res.on("end", () => resolve((JSON.parse(text) as { accepts: Array<{ resource: string }> }).accepts[0]!.resource));
+        });
+        req.on("error", reject);
+        req.end();
+      });
+    const forwarded = { "x-forwarded-proto": "https", "x-forwarded-host": "api.example.com" };
+    try {
+      assert.equal(await resourceFor({ host: "a.test" }), "http://a.test/v1/weather");
+      assert.equal(await resourceFor({ host: "b.test" }), "http://b.test/v1/weather");
+      assert.equal(await resourceFor({ host: "b.test", ...forwarded }), "http://b.test/v1/weather"); // not trusted
+      app.app.set("trust proxy", true);
+      assert.equal(await resourceFor({ host: "b.test", ...forwarded }), "https://api.example.com/v1/weather");
+      assert.equal(await resourceFor({ host: "b.test", ...forwarded, "x-forwarded-host": "other.example.com" }), "https://other.example.com/v1/weather");
+      app.app.set("trust proxy", false);
+      assert.equal(await resourceFor({ host: "b.test", ...forwarded }), "http://b.test/v1/weather");
+      assert.equal(sockets.size, 1, "all on one connection");
+    } finally {
+      app.app.set("trust proxy", false);
+      agent.destroy();
     }
   });
 

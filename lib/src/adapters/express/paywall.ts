@@ -88,8 +88,34 @@ function defaultChecker(options: PaymentOptions, chainId: number): PaymentChecke
   return typeof settler.checker === "function" ? settler.checker() : undefined;
 }
 
+/** The origin last computed for a connection, with everything it was computed from. */
+interface OriginMemo {
+  host: string | undefined;
+  forwardedProto: string | string[] | undefined;
+  forwardedHost: string | string[] | undefined;
+  trust: unknown;
+  origin: string;
+}
+const origins = new WeakMap<object, OriginMemo>();
+
+/**
+ * `publicUrl`, else `req.protocol` + `://` + `req.host` (which honour `trust
+ * proxy`). Express computes those on every read; requests on a kept-alive
+ * connection mostly repeat the same headers, so the answer is remembered per
+ * socket and reused while Host, X-Forwarded-Proto/Host and the trust setting
+ * are unchanged.
+ */
 function origin(req: Request, options: PaymentOptions): string {
-  return options.publicUrl ?? `${req.protocol}://${req.host}`;
+  if (options.publicUrl) return options.publicUrl;
+  const h = req.headers;
+  const trust: unknown = req.app?.get("trust proxy fn");
+  const memo = origins.get(req.socket);
+  if (memo && memo.host === h.host && memo.forwardedProto === h["x-forwarded-proto"] && memo.forwardedHost === h["x-forwarded-host"] && memo.trust === trust) {
+    return memo.origin;
+  }
+  const computed = `${req.protocol}://${req.host}`;
+  origins.set(req.socket, { host: h.host, forwardedProto: h["x-forwarded-proto"], forwardedHost: h["x-forwarded-host"], trust, origin: computed });
+  return computed;
 }
 
 function headerValue(v: string | string[] | undefined): string | undefined {
