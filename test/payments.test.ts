@@ -45,7 +45,8 @@ describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", funct
     });
     app.post("/multi", (req, res) => {
       runs.multi++;
-      res.json({ ok: true, payment: req.payment });
+      res.locals.payment = "the app's own value"; // server402 keeps req.payment elsewhere
+      res.json({ ok: true, payment: req.payment, locals: res.locals.payment });
     });
   });
   after(async () => {
@@ -169,6 +170,7 @@ describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", funct
       const r = await useToken(m.token, "/multi");
       assert.equal(r.status, 200);
       assert.equal(r.body.payment.callsRemaining, i);
+      assert.equal(r.body.locals, "the app's own value");
     }
     assert.equal((await useToken(m.token, "/multi")).body.error, "exhausted");
   });

@@ -245,7 +245,7 @@ function makeMiddleware(
     } catch (err) {
       return refuseToken(req, res, next, err, route, resource, base);
     }
-    req.payment = attempt.info;
+    setPayment(req, attempt.info);
     // 'close' follows 'finish', or comes alone when the client went away: commit the call only when
     // the whole answer was sent with a status < 400, else give it back. (A closure, not a property on
     // `res`: adding properties to Express's response objects costs more than the allocation.)
@@ -265,7 +265,7 @@ function makeMiddleware(
       return sendError(res, err, offer, route, base, version);
     }
     const responseHeader = version === 2 ? HEADER.v2Response : HEADER.v1Response;
-    req.payment = attempt.info;
+    setPayment(req, attempt.info);
 
     if (route.settlement === "before") {
       try {
@@ -333,6 +333,40 @@ function makeMiddleware(
     sendError,
     origin: (req: Request) => origin(req, options),
   });
+}
+
+/** Where a request's payment is kept: `res.locals[PAYMENT]`, read as `req.payment`. */
+const PAYMENT = Symbol.for("server402.payment");
+const prototypesWithPayment = new WeakSet<object>();
+
+/**
+ * Set `req.payment`. Express gives each request a prototype of its own
+ * (app.request) and a new own property on such objects is costly (about 5% of
+ * a token-paid request). So the value goes to `res.locals` (a dictionary
+ * object Express makes per request) under a symbol, and `req.payment` is an
+ * accessor installed once on the request's prototype. Without `res.locals`
+ * (not an Express response) it becomes a plain own property.
+ */
+function setPayment(req: Request, info: PaymentInfo): void {
+  const proto = Object.getPrototypeOf(req) as object | null;
+  if (proto && !prototypesWithPayment.has(proto)) {
+    prototypesWithPayment.add(proto);
+    if (!Object.prototype.hasOwnProperty.call(proto, "payment")) {
+      Object.defineProperty(proto, "payment", {
+        configurable: true,
+        enumerable: false,
+        get(this: Request): PaymentInfo | undefined {
+          return (this.res?.locals as Record<symbol, PaymentInfo | undefined> | undefined)?.[PAYMENT];
+        },
+        set(this: Request, value: PaymentInfo | undefined) {
+          const locals = this.res?.locals as Record<symbol, unknown> | undefined;
+          if (locals) locals[PAYMENT] = value;
+          else Object.defineProperty(this, "payment", { value, writable: true, configurable: true, enumerable: true });
+        },
+      });
+    }
+  }
+  req.payment = info;
 }
 
 function appendCacheControlPrivate(res: Response) {
