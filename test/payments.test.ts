@@ -32,6 +32,7 @@ describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", funct
       routes: {
         "POST /echo": { price: "$0.05", serviceId: "echo", description: "echo" },
         "POST /multi": { price: "$0.01", serviceId: "multi", maxCalls: 3, tokenTtl: 3600 },
+        "POST /sub/echo": { price: "$0.05", serviceId: "echo" },
       },
     });
     app = express();
@@ -43,6 +44,10 @@ describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", funct
       if (req.body?.fail) return void res.status(500).json({ error: "handler failed" });
       res.json({ ok: true, payment: req.payment });
     });
+    // a sub-app has its own request prototype; req.payment set in the parent app must still show there
+    const sub = express();
+    sub.post("/echo", (req, res) => void res.json({ ok: true, payment: req.payment }));
+    app.use("/sub", sub);
     app.post("/multi", (req, res) => {
       runs.multi++;
       res.locals.payment = "the app's own value"; // server402 keeps req.payment elsewhere
@@ -127,7 +132,7 @@ describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", funct
       assert.equal(again.status, 200);
       assert.match(again.body.message, /already paid/);
       assert.equal((await chain.balanceOf(chain.accounts.payTo.address)) - before, 50000n, "paying twice never charges twice");
-      const used = await useToken(p.token, "/echo", { x: 1 });
+      const used = await useToken(p.token, version === 1 ? "/echo" : "/sub/echo", { x: 1 });
       assert.equal(used.status, 200);
       assert.equal(used.body.payment.method, "token");
       assert.equal(used.body.payment.paymentId, p.paymentId);

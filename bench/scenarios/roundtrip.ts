@@ -46,7 +46,7 @@ export async function scenarioRoundTrip(chain: DevChain): Promise<Scenario> {
       }
     }
     const received = (await chain.balanceOf(payTo)) - before;
-    // server402's own settlement time (relayer: fees → sign → broadcast → receipt; no gas estimate after the on-chain pre-check), from its payment events.
+    // server402's own settlement time (relayer: fees → sign → send, receipt in the answer; no gas estimate after the on-chain pre-check), from its payment events.
     const settle = ((await (await fetch(`${children[0]!.url}/__bench/stats`)).json()) as { settleMs: number[] }).settleMs.slice(5);
     const expected = PRICE * BigInt(contenders.length * (5 + settings.rounds * settings.paidPerRound));
     const p50 = median(samples[0]!);
@@ -73,7 +73,7 @@ export async function scenarioRoundTrip(chain: DevChain): Promise<Scenario> {
       }),
       notes: [
         `${settings.rounds} alternating rounds of ${settings.paidPerRound} paid requests per contender after 5 warm-up requests each; anvil automine on loopback; every request signs a fresh EIP-3009 authorization (viem) and sends X-PAYMENT (v1).`,
-        `server402 breakdown: settlement by the relayer (fees, sign, broadcast, receipt polled every 5 ms; the gas estimate is skipped after the on-chain pre-check) p50 ${fmt.ms(median(settle))}, p95 ${fmt.ms(percentile(settle, 95))}, measured in the server; the rest is HTTP, local verification, the on-chain pre-check (authorizationState + balanceOf) and the handler.`,
+        `server402 breakdown: settlement by the relayer (fees, sign, eth_sendRawTransactionSync, which answers with the receipt on this automining chain; the gas estimate is skipped after the on-chain pre-check) p50 ${fmt.ms(median(settle))}, p95 ${fmt.ms(percentile(settle, 95))}, measured in the server; the rest is HTTP, local verification, the on-chain pre-check (authorizationState + balanceOf in one JSON-RPC batch) and the handler.`,
         `Money check: payTo received ${received} atomic USDC, expected ${expected} (every 200 settled exactly once).`,
       ],
       raw: { settleMs: settle, samples: Object.fromEntries(contenders.map((c, i) => [c.name, samples[i]])), signMs: Object.fromEntries(contenders.map((c, i) => [c.name, signMs[i]])), received: received.toString(), expected: expected.toString() },

@@ -3,6 +3,7 @@
  * `requirePayment({ price, ... })` for one route. Both answer x402 v1 and v2
  * clients on the same route and accept prepaid `X-Payment-Token`s.
  */
+import { IncomingMessage } from "node:http";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } from "../../errors.js";
 import { createChainReader } from "../../chain/reader.js";
@@ -337,22 +338,22 @@ function makeMiddleware(
 
 /** Where a request's payment is kept: `res.locals[PAYMENT]`, read as `req.payment`. */
 const PAYMENT = Symbol.for("server402.payment");
-const prototypesWithPayment = new WeakSet<object>();
+let paymentAccessor = false;
 
 /**
- * Set `req.payment`. Express gives each request a prototype of its own
- * (app.request) and a new own property on such objects is costly (about 5% of
- * a token-paid request). So the value goes to `res.locals` (a dictionary
- * object Express makes per request) under a symbol, and `req.payment` is an
- * accessor installed once on the request's prototype. Without `res.locals`
- * (not an Express response) it becomes a plain own property.
+ * Set `req.payment`. Express gives each request a prototype of its app's own
+ * and a new own property on such objects is costly (about 5% of a
+ * token-paid request). So the value goes to `res.locals` (a dictionary object
+ * Express makes per request) under a symbol, and `req.payment` is an accessor
+ * installed once on `http.IncomingMessage.prototype`, which every app's (and
+ * sub-app's) requests inherit. Without `res.locals` (not an Express response)
+ * an assignment makes a plain own property.
  */
 function setPayment(req: Request, info: PaymentInfo): void {
-  const proto = Object.getPrototypeOf(req) as object | null;
-  if (proto && !prototypesWithPayment.has(proto)) {
-    prototypesWithPayment.add(proto);
-    if (!Object.prototype.hasOwnProperty.call(proto, "payment")) {
-      Object.defineProperty(proto, "payment", {
+  if (!paymentAccessor) {
+    paymentAccessor = true;
+    if (!Object.prototype.hasOwnProperty.call(IncomingMessage.prototype, "payment")) {
+      Object.defineProperty(IncomingMessage.prototype, "payment", {
         configurable: true,
         enumerable: false,
         get(this: Request): PaymentInfo | undefined {
