@@ -258,7 +258,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
       await engine.releaseToken(attempt);
       return result;
     }
-    await engine.commitToken(attempt, offer.resource).catch(() => false);
+    await engine.commitToken(attempt, offer.resource);
     const { paymentId, callsRemaining, amount } = attempt.info;
     return withMeta(result, { [MCP_META.server402Payment]: { method: "token", paymentId, amount, callsRemaining } });
   }

@@ -250,9 +250,19 @@ export class PaymentEngine {
     };
   }
 
-  /** Count the reserved call as used (the handler succeeded). */
+  /**
+   * Count the reserved call as used (the handler succeeded). Never rejects: a
+   * store failure is reported as a `failed` event (stage `settle`) and
+   * resolves false; the reservation then lapses and the call comes back.
+   */
   async commitToken(attempt: TokenAttempt, resource: string): Promise<boolean> {
-    const ok = await this.store.commitCall(attempt.reservationId);
+    let ok: boolean;
+    try {
+      ok = await this.store.commitCall(attempt.reservationId);
+    } catch (err) {
+      this.emit({ type: "failed", method: "token", reason: reasonOf(err), stage: "settle", resource });
+      return false;
+    }
     if (ok) this.emit({ type: "settled", method: "token", amount: attempt.info.amount, asset: attempt.info.asset ?? "", durationMs: 0, resource });
     return ok;
   }

@@ -251,7 +251,7 @@ function makeMiddleware(
     // the whole answer was sent with a status < 400, else give it back. (A closure, not a property on
     // `res`: adding properties to Express's response objects costs more than the allocation.)
     res.on("close", () => {
-      if (res.writableFinished && res.statusCode < 400) void engine.commitToken(attempt, advertised).catch(() => {});
+      if (res.writableFinished && res.statusCode < 400) void engine.commitToken(attempt, advertised);
       else void engine.releaseToken(attempt);
     });
     next();
@@ -297,7 +297,22 @@ function makeMiddleware(
     }
   }
 
-  const middleware = async function server402(req: Request, res: Response, next: NextFunction) {
+  /** Everything but the token path: build the offer, then x402 or a 402. */
+  async function handleOffer(req: Request, res: Response, next: NextFunction, route: ResolvedRoute<Request>, resource: string, base: string, v1?: string, v2?: string) {
+    let offer: Offer;
+    try {
+      offer = await offerFor(route, resource, req);
+    } catch (err) {
+      return next(err);
+    }
+    if (v2 !== undefined) return handleX402(req, res, next, 2, v2, route, offer, base);
+    if (v1 !== undefined) return handleX402(req, res, next, 1, v1, route, offer, base);
+    return send402(res, offer, route, base, NO_PAYMENT);
+  }
+
+  // Not async itself: the paid paths return their own promises (Express 5 routes their rejections),
+  // so a token-paid request does not pay for one more promise adopting another.
+  const middleware = function server402(req: Request, res: Response, next: NextFunction): void | Promise<void> {
     if (req.method === "OPTIONS") return next();
     const path = normalizePath(req.path);
     const route = pick(req, path);
@@ -313,15 +328,7 @@ function makeMiddleware(
       if (hit) return write402(res, hit, route.options.resource ?? resource);
     }
     if (token !== undefined) return handleToken(req, res, next, token, route, resource, base);
-    let offer: Offer;
-    try {
-      offer = await offerFor(route, resource, req);
-    } catch (err) {
-      return next(err);
-    }
-    if (v2 !== undefined) return handleX402(req, res, next, 2, v2, route, offer, base);
-    if (v1 !== undefined) return handleX402(req, res, next, 1, v1, route, offer, base);
-    return send402(res, offer, route, base, NO_PAYMENT);
+    return handleOffer(req, res, next, route, resource, base, v1, v2);
   } as PaywallMiddleware;
 
   return Object.assign(middleware, {
