@@ -376,36 +376,34 @@ describe("devchain + relayer settler", function () {
       await slow.settle(await authorize(dev.accounts.payers[6]));
     });
 
-    it("on an automining node it sends with eth_sendRawTransactionSync: the receipt comes with the answer, no polling", async function () {
-      const proxy = await recordingRpc(dev.rpcUrl);
+    /** Two settlements through a recording proxy (payTo gains both); the methods the node saw. */
+    async function settleTwiceVia(missing: string[], sendMode?: "sync"): Promise<string[]> {
+      const proxy = await recordingRpc(dev.rpcUrl, missing);
       try {
-        const s = relayerSettler({ rpcUrl: proxy.url, chainId: CHAIN_ID, privateKey: dev.accounts.payers[5].privateKey });
+        const s = relayerSettler({ rpcUrl: proxy.url, chainId: CHAIN_ID, privateKey: dev.accounts.payers[5].privateKey, sendMode });
         const before = await dev.balanceOf(dev.accounts.payTo.address);
         await s.settle(await authorize(dev.accounts.payers[1], { value: 11n }));
         await s.settle(await authorize(dev.accounts.payers[1], { value: 12n }));
         assert.equal(await dev.balanceOf(dev.accounts.payTo.address), before + 23n);
-        assert.equal(proxy.methods.filter((m) => m === "anvil_getAutomine").length, 1, proxy.methods.join(" "));
-        assert.equal(proxy.methods.filter((m) => m === "eth_sendRawTransactionSync").length, 2);
-        assert.ok(!proxy.methods.includes("eth_sendRawTransaction") && !proxy.methods.includes("eth_getTransactionReceipt"), proxy.methods.join(" "));
+        return proxy.methods;
       } finally {
         await proxy.close();
       }
+    }
+    const count = (methods: string[], m: string) => methods.filter((x) => x === m).length;
+
+    it("on an automining node it sends with eth_sendRawTransactionSync: the receipt comes with the answer, no polling", async function () {
+      const methods = await settleTwiceVia([]);
+      assert.equal(count(methods, "anvil_getAutomine"), 1, methods.join(" "));
+      assert.equal(count(methods, "eth_sendRawTransactionSync"), 2);
+      assert.ok(!methods.includes("eth_sendRawTransaction") && !methods.includes("eth_getTransactionReceipt"), methods.join(" "));
     });
 
     it("a node without eth_sendRawTransactionSync: one refused try, then send + receipt polling", async function () {
-      const proxy = await recordingRpc(dev.rpcUrl, ["eth_sendRawTransactionSync"]);
-      try {
-        const s = relayerSettler({ rpcUrl: proxy.url, chainId: CHAIN_ID, privateKey: dev.accounts.payers[5].privateKey, sendMode: "sync" });
-        const before = await dev.balanceOf(dev.accounts.payTo.address);
-        await s.settle(await authorize(dev.accounts.payers[1], { value: 13n }));
-        await s.settle(await authorize(dev.accounts.payers[1], { value: 14n }));
-        assert.equal(await dev.balanceOf(dev.accounts.payTo.address), before + 27n);
-        assert.equal(proxy.methods.filter((m) => m === "eth_sendRawTransactionSync").length, 1, proxy.methods.join(" "));
-        assert.equal(proxy.methods.filter((m) => m === "eth_sendRawTransaction").length, 2);
-        assert.ok(proxy.methods.includes("eth_getTransactionReceipt"));
-      } finally {
-        await proxy.close();
-      }
+      const methods = await settleTwiceVia(["eth_sendRawTransactionSync"], "sync");
+      assert.equal(count(methods, "eth_sendRawTransactionSync"), 1, methods.join(" "));
+      assert.equal(count(methods, "eth_sendRawTransaction"), 2);
+      assert.ok(methods.includes("eth_getTransactionReceipt"));
     });
 
     it("sendMode sync on a chain that does not mine: pending with the hash after receiptTimeoutMs; the retry returns that transaction", async function () {
