@@ -26,11 +26,13 @@ import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
   RESERVATION_GC_MS,
+  TurnBatch,
   duplicatePaymentError,
   ledgerBody,
   paymentFromRecord,
   paymentToRecord,
   toStoreError,
+  type BatchedCall,
 } from "./shared.js";
 import { newReservationId, reservationPaymentId } from "./tokens.js";
 
@@ -174,12 +176,9 @@ return out`);
 const MAX_BATCH = 500;
 
 /** A reserve, commit or release waiting for the next batch. */
-interface Queued {
-  op: string;
+interface Queued extends BatchedCall {
   args: (string | number)[];
   decode: (reply: unknown) => unknown;
-  resolve: (value: unknown) => void;
-  reject: (err: unknown) => void;
 }
 
 // KEYS: ledger:id, ledger. ARGV: entry JSON.
@@ -197,8 +196,10 @@ export class RedisStore implements Store {
   /** Prefix as Redis sees it (the client's own `keyPrefix` included), for keys built inside scripts. */
   private readonly luaPrefix: string;
   private readonly retentionMs: number;
-  /** Calls queued for the next batch (see `batched`). */
-  private queue: Queued[] = [];
+  /** Calls queued for the next batch script run (see `batched`). */
+  private readonly batch = new TurnBatch<Queued>((calls) => {
+    for (let from = 0; from < calls.length; from += MAX_BATCH) void this.send(calls.slice(from, from + MAX_BATCH));
+  });
 
   constructor(opts: RedisStoreOptions) {
     this.prefix = opts.keyPrefix ?? "server402:";
@@ -355,18 +356,10 @@ export class RedisStore implements Store {
    * atomically like any other, so concurrent processes still see one order.
    */
   private batched<T>(op: string, args: (string | number)[], decode: (reply: unknown) => T): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      if (this.queue.push({ op, args, decode, resolve: resolve as (v: unknown) => void, reject }) === 1) setImmediate(this.flush);
-    });
+    return new Promise<T>((resolve, reject) => this.batch.add({ op, args, decode, resolve: resolve as (v: unknown) => void, reject }));
   }
 
-  /** Send the queued calls (in runs of at most MAX_BATCH) and settle their promises. */
-  private readonly flush = (): void => {
-    const queue = this.queue;
-    this.queue = [];
-    for (let from = 0; from < queue.length; from += MAX_BATCH) void this.send(queue.slice(from, from + MAX_BATCH));
-  };
-
+  /** Send one run of queued calls (at most MAX_BATCH) and settle their promises. */
   private async send(calls: Queued[]): Promise<void> {
     const argv: (string | number)[] = [this.luaPrefix];
     for (const c of calls) for (const a of c.args) argv.push(a);
@@ -411,7 +404,7 @@ export class RedisStore implements Store {
   }
 
   async close(): Promise<void> {
-    if (this.queue.length) this.flush(); // queued calls are still sent
+    this.batch.flush(); // queued calls are still sent
     if (!this.owned || this.client.status === "end") return;
     try {
       await this.client.quit();

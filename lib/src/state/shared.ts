@@ -72,3 +72,35 @@ export function toStoreError(store: string, op: string, err: unknown): Server402
   const msg = err instanceof Error ? err.message : String(err);
   return new StoreError(`server402: ${store} ${op} failed: ${msg}`, { cause: err });
 }
+
+/** A store call waiting in a `TurnBatch`: what to report, and how. */
+export interface BatchedCall {
+  /** Operation name for errors (`reserveCall`, ...). */
+  op: string;
+  resolve(value: unknown): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * Collects calls made during one turn of the event loop and hands them over
+ * together once that turn has taken in all ready I/O (setImmediate), so a
+ * store can serve them with one transaction or one round trip. A lone call
+ * waits less than a millisecond.
+ */
+export class TurnBatch<C extends BatchedCall> {
+  private calls: C[] = [];
+  constructor(private readonly run: (calls: C[]) => void) {}
+
+  /** Queue a call; the first of a turn schedules the hand-over. */
+  add(call: C): void {
+    if (this.calls.push(call) === 1) setImmediate(this.flush);
+  }
+
+  /** Hand over what is queued now (also called by `close()` so nothing queued is lost). */
+  readonly flush = (): void => {
+    const calls = this.calls;
+    if (calls.length === 0) return;
+    this.calls = [];
+    this.run(calls);
+  };
+}

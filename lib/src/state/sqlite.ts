@@ -17,12 +17,14 @@ import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
   RESERVATION_GC_MS,
+  TurnBatch,
   duplicatePaymentError,
   ledgerBody,
   paymentFromRecord,
   paymentToRecord,
   reserveRejection,
   toStoreError,
+  type BatchedCall,
 } from "./shared.js";
 import { newReservationId, reservationPaymentId } from "./tokens.js";
 
@@ -85,11 +87,8 @@ const OPTIONAL_LEDGER_COLUMNS = { transaction: null, serviceId: null, paymentId:
 type Row = Record<string, unknown>;
 
 /** A reserve, commit or release waiting for the next batch transaction. */
-interface Queued {
-  op: string;
+interface Queued extends BatchedCall {
   fn: () => unknown;
-  resolve: (value: unknown) => void;
-  reject: (err: unknown) => void;
 }
 
 /** A `Store` in one SQLite file, durable across restarts and crashes. */
@@ -100,8 +99,8 @@ export class SqliteStore implements Store {
   private readonly baseSync: "FULL" | "NORMAL";
   private readonly retentionMs: number;
   private timer?: NodeJS.Timeout;
-  /** Calls queued for the next batch (see `batched`). */
-  private queue: Queued[] = [];
+  /** Calls queued for the next batch transaction (see `batched`). */
+  private readonly batch = new TurnBatch<Queued>((calls) => this.runBatch(calls));
 
   constructor(opts: SqliteStoreOptions) {
     let Database: typeof BetterSqlite3;
@@ -282,16 +281,11 @@ export class SqliteStore implements Store {
    * committed, so nothing is reported done that a crash could undo.
    */
   private batched<T>(op: string, fn: () => T): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      if (this.queue.push({ op, fn, resolve: resolve as (v: unknown) => void, reject }) === 1) setImmediate(this.flush);
-    });
+    return new Promise<T>((resolve, reject) => this.batch.add({ op, fn, resolve: resolve as (v: unknown) => void, reject }));
   }
 
-  /** Run the queued calls in one `BEGIN IMMEDIATE` transaction and settle their promises. */
-  private readonly flush = (): void => {
-    const queue = this.queue;
-    if (queue.length === 0) return;
-    this.queue = [];
+  /** Run queued calls in one `BEGIN IMMEDIATE` transaction and settle their promises. */
+  private runBatch(queue: Queued[]): void {
     const results: Array<{ ok: boolean; value: unknown }> = new Array(queue.length);
     try {
       if (!this.db.open) throw new TypeError("The database connection is not open");
@@ -306,7 +300,7 @@ export class SqliteStore implements Store {
       if (r.ok) q.resolve(r.value);
       else q.reject(toStoreError("SqliteStore", q.op, r.value));
     }
-  };
+  }
 
   /** Like `run`, with `synchronous = FULL` for the commit(s) `fn` makes: for writes that record money. */
   private durable<T>(op: string, fn: () => T): Promise<T> {
@@ -425,7 +419,7 @@ export class SqliteStore implements Store {
   close(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
-    if (this.db.open) this.flush(); // queued calls still run
+    if (this.db.open) this.batch.flush(); // queued calls still run
     return this.run("close", () => {
       if (this.db.open) this.db.close();
     });
