@@ -7,6 +7,10 @@ import {
   newReservationId,
   reservationPaymentId,
 } from "../lib/src/state/tokens.js";
+import { PaymentEngine, type PaymentEvent } from "../lib/src/core/engine.js";
+import { MemoryStore } from "../lib/src/state/memory.js";
+import { StoreError } from "../lib/src/errors.js";
+import { samplePayment } from "./store-conformance.js";
 
 describe("payment tokens and ids", function () {
   it("generates s402_ tokens of 256 random bits that pass isWellFormedToken", function () {
@@ -63,5 +67,22 @@ describe("payment tokens and ids", function () {
     assert.equal(reservationPaymentId(rid), pid);
     assert.equal(reservationPaymentId(newReservationId("any.thing")), "any.thing");
     for (const s of ["", "rsv_", "rsv_abc", "rsv_abc.", "rsv_.pay_x", "xyz_abc.pay_x"]) assert.equal(reservationPaymentId(s), undefined, s);
+  });
+});
+
+describe("PaymentEngine token calls", function () {
+  it("commitToken never rejects: a store failure resolves false and is reported as a failed settle event", async function () {
+    const store = new MemoryStore();
+    const events: PaymentEvent[] = [];
+    const engine = new PaymentEngine({ store, settler: { kind: "none", settle: () => Promise.reject(new Error("unused")) }, onEvent: (e) => events.push(e) });
+    const token = generatePaymentToken();
+    const p = { ...samplePayment({ tokenHash: hashToken(token), serviceId: "svc", maxCalls: 2 }) };
+    await store.createPayment(p);
+    await store.markPaid(p.paymentId, { paidAt: Date.now() });
+    const attempt = await engine.reserveToken(token, "svc", "http://x/y");
+    store.commitCall = () => Promise.reject(new StoreError("server402: MemoryStore commitCall failed: disk on fire"));
+    assert.equal(await engine.commitToken(attempt, "http://x/y"), false);
+    assert.deepEqual(events.at(-1), { type: "failed", method: "token", reason: "store_unavailable", stage: "settle", resource: "http://x/y" });
+    await store.close();
   });
 });

@@ -165,8 +165,8 @@ export class MemoryStore implements Store {
   async commitCall(reservationId: string): Promise<boolean> {
     const paymentId = reservationPaymentId(reservationId);
     const leases = paymentId === undefined ? undefined : this.leases.get(paymentId);
-    // an emptied lease map stays for the payment's next call; sweep() drops it
     if (!leases?.delete(reservationId)) return false;
+    if (leases.size === 0) this.leases.delete(paymentId!);
     const p = this.payments.get(paymentId!);
     if (!p) return false;
     p.callsUsed++;
@@ -176,7 +176,7 @@ export class MemoryStore implements Store {
   async releaseCall(reservationId: string): Promise<void> {
     const paymentId = reservationPaymentId(reservationId);
     const leases = paymentId === undefined ? undefined : this.leases.get(paymentId);
-    leases?.delete(reservationId);
+    if (leases?.delete(reservationId) && leases.size === 0) this.leases.delete(paymentId!);
   }
 
   async appendLedger(entry: LedgerEntry): Promise<number> {

@@ -3,7 +3,6 @@
  * secret shown to the client once; stores keep only its SHA-256.
  */
 import * as crypto from "node:crypto";
-import { createHash, randomBytes } from "node:crypto";
 
 /** Prefix of every payment token, so leaked tokens are recognisable (e.g. by secret scanners). */
 export const TOKEN_PREFIX = "s402_";
@@ -16,12 +15,12 @@ const TOKEN_RE = /^s402_[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
 
 /** A new payment token: `s402_` + 32 random bytes (256 bits) in base64url. */
 export function generatePaymentToken(): string {
-  return TOKEN_PREFIX + randomBytes(32).toString("base64url");
+  return TOKEN_PREFIX + crypto.randomBytes(32).toString("base64url");
 }
 
 /** SHA-256 of a token, lower-case hex: the only form in which stores keep it. */
 export function hashToken(token: string): string {
-  return oneShotHash ? oneShotHash("sha256", token, "hex") : createHash("sha256").update(token, "utf8").digest("hex");
+  return oneShotHash ? oneShotHash("sha256", token, "hex") : crypto.createHash("sha256").update(token, "utf8").digest("hex");
 }
 
 /** `crypto.hash` (Node ≥ 20.12): one call instead of a Hash object per paid request. */
@@ -37,7 +36,7 @@ export function isWellFormedToken(s: unknown): s is string {
 
 /** A new payment id: `pay_` + 16 random bytes in base64url. */
 export function newPaymentId(): string {
-  return "pay_" + randomBytes(16).toString("base64url");
+  return "pay_" + crypto.randomBytes(16).toString("base64url");
 }
 
 /**
@@ -54,7 +53,7 @@ export function newReservationId(paymentId: string): string {
  * unique, also across processes sharing a store: a random per-process prefix
  * plus a counter, which avoids a CSPRNG call on every paid request.
  */
-const RESERVATION_PREFIX = randomBytes(9).toString("base64url");
+const RESERVATION_PREFIX = crypto.randomBytes(9).toString("base64url");
 let reservationCounter = 0;
 
 /** The payment id embedded in a reservation id, or undefined if it is not one. */
