@@ -188,6 +188,34 @@ describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", funct
     assert.equal(res.body.error, "wrong_service");
   });
 
+  it("dispatches only its own endpoints: trailing slashes match, other methods and paths fall through to the app", async () => {
+    const p = await create();
+    const shown = await request(app).get(`/api/payments/${p.paymentId}/`);
+    assert.equal(shown.status, 200, shown.text);
+    assert.equal(shown.body.paymentId, p.paymentId);
+    assert.equal((await request(app).head(`/api/payments/${p.paymentId}`)).status, 200);
+    assert.equal((await request(app).get("/api/payments/pay_doesnotexist")).body.error, "payment_not_found");
+    // not ours: Express's own 404 page, not a JSON answer from the payments API
+    for (const [method, url] of [
+      ["put", "/api/payments"],
+      ["get", "/api/payments"],
+      ["delete", `/api/payments/${p.paymentId}`],
+      ["get", `/api/payments/${p.paymentId}/pay`],
+      ["post", `/api/payments/${p.paymentId}/refund`],
+      ["post", `/api/payments/${p.paymentId}/pay/more`],
+      ["post", "/api/paymentsX"],
+      ["post", "/api/ledger"],
+    ] as const) {
+      const r = await request(app)[method](url);
+      assert.equal(r.status, 404, `${method} ${url}: ${r.status} ${r.text}`);
+      assert.match(r.headers["content-type"] ?? "", /text\/html/, `${method} ${url}`);
+    }
+    assert.equal((await request(app).get("/api/ledger/")).status, 401);
+    const bad = await request(app).post(`/api/payments/${p.paymentId}/confirm`).set("Authorization", `Bearer ${ADMIN}`).set("content-type", "application/json").send("{nope");
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error, "invalid_json");
+  });
+
   it("operator confirmation needs the admin key: 401 without, 403 wrong, 200 right; ledger records it", async () => {
     const p = await create();
     const url = `/api/payments/${p.paymentId}/confirm`;
