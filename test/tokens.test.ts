@@ -9,7 +9,7 @@ import {
 } from "../lib/src/state/tokens.js";
 import { PaymentEngine, type PaymentEvent } from "../lib/src/core/engine.js";
 import { MemoryStore } from "../lib/src/state/memory.js";
-import { StoreError } from "../lib/src/errors.js";
+import { PaymentError, StoreError } from "../lib/src/errors.js";
 import { samplePayment } from "./store-conformance.js";
 
 describe("payment tokens and ids", function () {
@@ -71,6 +71,50 @@ describe("payment tokens and ids", function () {
 });
 
 describe("PaymentEngine token calls", function () {
+  it("with a same-tick store (MemoryStore) a token call is reserved and finished without a promise; other stores take the async path", async function () {
+    const store = new MemoryStore();
+    const events: PaymentEvent[] = [];
+    const engine = new PaymentEngine({ store, settler: { kind: "none", settle: () => Promise.reject(new Error("unused")) }, onEvent: (e) => events.push(e) });
+    assert.equal(engine.syncTokens, true);
+    const token = generatePaymentToken();
+    const p = { ...samplePayment({ tokenHash: hashToken(token), serviceId: "svc", maxCalls: 3, amountAtomic: "30000" }) };
+    await store.createPayment(p);
+    await store.markPaid(p.paymentId, { paidAt: Date.now() });
+
+    const a = engine.reserveTokenSync(token, "svc", "http://x/y");
+    assert.equal(a.info.amount, "10000");
+    assert.equal(a.info.callsRemaining, 2);
+    engine.finishToken(a, "http://x/y", true);
+    // no await in between: the call is already counted and reported
+    assert.equal(store.stats().reservations, 0);
+    assert.deepEqual(events.at(-1), { type: "settled", method: "token", amount: "10000", asset: "", durationMs: 0, resource: "http://x/y" });
+    const b = engine.reserveTokenSync(token, "svc", "http://x/y");
+    engine.finishToken(b, "http://x/y", false);
+    assert.equal(store.stats().reservations, 0);
+    assert.equal((await store.getPayment(p.paymentId))!.callsUsed, 1);
+    assert.throws(() => engine.reserveTokenSync("s402_nope", "svc", "http://x/y"), (e: PaymentError) => e.reason === "unknown_token");
+    assert.throws(() => engine.reserveTokenSync(token, "other", "http://x/y"), (e: PaymentError) => e.reason === "wrong_service");
+
+    // a failing same-tick commit is reported, never thrown
+    const c = engine.reserveTokenSync(token, "svc", "http://x/y");
+    store.commitCallSync = () => {
+      throw new StoreError("server402: MemoryStore commitCall failed: disk on fire");
+    };
+    assert.doesNotThrow(() => engine.finishToken(c, "http://x/y", true));
+    assert.deepEqual(events.at(-1), { type: "failed", method: "token", reason: "store_unavailable", stage: "settle", resource: "http://x/y" });
+    await store.close();
+
+    // a store without the same-tick forms (any remote store) uses reserveToken/commitToken
+    const remote = new MemoryStore();
+    const asyncOnly = new PaymentEngine({
+      store: Object.assign(remote, { reserveCallSync: undefined, commitCallSync: undefined, releaseCallSync: undefined }),
+      settler: { kind: "none", settle: () => Promise.reject(new Error("unused")) },
+    });
+    assert.equal(asyncOnly.syncTokens, false);
+    assert.throws(() => asyncOnly.reserveTokenSync(token, "svc", "http://x/y"), TypeError);
+    await remote.close();
+  });
+
   it("commitToken never rejects: a store failure resolves false and is reported as a failed settle event", async function () {
     const store = new MemoryStore();
     const events: PaymentEvent[] = [];

@@ -12,7 +12,7 @@ import { decodeV1, decodeV2, type DecodedPayment } from "../protocol/payload.js"
 import { toRequirementsV1, toRequirementsV2, type Offer } from "../protocol/requirements.js";
 import { verifyAuthorization } from "../protocol/verify.js";
 import type { SettleResponse } from "../protocol/types.js";
-import type { LedgerEntry, Store } from "../state/store.js";
+import type { LedgerEntry, ReserveResult, Store } from "../state/store.js";
 import { hashToken, isWellFormedToken } from "../state/tokens.js";
 
 /** What a paid handler sees as `req.payment`. */
@@ -86,6 +86,9 @@ export interface EngineOptions {
   now?: () => number;
 }
 
+/** A store with the same-tick token calls. */
+type SyncTokenStore = Store & Required<Pick<Store, "reserveCallSync" | "commitCallSync" | "releaseCallSync">>;
+
 /** The shared verify → lock → check → settle machinery. */
 export class PaymentEngine {
   readonly store: Store;
@@ -95,6 +98,7 @@ export class PaymentEngine {
   private readonly lockMargin: number;
   private readonly emit: (e: PaymentEvent) => void;
   private readonly now: () => number;
+  private readonly syncStore?: SyncTokenStore;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -104,6 +108,10 @@ export class PaymentEngine {
     this.lockMargin = opts.nonceLockMarginSeconds ?? 60;
     this.emit = opts.onEvent ?? (() => {});
     this.now = opts.now ?? Date.now;
+    const st = opts.store;
+    if (typeof st.reserveCallSync === "function" && typeof st.commitCallSync === "function" && typeof st.releaseCallSync === "function") {
+      this.syncStore = st as SyncTokenStore;
+    }
   }
 
   /** Record that a 402 was served. */
@@ -222,11 +230,36 @@ export class PaymentEngine {
    * (the payment object, without token, is attached as `payment`).
    */
   async reserveToken(token: string, serviceId: string, resource: string): Promise<TokenAttempt> {
+    const tokenHash = this.tokenHashOf(token, resource);
+    return this.tokenAttempt(await this.store.reserveCall(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource);
+  }
+
+  /**
+   * True when the store answers token calls in the same tick (it has
+   * `reserveCallSync`, `commitCallSync` and `releaseCallSync`, like
+   * `MemoryStore`): then `reserveTokenSync` may be used.
+   */
+  get syncTokens(): boolean {
+    return this.syncStore !== undefined;
+  }
+
+  /** `reserveToken` in the same tick, for a store with `syncTokens`; throws the same errors. */
+  reserveTokenSync(token: string, serviceId: string, resource: string): TokenAttempt {
+    const store = this.syncStore;
+    if (!store) throw new TypeError("server402: this store has no reserveCallSync; use reserveToken().");
+    const tokenHash = this.tokenHashOf(token, resource);
+    return this.tokenAttempt(store.reserveCallSync(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource);
+  }
+
+  private tokenHashOf(token: string, resource: string): string {
     if (!isWellFormedToken(token)) {
       this.emit({ type: "failed", method: "token", reason: "unknown_token", stage: "verify", resource });
       throw new PaymentError("unknown_token", "X-Payment-Token is not a well-formed server402 token.");
     }
-    const r = await this.store.reserveCall(hashToken(token), serviceId, this.now(), this.tokenLeaseMs);
+    return hashToken(token);
+  }
+
+  private tokenAttempt(r: ReserveResult, resource: string): TokenAttempt {
     if (!r.ok) {
       this.emit({ type: "failed", method: "token", reason: r.reason, stage: "verify", resource });
       const err = new PaymentError(r.reason, TOKEN_MESSAGES[r.reason]);
@@ -251,6 +284,29 @@ export class PaymentEngine {
   }
 
   /**
+   * End a reserved call: commit it when `used` (the handler succeeded), else
+   * release it. Never throws or rejects; a store failure becomes a `failed`
+   * event. In the same tick when the store has `syncTokens`.
+   */
+  finishToken(attempt: TokenAttempt, resource: string, used: boolean): void {
+    const store = this.syncStore;
+    if (!store) {
+      void (used ? this.commitToken(attempt, resource) : this.releaseToken(attempt));
+      return;
+    }
+    try {
+      if (!used) store.releaseCallSync(attempt.reservationId);
+      else if (store.commitCallSync(attempt.reservationId)) this.tokenSettled(attempt, resource);
+    } catch (err) {
+      if (used) this.emit({ type: "failed", method: "token", reason: reasonOf(err), stage: "settle", resource });
+    }
+  }
+
+  private tokenSettled(attempt: TokenAttempt, resource: string): void {
+    this.emit({ type: "settled", method: "token", amount: attempt.info.amount, asset: attempt.info.asset ?? "", durationMs: 0, resource });
+  }
+
+  /**
    * Count the reserved call as used (the handler succeeded). Never rejects: a
    * store failure is reported as a `failed` event (stage `settle`) and
    * resolves false; the reservation then lapses and the call comes back.
@@ -263,7 +319,7 @@ export class PaymentEngine {
       this.emit({ type: "failed", method: "token", reason: reasonOf(err), stage: "settle", resource });
       return false;
     }
-    if (ok) this.emit({ type: "settled", method: "token", amount: attempt.info.amount, asset: attempt.info.asset ?? "", durationMs: 0, resource });
+    if (ok) this.tokenSettled(attempt, resource);
     return ok;
   }
 

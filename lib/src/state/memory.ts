@@ -31,14 +31,56 @@ interface NonceRecord {
   expiresAt: number;
 }
 
+/**
+ * The live reservations of one payment, as two parallel arrays: a payment
+ * mostly holds none or a few, and a Map that empties reallocates its table
+ * on each delete (a token-paid call would pay for that twice).
+ */
+class Leases {
+  private readonly ids: string[] = [];
+  private readonly ends: number[] = [];
+
+  get size(): number {
+    return this.ids.length;
+  }
+
+  add(id: string, end: number): void {
+    this.ids.push(id);
+    this.ends.push(end);
+  }
+
+  /** Remove a reservation; false if it is not here. */
+  remove(id: string): boolean {
+    const i = this.ids.indexOf(id);
+    if (i < 0) return false;
+    this.removeAt(i);
+    return true;
+  }
+
+  /** Remove the reservations whose lease ended at or before `t`. */
+  dropEnded(t: number): void {
+    for (let i = this.ids.length - 1; i >= 0; i--) if (this.ends[i]! <= t) this.removeAt(i);
+  }
+
+  private removeAt(i: number): void {
+    const last = this.ids.length - 1;
+    if (i !== last) {
+      this.ids[i] = this.ids[last]!;
+      this.ends[i] = this.ends[last]!;
+    }
+    this.ids.pop();
+    this.ends.pop();
+  }
+}
+
 /** A `Store` kept in this process's memory. Not shared, not durable. */
 export class MemoryStore implements Store {
   private readonly nonces = new Map<string, NonceRecord>();
   private readonly payments = new Map<string, StoredPayment>();
   /** tokenHash → paymentId */
   private readonly tokens = new Map<string, string>();
-  /** paymentId → (reservationId → lease end) */
-  private readonly leases = new Map<string, Map<string, number>>();
+  /** paymentId → its live reservations */
+  private readonly leases = new Map<string, Leases>();
   private readonly ledger: LedgerEntry[] = [];
   private nextLedgerId = 1;
   private readonly retentionMs: number;
@@ -59,7 +101,7 @@ export class MemoryStore implements Store {
   sweep(now = Date.now()): void {
     for (const [key, n] of this.nonces) if (n.expiresAt <= now) this.nonces.delete(key);
     for (const [paymentId, leases] of this.leases) {
-      for (const [id, until] of leases) if (until + RESERVATION_GC_MS <= now) leases.delete(id);
+      leases.dropEnded(now - RESERVATION_GC_MS);
       if (leases.size === 0) this.leases.delete(paymentId);
     }
     for (const [paymentId, p] of this.payments) {
@@ -139,16 +181,29 @@ export class MemoryStore implements Store {
   }
 
   async reserveCall(tokenHash: string, serviceId: string, now: number, leaseMs: number): Promise<ReserveResult> {
+    return this.reserveCallSync(tokenHash, serviceId, now, leaseMs);
+  }
+
+  async commitCall(reservationId: string): Promise<boolean> {
+    return this.commitCallSync(reservationId);
+  }
+
+  async releaseCall(reservationId: string): Promise<void> {
+    this.releaseCallSync(reservationId);
+  }
+
+  reserveCallSync(tokenHash: string, serviceId: string, now: number, leaseMs: number): ReserveResult {
     const paymentId = this.tokens.get(tokenHash);
     const p = paymentId === undefined ? undefined : this.payments.get(paymentId);
     if (!p) return { ok: false, reason: "unknown_token" };
     let leases = this.leases.get(p.paymentId);
-    if (leases) for (const [id, until] of leases) if (until <= now) leases.delete(id);
+    leases?.dropEnded(now);
     const reason = reserveRejection(p, serviceId, now, leases?.size ?? 0);
     if (reason) return { ok: false, reason, payment: { ...p } };
-    if (!leases) this.leases.set(p.paymentId, (leases = new Map()));
+    // kept when emptied, for the payment's next call (the sweep drops idle ones)
+    if (!leases) this.leases.set(p.paymentId, (leases = new Leases()));
     const reservationId = newReservationId(p.paymentId);
-    leases.set(reservationId, now + leaseMs);
+    leases.add(reservationId, now + leaseMs);
     const payment: ReservedPayment = {
       paymentId: p.paymentId,
       serviceId: p.serviceId,
@@ -162,21 +217,20 @@ export class MemoryStore implements Store {
     return { ok: true, payment, reservationId };
   }
 
-  async commitCall(reservationId: string): Promise<boolean> {
+  commitCallSync(reservationId: string): boolean {
     const paymentId = reservationPaymentId(reservationId);
     const leases = paymentId === undefined ? undefined : this.leases.get(paymentId);
-    if (!leases?.delete(reservationId)) return false;
-    if (leases.size === 0) this.leases.delete(paymentId!);
+    if (!leases?.remove(reservationId)) return false;
     const p = this.payments.get(paymentId!);
     if (!p) return false;
     p.callsUsed++;
     return true;
   }
 
-  async releaseCall(reservationId: string): Promise<void> {
+  releaseCallSync(reservationId: string): void {
     const paymentId = reservationPaymentId(reservationId);
     const leases = paymentId === undefined ? undefined : this.leases.get(paymentId);
-    if (leases?.delete(reservationId) && leases.size === 0) this.leases.delete(paymentId!);
+    leases?.remove(reservationId);
   }
 
   async appendLedger(entry: LedgerEntry): Promise<number> {

@@ -121,6 +121,15 @@ export interface Store {
   commitCall(reservationId: string): Promise<boolean>;
   /** Give a reserved call back. Idempotent. */
   releaseCall(reservationId: string): Promise<void>;
+  /**
+   * Optional same-tick forms of the three calls above, for a store whose state
+   * lives in this process (`MemoryStore`). When a store has all three, the
+   * engine and adapters use them, and a token-paid request waits on no promise.
+   * Same results and atomicity as the async forms.
+   */
+  reserveCallSync?(tokenHash: string, serviceId: string, now: number, leaseMs: number): ReserveResult;
+  commitCallSync?(reservationId: string): boolean;
+  releaseCallSync?(reservationId: string): void;
 
   /** Append a ledger record; returns its id. */
   appendLedger(entry: LedgerEntry): Promise<number>;

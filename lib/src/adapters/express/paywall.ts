@@ -109,7 +109,7 @@ const origins = new WeakMap<object, OriginMemo>();
 function origin(req: Request, options: PaymentOptions): string {
   if (options.publicUrl) return options.publicUrl;
   const h = req.headers;
-  const trust: unknown = req.app?.get("trust proxy fn");
+  const trust: unknown = req.app?.settings["trust proxy fn"];
   const memo = origins.get(req.socket);
   if (memo && memo.host === h.host && memo.forwardedProto === h["x-forwarded-proto"] && memo.forwardedHost === h["x-forwarded-host"] && memo.trust === trust) {
     return memo.origin;
@@ -148,6 +148,7 @@ function makeMiddleware(
   options: PaymentOptions,
   pick: (req: Request, path: string) => ResolvedRoute<Request> | undefined,
 ): PaywallMiddleware {
+  installPaymentAccessor();
   const cache = new Map<string, { body: string; header: string }>();
   const acceptTokens = options.acceptTokens !== false;
   const paymentsPath = options.paymentsPath ?? "/api/payments";
@@ -233,27 +234,39 @@ function makeMiddleware(
     sendError(res, err, offer, route, base);
   }
 
-  /** Token path: the offer is built only when the token is refused (the common case needs none). */
-  async function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, resource: string, base: string) {
+  /**
+   * Token path: the offer is built only when the token is refused (the common
+   * case needs none). With a same-tick store (`engine.syncTokens`) nothing
+   * here waits on a promise.
+   */
+  function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, resource: string, base: string): void | Promise<void> {
     const serviceId = route.options.serviceId;
     if (!acceptTokens || !serviceId) {
       return refuseToken(req, res, next, new PaymentError("tokens_not_accepted", "this route does not accept X-Payment-Token; pay with x402."), route, resource, base);
     }
     const advertised = route.options.resource ?? resource;
+    if (!engine.syncTokens) {
+      return engine.reserveToken(token, serviceId, advertised).then(
+        (attempt) => admitToken(req, res, next, attempt, advertised),
+        (err: unknown) => refuseToken(req, res, next, err, route, resource, base),
+      );
+    }
     let attempt: TokenAttempt;
     try {
-      attempt = await engine.reserveToken(token, serviceId, advertised);
+      attempt = engine.reserveTokenSync(token, serviceId, advertised);
     } catch (err) {
       return refuseToken(req, res, next, err, route, resource, base);
     }
-    setPayment(req, attempt.info);
+    admitToken(req, res, next, attempt, advertised);
+  }
+
+  /** A reserved token call: run the handler, then commit or release the call. */
+  function admitToken(req: Request, res: Response, next: NextFunction, attempt: TokenAttempt, advertised: string): void {
+    setPayment(req, res, attempt.info);
     // 'close' follows 'finish', or comes alone when the client went away: commit the call only when
     // the whole answer was sent with a status < 400, else give it back. (A closure, not a property on
     // `res`: adding properties to Express's response objects costs more than the allocation.)
-    res.on("close", () => {
-      if (res.writableFinished && res.statusCode < 400) void engine.commitToken(attempt, advertised);
-      else void engine.releaseToken(attempt);
-    });
+    res.on("close", () => engine.finishToken(attempt, advertised, res.writableFinished && res.statusCode < 400));
     next();
   }
 
@@ -266,7 +279,7 @@ function makeMiddleware(
       return sendError(res, err, offer, route, base, version);
     }
     const responseHeader = version === 2 ? HEADER.v2Response : HEADER.v1Response;
-    setPayment(req, attempt.info);
+    setPayment(req, res, attempt.info);
 
     if (route.settlement === "before") {
       try {
@@ -345,36 +358,37 @@ function makeMiddleware(
 
 /** Where a request's payment is kept: `res.locals[PAYMENT]`, read as `req.payment`. */
 const PAYMENT = Symbol.for("server402.payment");
-let paymentAccessor = false;
 
 /**
- * Set `req.payment`. Express gives each request a prototype of its app's own
- * and a new own property on such objects is costly (about 5% of a
- * token-paid request). So the value goes to `res.locals` (a dictionary object
- * Express makes per request) under a symbol, and `req.payment` is an accessor
- * installed once on `http.IncomingMessage.prototype`, which every app's (and
- * sub-app's) requests inherit. Without `res.locals` (not an Express response)
- * an assignment makes a plain own property.
+ * Make `req.payment` readable on every request. Express gives each request a
+ * prototype of its app's own, and a new own property on such objects is
+ * costly (about 5% of a token-paid request). So the value goes to
+ * `res.locals` (a dictionary object Express makes per request) under a
+ * symbol, and `req.payment` is an accessor installed once on
+ * `http.IncomingMessage.prototype`, which every app's (and sub-app's)
+ * requests inherit. Assigning `req.payment` still works.
  */
-function setPayment(req: Request, info: PaymentInfo): void {
-  if (!paymentAccessor) {
-    paymentAccessor = true;
-    if (!Object.prototype.hasOwnProperty.call(IncomingMessage.prototype, "payment")) {
-      Object.defineProperty(IncomingMessage.prototype, "payment", {
-        configurable: true,
-        enumerable: false,
-        get(this: Request): PaymentInfo | undefined {
-          return (this.res?.locals as Record<symbol, PaymentInfo | undefined> | undefined)?.[PAYMENT];
-        },
-        set(this: Request, value: PaymentInfo | undefined) {
-          const locals = this.res?.locals as Record<symbol, unknown> | undefined;
-          if (locals) locals[PAYMENT] = value;
-          else Object.defineProperty(this, "payment", { value, writable: true, configurable: true, enumerable: true });
-        },
-      });
-    }
-  }
-  req.payment = info;
+function installPaymentAccessor(): void {
+  if (Object.prototype.hasOwnProperty.call(IncomingMessage.prototype, "payment")) return;
+  Object.defineProperty(IncomingMessage.prototype, "payment", {
+    configurable: true,
+    enumerable: false,
+    get(this: Request): PaymentInfo | undefined {
+      return (this.res?.locals as Record<symbol, PaymentInfo | undefined> | undefined)?.[PAYMENT];
+    },
+    set(this: Request, value: PaymentInfo | undefined) {
+      const locals = this.res?.locals as Record<symbol, unknown> | undefined;
+      if (locals) locals[PAYMENT] = value;
+      else Object.defineProperty(this, "payment", { value, writable: true, configurable: true, enumerable: true });
+    },
+  });
+}
+
+/** Set `req.payment` (see `installPaymentAccessor`); without `res.locals` (not an Express response) an own property. */
+function setPayment(req: Request, res: Response, info: PaymentInfo): void {
+  const locals = res.locals as Record<symbol, unknown> | undefined;
+  if (locals) locals[PAYMENT] = info;
+  else req.payment = info;
 }
 
 function appendCacheControlPrivate(res: Response) {
