@@ -211,6 +211,12 @@ describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", funct
       assert.match(r.headers["content-type"] ?? "", /text\/html/, `${method} ${url}`);
     }
     assert.equal((await request(app).get("/api/ledger/")).status, 401);
+    for (const url of ["/api/payments/pay_%zz", "/api/payments/%E2%82/confirm"]) {
+      const r = await request(app).post(url).send({});
+      assert.equal(r.status, 400, `${url}: ${r.text}`);
+      assert.equal(r.body.error, "invalid_path");
+    }
+    assert.equal((await request(app).get("/api/payments/pay_%41bcdefghij")).body.error, "payment_not_found");
     const bad = await request(app).post(`/api/payments/${p.paymentId}/confirm`).set("Authorization", `Bearer ${ADMIN}`).set("content-type", "application/json").send("{nope");
     assert.equal(bad.status, 400);
     assert.equal(bad.body.error, "invalid_json");

@@ -260,7 +260,15 @@ export function paymentsRouter(opts: PaymentsRouterOptions): RequestHandler {
     if (path === ledgerPath || path === `${ledgerPath}/`) return reading ? void ledger(req, res, next) : next();
     const m = under.exec(path);
     if (!m) return next();
-    const [, id, action] = m;
+    const [, raw, action] = m;
+    let id = raw;
+    if (raw?.includes("%")) {
+      try {
+        id = decodeURIComponent(raw);
+      } catch {
+        return json(res, 400, { error: "invalid_path", message: "the payment id in the path is not valid percent-encoding." });
+      }
+    }
     if (id === undefined) return method === "POST" ? body(req, res, () => void create(req, res, next)) : next();
     if (action === undefined) return reading ? void show(id, res, next) : next();
     if (method !== "POST") return next();
