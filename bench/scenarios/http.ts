@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DevChain } from "server402/devchain";
 import { ADMIN_KEY, type Target } from "../targets/types.js";
-import { cpuMsOf, fmt, load, log, median, pin, rotate, settings, startChild, type Child, type LoadResult, type Scenario } from "../lib.js";
+import { fmt, load, log, median, pin, rotate, settings, startChild, type Child, type LoadResult, type Scenario } from "../lib.js";
 
 export interface Contender {
   name: string;
@@ -54,8 +54,6 @@ export async function buyTokens(url: string, n: number): Promise<string[]> {
 interface Run extends LoadResult {
   round: number;
   contender: string;
-  /** CPU time of the server process per answered request, in µs. */
-  cpuUs: number;
 }
 
 /**
@@ -75,11 +73,9 @@ export async function alternate(
   const runs: Run[] = [];
   for (let round = 0; round < settings.rounds; round++) {
     for (const i of rotate(idx, round)) {
-      const cpu0 = cpuMsOf(children[i]!.pid);
       const r = await load({ url: `${children[i]!.url}/weather`, ...headersFor(i) });
-      const cpuUs = ((cpuMsOf(children[i]!.pid) - cpu0) * 1000) / r.total;
-      runs.push({ ...r, round, contender: contenders[i]!.name, cpuUs });
-      log(`round ${round + 1}/${settings.rounds} ${contenders[i]!.name}: ${fmt.int(r.rps)} req/s, ${cpuUs.toFixed(1)} µs CPU/request, p50 ${r.p50} ms, p99 ${r.p99} ms, statuses ${JSON.stringify(r.statuses)}`);
+      runs.push({ ...r, round, contender: contenders[i]!.name });
+      log(`round ${round + 1}/${settings.rounds} ${contenders[i]!.name}: ${fmt.int(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, statuses ${JSON.stringify(r.statuses)}`);
     }
   }
   return runs;
@@ -96,11 +92,9 @@ export function summarize(id: number, title: string, goal: string, contenders: C
     const ratios = mine.map((r) => r.rps / runs.find((b) => b.contender === bare && b.round === r.round)!.rps);
     const bad = mine.reduce((n, r) => n + r.errors + r.timeouts + Object.entries(r.statuses).filter(([s]) => Number(s) !== c.status).reduce((m, [, v]) => m + v, 0), 0);
     const ratio = median(ratios);
-    // the same comparison in server CPU time per request (bare µs / contender µs, per round)
-    const cpuRatios = mine.map((r) => runs.find((b) => b.contender === bare && b.round === r.round)!.cpuUs / r.cpuUs);
     const ok = c.goal === undefined ? undefined : ratio >= c.goal && bad === 0;
     if (ok !== undefined) met = (met ?? true) && ok;
-    raw[c.name] = { runs: mine, ratios, medianRatio: ratio, cpuRatios, medianCpuRatio: median(cpuRatios), unexpectedAnswers: bad };
+    raw[c.name] = { runs: mine, ratios, medianRatio: ratio, unexpectedAnswers: bad };
     rows.push([
       c.name,
       `${c.status}`,
@@ -111,8 +105,6 @@ export function summarize(id: number, title: string, goal: string, contenders: C
       c.name === bare ? "" : ratios.map(fmt.ratio).join(" / "),
       c.goal === undefined ? "" : `≥ ${c.goal.toFixed(2)} ${ok ? "✓" : "✗"}`,
       bad ? `${bad} unexpected` : "0",
-      median(mine.map((r) => r.cpuUs)).toFixed(1),
-      c.name === bare ? "1.00" : fmt.ratio(median(cpuRatios)),
     ]);
   }
   return {
@@ -120,12 +112,9 @@ export function summarize(id: number, title: string, goal: string, contenders: C
     title,
     goal,
     met,
-    columns: ["contender", "status", "req/s (median)", "p50", "p99", "ratio to bare (median)", "per-round ratios", "goal", "errors", "server CPU µs/request", "CPU ratio to bare"],
+    columns: ["contender", "status", "req/s (median)", "p50", "p99", "ratio to bare (median)", "per-round ratios", "goal", "errors"],
     rows,
-    notes: [
-      ...notes,
-      "Server CPU µs/request: user + system time of the contender's process during a run (/proc, 10 ms ticks) over the requests answered; CPU ratio = bare's µs / the contender's, median of the rounds. On a shared machine it varies less than req/s. The goal is on req/s; a Redis contender's figure leaves out Redis's own CPU.",
-    ],
+    notes,
     raw,
   };
 }
