@@ -17,7 +17,8 @@ export interface CompiledRoute<T> {
   value: T;
 }
 
-function escape(s: string): string {
+/** `s` with every regular-expression metacharacter escaped. */
+export function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
@@ -52,7 +53,7 @@ export function compileRoute<T>(key: string, value: T): CompiledRoute<T> {
       if (seg === "*") return ".*";
       if (/^:[A-Za-z0-9_]+$/.test(seg) || /^\[[A-Za-z0-9_]+\]$/.test(seg)) return "[^/]+";
       specificity += seg.length + 1;
-      return seg.split("*").map(escape).join(".*");
+      return seg.split("*").map(escapeRegExp).join(".*");
     })
     .join("/")
     .replace(/\/\.\*$/, "(?:/.*)?");

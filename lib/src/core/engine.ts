@@ -298,12 +298,16 @@ export class PaymentEngine {
       if (!used) store.releaseCallSync(attempt.reservationId);
       else if (store.commitCallSync(attempt.reservationId)) this.tokenSettled(attempt, resource);
     } catch (err) {
-      if (used) this.emit({ type: "failed", method: "token", reason: reasonOf(err), stage: "settle", resource });
+      if (used) this.commitFailed(err, resource);
     }
   }
 
   private tokenSettled(attempt: TokenAttempt, resource: string): void {
     this.emit({ type: "settled", method: "token", amount: attempt.info.amount, asset: attempt.info.asset ?? "", durationMs: 0, resource });
+  }
+
+  private commitFailed(err: unknown, resource: string): void {
+    this.emit({ type: "failed", method: "token", reason: reasonOf(err), stage: "settle", resource });
   }
 
   /**
@@ -316,7 +320,7 @@ export class PaymentEngine {
     try {
       ok = await this.store.commitCall(attempt.reservationId);
     } catch (err) {
-      this.emit({ type: "failed", method: "token", reason: reasonOf(err), stage: "settle", resource });
+      this.commitFailed(err, resource);
       return false;
     }
     if (ok) this.tokenSettled(attempt, resource);

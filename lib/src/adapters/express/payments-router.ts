@@ -15,6 +15,7 @@ import { settleResponse } from "../../core/engine.js";
 import { HEADER } from "../../protocol/types.js";
 import type { StoredPayment } from "../../state/store.js";
 import { generatePaymentToken, hashToken, newPaymentId } from "../../state/tokens.js";
+import { escapeRegExp } from "../routes.js";
 import { NO_PAYMENT, type PaywallMiddleware } from "./paywall.js";
 
 export interface PaymentsRouterOptions {
@@ -275,8 +276,4 @@ export function paymentsRouter(opts: PaymentsRouterOptions): RequestHandler {
     if (action === "pay") return void pay(req, res, next, id);
     body(req, res, () => void confirm(req, res, next, id));
   };
-}
-
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
