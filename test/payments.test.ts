@@ -15,6 +15,8 @@ const ADMIN = "admin-key-for-tests-0123456789";
 describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", function () {
   let chain: DevChain;
   let app: Express;
+  /** The same paywall with the API mounted apart, by `paymentsRouter`. */
+  let routerApp: Express;
   let pw: PaywallMiddleware;
   let store: SqliteStore;
   let dir: string;
@@ -34,11 +36,11 @@ describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", funct
         "POST /multi": { price: "$0.01", serviceId: "multi", maxCalls: 3, tokenTtl: 3600 },
         "POST /sub/echo": { price: "$0.05", serviceId: "echo" },
       },
+      payments: { adminKey: ADMIN, createLimit: { max: 40, windowMs: 60_000 } },
     });
     app = express();
-    app.use(paymentsRouter({ paywall: pw, adminKey: ADMIN, createLimit: { max: 40, windowMs: 60_000 } }));
-    app.use(express.json());
     app.use(pw);
+    app.use(express.json());
     app.post("/echo", (req, res) => {
       runs.echo++;
       if (req.body?.fail) return void res.status(500).json({ error: "handler failed" });
@@ -53,6 +55,10 @@ describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", funct
       res.locals.payment = "the app's own value"; // server402 keeps req.payment elsewhere
       res.json({ ok: true, payment: req.payment, locals: res.locals.payment });
     });
+    routerApp = express();
+    routerApp.use(paymentsRouter({ paywall: pw, adminKey: ADMIN }));
+    routerApp.use(pw);
+    routerApp.post("/echo", (req, res) => void res.json({ ok: true, payment: req.payment }));
   });
   after(async () => {
     await store?.close();
@@ -188,39 +194,48 @@ describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", funct
     assert.equal(res.body.error, "wrong_service");
   });
 
-  it("dispatches only its own endpoints: trailing slashes match, other methods and paths fall through to the app", async () => {
-    const p = await create();
-    const shown = await request(app).get(`/api/payments/${p.paymentId}/`);
-    assert.equal(shown.status, 200, shown.text);
-    assert.equal(shown.body.paymentId, p.paymentId);
-    assert.equal((await request(app).head(`/api/payments/${p.paymentId}`)).status, 200);
-    assert.equal((await request(app).get("/api/payments/pay_doesnotexist")).body.error, "payment_not_found");
-    // not ours: Express's own 404 page, not a JSON answer from the payments API
-    for (const [method, url] of [
-      ["put", "/api/payments"],
-      ["get", "/api/payments"],
-      ["delete", `/api/payments/${p.paymentId}`],
-      ["get", `/api/payments/${p.paymentId}/pay`],
-      ["post", `/api/payments/${p.paymentId}/refund`],
-      ["post", `/api/payments/${p.paymentId}/pay/more`],
-      ["post", "/api/paymentsX"],
-      ["post", "/api/ledger"],
-    ] as const) {
-      const r = await request(app)[method](url);
-      assert.equal(r.status, 404, `${method} ${url}: ${r.status} ${r.text}`);
-      assert.match(r.headers["content-type"] ?? "", /text\/html/, `${method} ${url}`);
-    }
-    assert.equal((await request(app).get("/api/ledger/")).status, 401);
-    for (const url of ["/api/payments/pay_%zz", "/api/payments/%E2%82/confirm"]) {
-      const r = await request(app).post(url).send({});
-      assert.equal(r.status, 400, `${url}: ${r.text}`);
-      assert.equal(r.body.error, "invalid_path");
-    }
-    assert.equal((await request(app).get("/api/payments/pay_%41bcdefghij")).body.error, "payment_not_found");
-    const bad = await request(app).post(`/api/payments/${p.paymentId}/confirm`).set("Authorization", `Bearer ${ADMIN}`).set("content-type", "application/json").send("{nope");
-    assert.equal(bad.status, 400);
-    assert.equal(bad.body.error, "invalid_json");
-  });
+  for (const form of ["paywall({ payments })", "paymentsRouter()"] as const) {
+    it(`${form} dispatches only its own endpoints: trailing slashes match, other methods and paths fall through to the app`, async () => {
+      const target = form === "paymentsRouter()" ? routerApp : app;
+      const p = await create();
+      const shown = await request(target).get(`/api/payments/${p.paymentId}/`);
+      assert.equal(shown.status, 200, shown.text);
+      assert.equal(shown.body.paymentId, p.paymentId);
+      assert.equal((await request(target).head(`/api/payments/${p.paymentId}`)).status, 200);
+      assert.equal((await request(target).get("/api/payments/pay_doesnotexist")).body.error, "payment_not_found");
+      // not ours: Express's own 404 page, not a JSON answer from the payments API
+      for (const [method, url] of [
+        ["put", "/api/payments"],
+        ["get", "/api/payments"],
+        ["delete", `/api/payments/${p.paymentId}`],
+        ["get", `/api/payments/${p.paymentId}/pay`],
+        ["post", `/api/payments/${p.paymentId}/refund`],
+        ["post", `/api/payments/${p.paymentId}/pay/more`],
+        ["post", "/api/paymentsX"],
+        ["post", "/api/ledger"],
+      ] as const) {
+        const r = await request(target)[method](url);
+        assert.equal(r.status, 404, `${method} ${url}: ${r.status} ${r.text}`);
+        assert.match(r.headers["content-type"] ?? "", /text\/html/, `${method} ${url}`);
+      }
+      assert.equal((await request(target).get("/api/ledger/")).status, 401);
+      for (const url of ["/api/payments/pay_%zz", "/api/payments/%E2%82/confirm"]) {
+        const r = await request(target).post(url).send({});
+        assert.equal(r.status, 400, `${url}: ${r.text}`);
+        assert.equal(r.body.error, "invalid_path");
+      }
+      assert.equal((await request(target).get("/api/payments/pay_%41bcdefghij")).body.error, "payment_not_found");
+      const bad = await request(target).post(`/api/payments/${p.paymentId}/confirm`).set("Authorization", `Bearer ${ADMIN}`).set("content-type", "application/json").send("{nope");
+      assert.equal(bad.status, 400);
+      assert.equal(bad.body.error, "invalid_json");
+      // and the payments it sells pay the paywall's routes
+      const confirmed = await request(target).post(`/api/payments/${p.paymentId}/confirm`).set("Authorization", `Bearer ${ADMIN}`).send({});
+      assert.equal(confirmed.status, 200, confirmed.text);
+      const used = await request(target).post("/echo").set("X-Payment-Token", p.token).send({});
+      assert.equal(used.status, 200, used.text);
+      assert.equal(used.body.payment.paymentId, p.paymentId);
+    });
+  }
 
   it("operator confirmation needs the admin key: 401 without, 403 wrong, 200 right; ledger records it", async () => {
     const p = await create();

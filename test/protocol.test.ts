@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
+import express from "express";
 import { ConfigError, PaymentError, decodeHeader, encodeHeader, findNetwork, parseMoney, paywall, requirePayment, resolvePrice } from "server402";
-import { compileRoute, normalizePath, RouteTable } from "../lib/src/adapters/routes.js";
+import { compileRoute, normalizePath, requestPath, RouteTable } from "../lib/src/adapters/routes.js";
 
 describe("price parsing (exact integer math)", () => {
   it("converts money strings without floating point", () => {
@@ -61,6 +62,16 @@ describe("route keys", () => {
     assert.equal(normalizePath("/a%20b"), "/a b");
     assert.equal(normalizePath("\\api\\x"), "/api/x");
   });
+  it("requestPath reads req.url once and agrees with Express's req.path", () => {
+    const urls = ["/", "/a", "/a/b/", "/a?b=1", "/a?b=1?c", "/a?", "/a?b#c", "/a#x", "/a b", "/a?x y", "/a\tb", "/a\u00a0b", "/a\ufeffb", "/%7e?x", "http://h.example/x?y", "*", "//x/y?z"];
+    for (const url of urls) {
+      const req = Object.create(express.request, { url: { value: url, writable: true } }) as { url: string; path: string };
+      let reads = 0;
+      const counted = { get url() { reads++; return url; }, get path() { return req.path; } };
+      assert.equal(requestPath(counted), req.path, JSON.stringify(url));
+      assert.equal(reads, 1, JSON.stringify(url));
+    }
+  });
   it("refuses malformed keys", () => {
     assert.throws(() => compileRoute("FETCH /x", 1), ConfigError);
     assert.throws(() => compileRoute("no-slash", 1), ConfigError);
@@ -88,6 +99,8 @@ describe("startup validation", () => {
     ["bad settlement", () => paywall({ payTo, settler, settlement: "later" as never, routes: { "/x": { price: "$1" } } }), /"after" or "before"/],
     ["bad route key", () => paywall({ payTo, settler, routes: { "FETCH /x": { price: "$1" } } }), /unknown HTTP method/],
     ["bad maxCalls", () => paywall({ payTo, settler, routes: { "/x": { price: "$1", maxCalls: 0 } } }), /maxCalls/],
+    ["payments not an object", () => paywall({ payTo, settler, routes: { "/x": { price: "$1" } }, payments: true as never }), /payments.*as an object/],
+    ["short payments.adminKey", () => paywall({ payTo, settler, routes: { "/x": { price: "$1" } }, payments: { adminKey: "short" } }), /payments\.adminKey.*at least 16 characters/],
     ["money price on a chain without USDC", () => requirePayment({ payTo, settler, network: "eip155:999", price: "$1" }), /default USDC/],
   ];
   for (const [label, make, msg] of cases) {

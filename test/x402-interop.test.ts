@@ -97,7 +97,10 @@ describe("x402 interop with real clients on a real chain", function () {
       app.app.set("trust proxy", true);
       assert.equal(await resourceFor({ host: "b.test", ...forwarded }), "https://api.example.com/v1/weather");
       assert.equal(await resourceFor({ host: "b.test", ...forwarded, "x-forwarded-host": "other.example.com" }), "https://other.example.com/v1/weather");
+      assert.equal(await resourceFor({ host: "b.test" }), "http://b.test/v1/weather"); // trusted, but nothing forwarded
+      assert.equal(await resourceFor({ host: "b.test", "x-forwarded-proto": "https" }), "https://b.test/v1/weather");
       app.app.set("trust proxy", false);
+      assert.equal(await resourceFor({ host: "b.test", "x-forwarded-proto": "https" }), "http://b.test/v1/weather");
       assert.equal(await resourceFor({ host: "b.test", ...forwarded }), "http://b.test/v1/weather");
       assert.equal(sockets.size, 1, "all on one connection");
     } finally {

@@ -12,7 +12,7 @@
 import express, { type RequestHandler } from "express";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { paymentsRouter, paywall, relayerSettler, type Store } from "server402";
+import { paywall, relayerSettler, type Store } from "server402";
 import { ADMIN_KEY, type Target } from "./types.js";
 
 const PRICE = "$0.01";
@@ -58,7 +58,7 @@ async function inProcessFacilitator(): Promise<string> {
   return f.url;
 }
 
-async function middleware(app: express.Express): Promise<RequestHandler | undefined> {
+async function middleware(): Promise<RequestHandler | undefined> {
   const c = target.chain;
   switch (target.kind) {
     case "bare":
@@ -74,8 +74,8 @@ async function middleware(app: express.Express): Promise<RequestHandler | undefi
           if (e.type === "settled" && e.method === "x402" && settleMs.length < 100_000) settleMs.push(e.durationMs);
         },
         routes: { "GET /weather": { price: PRICE, description: "weather", ...(target.tokens ? { serviceId: "bench", maxCalls: 1_000_000 } : {}) } },
+        ...(target.tokens ? { payments: { adminKey: ADMIN_KEY, createLimit: { max: 1_000_000, windowMs: 60_000 } } } : {}),
       });
-      if (target.tokens) app.use(paymentsRouter({ paywall: pw, adminKey: ADMIN_KEY, createLimit: { max: 1_000_000, windowMs: 60_000 } }));
       return pw;
     }
     case "x402-express": {
@@ -99,7 +99,7 @@ async function middleware(app: express.Express): Promise<RequestHandler | undefi
 
 const app = express();
 app.disable("x-powered-by");
-const mw = await middleware(app);
+const mw = await middleware();
 if (mw) app.use(mw);
 app.get("/weather", (_req, res) => void res.json(body));
 app.get("/__bench/stats", (_req, res) => void res.json({ settleMs }));

@@ -17,7 +17,7 @@ export interface Target {
   store?: "memory" | "sqlite" | "redis";
   sqlitePath?: string;
   redisUrl?: string;
-  /** Route accepts prepaid tokens: serviceId "bench", 1,000,000 calls per token, payments API mounted. */
+  /** Route accepts prepaid tokens: serviceId "bench", 1,000,000 calls per token, payments API served by the paywall (`payments` option). */
   tokens?: boolean;
   chain: {
     rpcUrl: string;

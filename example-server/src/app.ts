@@ -7,7 +7,7 @@
  */
 import express, { type ErrorRequestHandler, type Express, type Request } from "express";
 import { pino, type Logger } from "pino";
-import { paymentsRouter, paywall, type PaymentEvent, type PaywallMiddleware, type RouteOptions, type Settler, type Store, type PaymentChecker } from "server402";
+import { paywall, type PaymentEvent, type PaywallMiddleware, type RouteOptions, type Settler, type Store, type PaymentChecker } from "server402";
 import { compareHandler, validateFaceRequest, type CompareDeps } from "./face/compare.js";
 import { services as defaultServices } from "./service.js";
 import type { Config } from "./config.js";
@@ -94,6 +94,7 @@ export function createApp(deps: AppDeps): App {
       deps.onEvent?.(e);
     },
     routes: routeTable(services),
+    payments: { adminKey: config.adminKey },
   });
 
   const compareDeps: CompareDeps = {
@@ -120,7 +121,6 @@ export function createApp(deps: AppDeps): App {
     const paths = [s.endpoint, ...s.legacyEndpoints];
     app.post(paths, faceJson, validateFaceRequest(config.imageMaxBytes));
   }
-  app.use(paymentsRouter({ paywall: pw, adminKey: config.adminKey }));
   app.use(mcpRouter({ services, paywall: pw, compare: compareDeps, bodyLimitBytes: config.bodyLimitBytes, onError: (err) => onError(err) }));
   app.use(pw);
   for (const s of services) {

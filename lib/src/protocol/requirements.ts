@@ -7,6 +7,9 @@ import type { Address } from "viem";
 import type { AssetInfo, NetworkInfo } from "./networks.js";
 import type { PaymentRequiredV2, PaymentRequirementsV1, PaymentRequirementsV2 } from "./types.js";
 
+/** The 402 `error` when no payment was sent (x402-express wording, which clients show). */
+export const NO_PAYMENT = "X-PAYMENT header is required";
+
 /** Everything the server asks for one paid request. */
 export interface Offer {
   network: NetworkInfo;

@@ -13,13 +13,14 @@ import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAt
 import { resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
-import { toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
+import { NO_PAYMENT, toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
 import { HEADER } from "../../protocol/types.js";
 import { MemoryStore } from "../../state/memory.js";
 import type { StoredPayment } from "../../state/store.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
-import { normalizePath, RouteTable } from "../routes.js";
+import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
+import { normalizePath, requestPath, RouteTable } from "../routes.js";
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -35,6 +36,12 @@ declare global {
 export interface PaywallOptions extends PaymentOptions {
   /** Route table: `{ "POST /api/x": { price: "$0.20", ... } }`. Keys are matched against the mount-relative path. */
   routes: Record<string, RouteOptions<Request>>;
+  /**
+   * Also serve the prepaid payments API (create, show, pay, confirm, ledger)
+   * from this middleware, under `paymentsPath`. Without it, mount
+   * `paymentsRouter({ paywall })` if you sell prepaid tokens.
+   */
+  payments?: Omit<PaymentsApiOptions, "path">;
 }
 
 /** The middleware, with the resolved configuration attached for the payments router, MCP and catalogs. */
@@ -58,8 +65,6 @@ export interface PaywallMiddleware extends RequestHandler {
 }
 
 const MAX_CACHE = 1000;
-/** The 402 `error` when no payment was sent (x402-express wording, which clients show). */
-export const NO_PAYMENT = "X-PAYMENT header is required";
 
 function cacheKey(route: ResolvedRoute<Request>, base: string, resource: string, amount: bigint, reason: string): string {
   return `${route.key}|${base}|${resource}|${amount}|${reason}`;
@@ -104,18 +109,22 @@ const origins = new WeakMap<object, OriginMemo>();
  * proxy`). Express computes those on every read; requests on a kept-alive
  * connection mostly repeat the same headers, so the answer is remembered per
  * socket and reused while Host, X-Forwarded-Proto/Host and the trust setting
- * are unchanged.
+ * are unchanged. Without X-Forwarded-* headers the trust setting cannot change
+ * the answer, and it is not read (each read of `req.app` is one more
+ * inline-cache miss; see `requestPath`).
  */
-function origin(req: Request, options: PaymentOptions): string {
+function origin(req: Request, options: PaymentOptions, h: Request["headers"] = req.headers): string {
   if (options.publicUrl) return options.publicUrl;
-  const h = req.headers;
-  const trust: unknown = req.app?.settings["trust proxy fn"];
-  const memo = origins.get(req.socket);
-  if (memo && memo.host === h.host && memo.forwardedProto === h["x-forwarded-proto"] && memo.forwardedHost === h["x-forwarded-host"] && memo.trust === trust) {
+  const forwardedProto = h["x-forwarded-proto"];
+  const forwardedHost = h["x-forwarded-host"];
+  const trust: unknown = forwardedProto === undefined && forwardedHost === undefined ? undefined : req.app?.settings["trust proxy fn"];
+  const socket = req.socket;
+  const memo = origins.get(socket);
+  if (memo && memo.host === h.host && memo.forwardedProto === forwardedProto && memo.forwardedHost === forwardedHost && memo.trust === trust) {
     return memo.origin;
   }
   const computed = `${req.protocol}://${req.host}`;
-  origins.set(req.socket, { host: h.host, forwardedProto: h["x-forwarded-proto"], forwardedHost: h["x-forwarded-host"], trust, origin: computed });
+  origins.set(socket, { host: h.host, forwardedProto, forwardedHost, trust, origin: computed });
   return computed;
 }
 
@@ -131,8 +140,11 @@ export function paywall(options: PaywallOptions): PaywallMiddleware {
   if (!options || typeof options.routes !== "object" || options.routes === null || Object.keys(options.routes).length === 0) {
     throw new ConfigError("routes", 'give at least one priced route, e.g. { "POST /api/thing": { price: "$0.01" } }.');
   }
+  if (options.payments !== undefined && (typeof options.payments !== "object" || options.payments === null)) {
+    throw new ConfigError("payments", "give the payments API's options as an object, e.g. { adminKey: process.env.ADMIN_KEY }.");
+  }
   const { engine, table } = build(options, options.routes);
-  return makeMiddleware(engine, table, options, (req, path) => table.match(req.method, path)?.value);
+  return makeMiddleware(engine, table, options, (method, path) => table.match(method, path)?.value, options.payments);
 }
 
 /** The same engine on one route: `app.post(path, requirePayment({ price, payTo, settler }), handler)`. */
@@ -146,7 +158,8 @@ function makeMiddleware(
   engine: PaymentEngine,
   table: RouteTable<ResolvedRoute<Request>>,
   options: PaymentOptions,
-  pick: (req: Request, path: string) => ResolvedRoute<Request> | undefined,
+  pick: (method: string, path: string) => ResolvedRoute<Request> | undefined,
+  payments?: PaymentsApiOptions,
 ): PaywallMiddleware {
   installPaymentAccessor();
   const cache = new Map<string, { body: string; header: string }>();
@@ -326,15 +339,21 @@ function makeMiddleware(
   // Not async itself: the paid paths return their own promises (Express 5 routes their rejections),
   // so a token-paid request does not pay for one more promise adopting another.
   const middleware = function server402(req: Request, res: Response, next: NextFunction): void | Promise<void> {
-    if (req.method === "OPTIONS") return next();
-    const path = normalizePath(req.path);
-    const route = pick(req, path);
+    const method = req.method;
+    if (method === "OPTIONS") return next();
+    const rawPath = requestPath(req);
+    if (api?.(req, res, next, rawPath)) return;
+    const path = normalizePath(rawPath);
+    const route = pick(method, path);
     if (!route) return next();
-    const base = origin(req, options);
-    const resource = base + (req.baseUrl && path === "/" ? req.baseUrl : req.baseUrl + path);
-    const token = headerValue(req.headers[HEADER.token]);
-    const v2 = headerValue(req.headers[HEADER.v2Payment]);
-    const v1 = headerValue(req.headers[HEADER.v1Payment]);
+    // Each property of `req` is read once (see `requestPath`).
+    const headers = req.headers;
+    const base = origin(req, options, headers);
+    const baseUrl = req.baseUrl;
+    const resource = base + (baseUrl && path === "/" ? baseUrl : baseUrl + path);
+    const token = headerValue(headers[HEADER.token]);
+    const v2 = headerValue(headers[HEADER.v2Payment]);
+    const v1 = headerValue(headers[HEADER.v1Payment]);
     if (token === undefined && v2 === undefined && v1 === undefined && route.staticPrice) {
       // hot path: an unpaid request for a static price is answered from the cache
       const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT));
@@ -344,7 +363,7 @@ function makeMiddleware(
     return handleOffer(req, res, next, route, resource, base, v1, v2);
   } as PaywallMiddleware;
 
-  return Object.assign(middleware, {
+  const pw = Object.assign(middleware, {
     engine,
     routes: table.routes.map((r) => r.value),
     options,
@@ -354,6 +373,8 @@ function makeMiddleware(
     sendError,
     origin: (req: Request) => origin(req, options),
   });
+  const api = payments ? paymentsDispatcher(pw, { ...payments, path: paymentsPath }, "payments") : undefined;
+  return pw;
 }
 
 /** Where a request's payment is kept: `res.locals[PAYMENT]`, read as `req.payment`. */
