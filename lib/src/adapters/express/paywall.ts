@@ -3,6 +3,7 @@
  * `requirePayment({ price, ... })` for one route. Both answer x402 v1 and v2
  * clients on the same route and accept prepaid `X-Payment-Token`s.
  */
+import { EventEmitter } from "node:events";
 import { IncomingMessage } from "node:http";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } from "../../errors.js";
@@ -65,6 +66,7 @@ export interface PaywallMiddleware extends RequestHandler {
 }
 
 const MAX_CACHE = 1000;
+const addListener = EventEmitter.prototype.on;
 
 function cacheKey(route: ResolvedRoute<Request>, base: string, resource: string, amount: bigint, reason: string): string {
   return `${route.key}|${base}|${resource}|${amount}|${reason}`;
@@ -159,7 +161,7 @@ function makeMiddleware(
   table: RouteTable<ResolvedRoute<Request>>,
   options: PaymentOptions,
   pick: (method: string, path: string) => ResolvedRoute<Request> | undefined,
-  payments?: PaymentsApiOptions,
+  paymentsApi?: PaymentsApiOptions,
 ): PaywallMiddleware {
   installPaymentAccessor();
   const cache = new Map<string, { body: string; header: string }>();
@@ -275,11 +277,12 @@ function makeMiddleware(
 
   /** A reserved token call: run the handler, then commit or release the call. */
   function admitToken(req: Request, res: Response, next: NextFunction, attempt: TokenAttempt, advertised: string): void {
-    setPayment(req, res, attempt.info);
+    requestPayments.set(req, attempt.info);
     // 'close' follows 'finish', or comes alone when the client went away: commit the call only when
     // the whole answer was sent with a status < 400, else give it back. (A closure, not a property on
     // `res`: adding properties to Express's response objects costs more than the allocation.)
-    res.on("close", () => engine.finishToken(attempt, advertised, res.writableFinished && res.statusCode < 400));
+    // (`on` taken from EventEmitter.prototype: reading it from `res` is one more inline-cache miss; see `requestPath`.)
+    addListener.call(res, "close", () => engine.finishToken(attempt, advertised, res.writableFinished && res.statusCode < 400));
     next();
   }
 
@@ -292,7 +295,7 @@ function makeMiddleware(
       return sendError(res, err, offer, route, base, version);
     }
     const responseHeader = version === 2 ? HEADER.v2Response : HEADER.v1Response;
-    setPayment(req, res, attempt.info);
+    requestPayments.set(req, attempt.info);
 
     if (route.settlement === "before") {
       try {
@@ -373,20 +376,23 @@ function makeMiddleware(
     sendError,
     origin: (req: Request) => origin(req, options),
   });
-  const api = payments ? paymentsDispatcher(pw, { ...payments, path: paymentsPath }, "payments") : undefined;
+  const api = paymentsApi ? paymentsDispatcher(pw, { ...paymentsApi, path: paymentsPath }, "payments") : undefined;
   return pw;
 }
 
-/** Where a request's payment is kept: `res.locals[PAYMENT]`, read as `req.payment`. */
-const PAYMENT = Symbol.for("server402.payment");
+/**
+ * Requests' payments, read as `req.payment`: a WeakMap keyed by the request,
+ * kept in the global symbol registry so that every copy of server402 in the
+ * process shares it. Express gives each request a hidden class of its own
+ * (see `requestPath`): a new property on `req` costs a map transition (about
+ * 5% of a token-paid request, measured), a read of `res.locals` an
+ * inline-cache miss; a WeakMap entry costs neither.
+ */
+const requestPayments = ((globalThis as Record<symbol, unknown>)[Symbol.for("server402.payments")] ??= new WeakMap<object, PaymentInfo>()) as WeakMap<object, PaymentInfo>;
 
 /**
- * Make `req.payment` readable on every request. Express gives each request a
- * prototype of its app's own, and a new own property on such objects is
- * costly (about 5% of a token-paid request). So the value goes to
- * `res.locals` (a dictionary object Express makes per request) under a
- * symbol, and `req.payment` is an accessor installed once on
- * `http.IncomingMessage.prototype`, which every app's (and sub-app's)
+ * Make `req.payment` readable on every request: an accessor installed once
+ * on `http.IncomingMessage.prototype`, which every app's (and sub-app's)
  * requests inherit. Assigning `req.payment` still works.
  */
 function installPaymentAccessor(): void {
@@ -394,22 +400,14 @@ function installPaymentAccessor(): void {
   Object.defineProperty(IncomingMessage.prototype, "payment", {
     configurable: true,
     enumerable: false,
-    get(this: Request): PaymentInfo | undefined {
-      return (this.res?.locals as Record<symbol, PaymentInfo | undefined> | undefined)?.[PAYMENT];
+    get(this: object): PaymentInfo | undefined {
+      return requestPayments.get(this);
     },
-    set(this: Request, value: PaymentInfo | undefined) {
-      const locals = this.res?.locals as Record<symbol, unknown> | undefined;
-      if (locals) locals[PAYMENT] = value;
-      else Object.defineProperty(this, "payment", { value, writable: true, configurable: true, enumerable: true });
+    set(this: object, value: PaymentInfo | undefined) {
+      if (value === undefined) requestPayments.delete(this);
+      else requestPayments.set(this, value);
     },
   });
-}
-
-/** Set `req.payment` (see `installPaymentAccessor`); without `res.locals` (not an Express response) an own property. */
-function setPayment(req: Request, res: Response, info: PaymentInfo): void {
-  const locals = res.locals as Record<symbol, unknown> | undefined;
-  if (locals) locals[PAYMENT] = info;
-  else req.payment = info;
 }
 
 function appendCacheControlPrivate(res: Response) {
