@@ -29,6 +29,8 @@ export interface ServerProcessOptions {
   env: Record<string, string | undefined>;
   /** Extra modules loaded with `node --import` before the server (test instrumentation). */
   preload?: string[];
+  /** Extra Node.js flags for the server process, e.g. `--expose-gc`. */
+  nodeFlags?: string[];
   /** How long to wait for the server to answer HTTP. Default 30 000 ms. */
   readyTimeoutMs?: number;
   /** Name in error messages and debug output. Default "server". */
@@ -83,7 +85,7 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
   const name = options.name ?? "server";
   const env: Record<string, string> = { ...baseEnv(), PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "warn" };
   for (const [k, v] of Object.entries(options.env)) if (v !== undefined) env[k] = v;
-  const args = ["--conditions=server402-source", "--import", "tsx"];
+  const args = [...(options.nodeFlags ?? []), "--conditions=server402-source", "--import", "tsx"];
   for (const p of options.preload ?? []) args.push("--import", p);
   args.push(MAIN);
 
