@@ -141,12 +141,12 @@ describe("reliability 7: sustained token-paid load on the example server process
     const late = samples.filter((s) => s.t >= SECONDS - window).map((s) => s.rss);
     const growthMb = (floor(late) - floor(early)) / 1e6;
     const mb = (b: number) => (b / 1e6).toFixed(0);
-    // Live data vs heap sizing, from inside the server (mem-probe.ts): the lowest heapUsed of a window is a
-    // sample taken right after a full GC (without those, a window with no major GC kept its dead objects:
-    // one run read +29 MB that the next runs of the same code did not).
+    // Live data vs heap sizing, from inside the server (mem-probe.ts): the lowest heapUsed among a window's
+    // samples taken right after a full GC (the lowest of all samples kept a window's dead objects when it
+    // had no major GC: one run read +29 MB that the next runs of the same code did not).
     const mem = readFileSync(memLog, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as { t: number; heapUsed: number; heapTotal: number; gc: boolean });
     const memAt = (from: number, to: number) => mem.filter((m) => m.t >= from && m.t < to);
-    const lowHeap = (xs: typeof mem) => Math.min(...xs.map((m) => m.heapUsed));
+    const lowHeap = (xs: typeof mem) => Math.min(...xs.filter((m) => m.gc).map((m) => m.heapUsed));
     const serverStart = mem.length ? mem[mem.length - 1]!.t - (Date.now() - started) / 1000 : 0;
     const heapEarly = memAt(serverStart + warmup, serverStart + warmup + window);
     const heapLate = memAt(serverStart + SECONDS - window, serverStart + SECONDS);
