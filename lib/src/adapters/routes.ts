@@ -27,8 +27,8 @@ export function escapeRegExp(s: string): string {
  * read through `req.url` alone. Express gives every request object a hidden
  * class of its own (it calls `Object.setPrototypeOf` on each), so each
  * property read on it is a V8 inline-cache miss (about 2,000 instructions,
- * counted with callgrind); the `req.path` getter
- * makes three such reads, this one. Gives what parseurl gives for a URL that
+ * counted with callgrind); the `req.path` getter makes three such reads,
+ * this one. Gives what parseurl gives for a URL that
  * starts with `/` and has no tab, newline, form feed, carriage return, space,
  * `#`, U+00A0 or U+FEFF; any other URL is left to `req.path`.
  */

@@ -11,6 +11,9 @@ import { resolveNetwork, requireAddress, type AssetInfo, type NetworkInfo } from
 import { resolvePrice, type AtomicPrice, type PriceInput, type ResolvedPrice } from "../protocol/price.js";
 import type { Store } from "../state/store.js";
 
+/** Where the prepaid payments API is served and advertised unless `paymentsPath` says otherwise. */
+export const DEFAULT_PAYMENTS_PATH = "/api/payments";
+
 /** A price, or a function of the request returning one (dynamic pricing). */
 export type RoutePrice<Req> = PriceInput | ((req: Req) => PriceInput | Promise<PriceInput>);
 
@@ -82,7 +85,7 @@ export interface PaymentOptions {
   tokenLeaseMs?: number;
   /** Accept prepaid `X-Payment-Token`s on routes with a serviceId. Default true. */
   acceptTokens?: boolean;
-  /** Where the payments API is mounted, advertised in 402 answers. Default "/api/payments". */
+  /** Where the payments API is mounted, advertised in 402 answers. Default `DEFAULT_PAYMENTS_PATH` ("/api/payments"). */
   paymentsPath?: string;
   /** Receives payment events (metrics). Must not throw. */
   onEvent?: (e: PaymentEvent) => void;

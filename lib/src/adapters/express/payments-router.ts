@@ -7,7 +7,7 @@ import { timingSafeEqual, createHash } from "node:crypto";
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from "express";
 import { ConfigError, PaymentError } from "../../errors.js";
 import { toPublicPayment } from "../../core/payment-object.js";
-import type { ResolvedRoute } from "../../core/options.js";
+import { DEFAULT_PAYMENTS_PATH, type ResolvedRoute } from "../../core/options.js";
 import type { X402Attempt } from "../../core/engine.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { usdCents } from "../../protocol/price.js";
@@ -78,7 +78,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
   if (opts.adminKey !== undefined && (typeof opts.adminKey !== "string" || opts.adminKey.length < 16)) {
     throw new ConfigError(`${label}.adminKey`, "must be a string of at least 16 characters (e.g. `openssl rand -hex 32`).");
   }
-  const base = opts.path ?? pw.options.paymentsPath ?? "/api/payments";
+  const base = opts.path ?? pw.options.paymentsPath ?? DEFAULT_PAYMENTS_PATH;
   const ledgerPath = opts.ledgerPath ?? "/api/ledger";
   const limit = opts.createLimit ?? { max: 30, windowMs: 60_000 };
   const maxPending = opts.maxPending ?? 10_000;

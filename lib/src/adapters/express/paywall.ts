@@ -11,7 +11,7 @@ import { createChainReader } from "../../chain/reader.js";
 import { chainChecker, type PaymentChecker } from "../../core/checker.js";
 import type { FacilitatorSettler } from "../../chain/facilitator.js";
 import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt } from "../../core/engine.js";
-import { resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
+import { DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
 import { NO_PAYMENT, toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
@@ -166,7 +166,7 @@ function makeMiddleware(
   installPaymentAccessor();
   const cache = new Map<string, { body: string; header: string }>();
   const acceptTokens = options.acceptTokens !== false;
-  const paymentsPath = options.paymentsPath ?? "/api/payments";
+  const paymentsPath = options.paymentsPath ?? DEFAULT_PAYMENTS_PATH;
 
   async function offerFor(route: ResolvedRoute<Request>, resource: string, req?: Request): Promise<Offer> {
     let price = route.staticPrice;
