@@ -3,7 +3,7 @@
  * reserve decision, error wrapping and common defaults.
  */
 import { Server402Error, StoreError } from "../errors.js";
-import { paymentStatus, type LedgerEntry, type ReserveFailure, type StoredPayment } from "./store.js";
+import { statusAt, type LedgerEntry, type ReserveFailure, type StoredPayment } from "./store.js";
 
 /** Default time a payment is kept after it expires before a store may delete it (30 days). */
 export const DEFAULT_PAYMENT_RETENTION_MS = 30 * 24 * 3600_000;
@@ -54,10 +54,23 @@ export function ledgerBody(entry: LedgerEntry): Omit<LedgerEntry, "id"> {
  * unlapsed reservations exist, or undefined if it can.
  */
 export function reserveRejection(p: StoredPayment, serviceId: string, now: number, live: number): ReserveFailure | undefined {
-  if (p.serviceId !== serviceId) return "wrong_service";
-  const status = paymentStatus(p, now);
-  if (status !== "paid") return status;
-  if (p.callsUsed + live >= p.maxCalls) return "exhausted";
+  return rejectionAt(p.serviceId === serviceId, p.status, p.callsUsed, p.maxCalls, p.expiresAt, now, live);
+}
+
+/** `reserveRejection` from the payment's fields (see `statusAt`). */
+export function rejectionAt(
+  sameService: boolean,
+  status: StoredPayment["status"],
+  callsUsed: number,
+  maxCalls: number,
+  expiresAt: number,
+  now: number,
+  live: number,
+): ReserveFailure | undefined {
+  if (!sameService) return "wrong_service";
+  const derived = statusAt(status, callsUsed, maxCalls, expiresAt, now);
+  if (derived !== "paid") return derived;
+  if (callsUsed + live >= maxCalls) return "exhausted";
   return undefined;
 }
 
