@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import express from "express";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import {
   generatePaymentToken,
   hashToken,
@@ -10,6 +13,8 @@ import {
 import { PaymentEngine, type PaymentEvent } from "../lib/src/core/engine.js";
 import { MemoryStore } from "../lib/src/state/memory.js";
 import { PaymentError, StoreError } from "../lib/src/errors.js";
+import { paywall } from "../lib/src/adapters/express/paywall.js";
+import { facilitatorSettler } from "../lib/src/chain/facilitator.js";
 import { samplePayment } from "./store-conformance.js";
 
 describe("payment tokens and ids", function () {
@@ -130,3 +135,77 @@ describe("PaymentEngine token calls", function () {
     await store.close();
   });
 });
+
+describe("paywall token events", function () {
+  it("with onEvent, a token call's events carry the request's resource URL (mount path included); without, calls work the same", async function () {
+    const events: PaymentEvent[] = [];
+    const serve = async (onEvent?: (e: PaymentEvent) => void) => {
+      const store = new MemoryStore();
+      const token = generatePaymentToken();
+      const p = samplePayment({ tokenHash: hashToken(token), serviceId: "svc", maxCalls: 2, amountAtomic: "20000" });
+      await store.createPayment(p);
+      await store.markPaid(p.paymentId, { paidAt: Date.now() });
+      const router = express.Router();
+      router.use(
+        paywall({
+          payTo: "0x1111111111111111111111111111111111111111",
+          network: "base-sepolia",
+          settler: facilitatorSettler({ url: "http://127.0.0.1:9" }),
+          checker: false,
+          store,
+          onEvent,
+          routes: { "GET /weather": { price: "$0.01", serviceId: "svc" } },
+        }),
+      );
+      router.get("/weather", (req, res) => void res.json({ paidBy: req.payment?.method }));
+      const app = express();
+      app.use("/v1", router);
+      const server = await new Promise<Server>((resolve) => {
+        const s = app.listen(0, "127.0.0.1", () => resolve(s));
+      });
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      return { url, token, store, paymentId: p.paymentId, close: () => new Promise((r) => server.close(r)) };
+    };
+
+    const watched = await serve((e) => events.push(e));
+    try {
+      const res = await fetch(`${watched.url}/v1/weather`, { headers: { "x-payment-token": watched.token } });
+      assert.deepEqual(await res.json(), { paidBy: "token" });
+      const resource = `${watched.url}/v1/weather`;
+      await waitFor(() => events.some((e) => e.type === "settled"));
+      assert.deepEqual(events, [
+        { type: "verified", method: "token", resource },
+        { type: "settled", method: "token", amount: "10000", asset: "", durationMs: 0, resource },
+      ]);
+      const refused = await fetch(`${watched.url}/v1/weather`, { headers: { "x-payment-token": generatePaymentToken() } });
+      assert.equal(refused.status, 402);
+      assert.equal(((await refused.json()) as { accepts: Array<{ resource: string }> }).accepts[0]!.resource, resource);
+      assert.deepEqual(events.slice(2), [
+        { type: "failed", method: "token", reason: "unknown_token", stage: "verify", resource },
+        { type: "payment_required", resource },
+      ]);
+    } finally {
+      await watched.close();
+    }
+
+    const quiet = await serve();
+    try {
+      const res = await fetch(`${quiet.url}/v1/weather`, { headers: { "x-payment-token": quiet.token } });
+      assert.deepEqual(await res.json(), { paidBy: "token" });
+      await waitFor(async () => (await quiet.store.getPayment(quiet.paymentId))!.callsUsed === 1);
+      const refused = await fetch(`${quiet.url}/v1/weather`, { headers: { "x-payment-token": generatePaymentToken() } });
+      assert.equal(((await refused.json()) as { accepts: Array<{ resource: string }> }).accepts[0]!.resource, `${quiet.url}/v1/weather`);
+    } finally {
+      await quiet.close();
+    }
+  });
+});
+
+/** Poll `check` until it holds (the call is committed when the response closes, just after the client has it). */
+async function waitFor(check: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.fail("condition not met within 1 s");
+}

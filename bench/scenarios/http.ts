@@ -152,7 +152,7 @@ export async function scenarioTokens(chain: DevChain): Promise<Scenario> {
   ];
   const notes = [
     `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.rounds} alternating rounds after ${settings.warmup} s warm-up; each connection spends its own prepaid token (1,000,000 calls) bought through POST /api/payments + operator confirm.`,
-    "Each paid request: reserve a call (atomic), run the handler, commit the call after the answer is sent.",
+    "Each paid request: reserve a call (atomic), run the handler, commit the call after the answer is sent. server402 runs without an onEvent hook (scenario 4 has one).",
     placementNote(),
   ];
   if (settings.redisUrl) {

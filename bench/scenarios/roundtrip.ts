@@ -16,7 +16,7 @@ const PRICE = 10_000n; // $0.01
 
 export async function scenarioRoundTrip(chain: DevChain): Promise<Scenario> {
   const contenders: Contender[] = [
-    { name: "server402 + relayer", target: { kind: "server402", chain: chainOf(chain, chain.accounts.relayer.privateKey) }, status: 200 },
+    { name: "server402 + relayer", target: { kind: "server402", settleStats: true, chain: chainOf(chain, chain.accounts.relayer.privateKey) }, status: 200 },
     { name: "x402-express 1.2.0 + in-process facilitator", target: { kind: "x402-express", chain: chainOf(chain, chain.accounts.payers[8]!.privateKey) }, status: 200 },
   ];
   const children = await startTargets(contenders);

@@ -70,9 +70,11 @@ async function middleware(): Promise<RequestHandler | undefined> {
         rpcUrl: c.rpcUrl,
         settler: relayerSettler({ rpcUrl: c.rpcUrl, chainId: c.chainId, privateKey: c.settlerKey }),
         store: await openStore(),
-        onEvent: (e) => {
-          if (e.type === "settled" && e.method === "x402" && settleMs.length < 100_000) settleMs.push(e.durationMs);
-        },
+        onEvent: target.settleStats
+          ? (e) => {
+              if (e.type === "settled" && e.method === "x402" && settleMs.length < 100_000) settleMs.push(e.durationMs);
+            }
+          : undefined,
         routes: { "GET /weather": { price: PRICE, description: "weather", ...(target.tokens ? { serviceId: "bench", maxCalls: 1_000_000 } : {}) } },
         ...(target.tokens ? { payments: { adminKey: ADMIN_KEY, createLimit: { max: 1_000_000, windowMs: 60_000 } } } : {}),
       });

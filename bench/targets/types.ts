@@ -19,6 +19,12 @@ export interface Target {
   redisUrl?: string;
   /** Route accepts prepaid tokens: serviceId "bench", 1,000,000 calls per token, payments API served by the paywall (`payments` option). */
   tokens?: boolean;
+  /**
+   * Collect server402's x402 settlement durations through `onEvent`, for
+   * GET /__bench/stats (scenario 4). Off elsewhere: an event hook is work a
+   * server without one does not do.
+   */
+  settleStats?: boolean;
   chain: {
     rpcUrl: string;
     chainId: number;

@@ -93,6 +93,12 @@ type SyncTokenStore = Store & Required<Pick<Store, "reserveCallSync" | "commitCa
 export class PaymentEngine {
   readonly store: Store;
   readonly settler: Settler;
+  /**
+   * True when an `onEvent` listener was given. The token methods use their
+   * `resource` argument only for events, so an adapter may pass "" without
+   * computing it when this is false.
+   */
+  readonly observed: boolean;
   private readonly checker?: PaymentChecker;
   private readonly tokenLeaseMs: number;
   private readonly lockMargin: number;
@@ -107,6 +113,7 @@ export class PaymentEngine {
     this.tokenLeaseMs = opts.tokenLeaseMs ?? 120_000;
     this.lockMargin = opts.nonceLockMarginSeconds ?? 60;
     this.emit = opts.onEvent ?? (() => {});
+    this.observed = opts.onEvent !== undefined;
     this.now = opts.now ?? Date.now;
     const st = opts.store;
     if (typeof st.reserveCallSync === "function" && typeof st.commitCallSync === "function" && typeof st.releaseCallSync === "function") {

@@ -130,6 +130,12 @@ function origin(req: Request, options: PaymentOptions, h: Request["headers"] = r
   return computed;
 }
 
+/** The absolute URL of a request: origin, the router's base URL, then the (normalised) path. */
+function resourceUrl(req: Request, base: string, path: string): string {
+  const baseUrl = req.baseUrl;
+  return base + (baseUrl && path === "/" ? baseUrl : baseUrl + path);
+}
+
 function headerValue(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
@@ -239,7 +245,9 @@ function makeMiddleware(
   }
 
   /** A refused token: build the offer (only now) and answer 402 with the reason. */
-  async function refuseToken(req: Request, res: Response, next: NextFunction, err: unknown, route: ResolvedRoute<Request>, resource: string, base: string) {
+  async function refuseToken(req: Request, res: Response, next: NextFunction, err: unknown, route: ResolvedRoute<Request>, path: string) {
+    const base = origin(req, options);
+    const resource = resourceUrl(req, base, path);
     let offer: Offer;
     try {
       offer = await offerFor(route, resource, req);
@@ -251,26 +259,27 @@ function makeMiddleware(
 
   /**
    * Token path: the offer is built only when the token is refused (the common
-   * case needs none). With a same-tick store (`engine.syncTokens`) nothing
-   * here waits on a promise.
+   * case needs none), and the resource URL only then or for `onEvent` (the
+   * origin and base URL are two more reads of `req`; see `requestPath`). With
+   * a same-tick store (`engine.syncTokens`) nothing here waits on a promise.
    */
-  function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, resource: string, base: string): void | Promise<void> {
+  function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, path: string): void | Promise<void> {
     const serviceId = route.options.serviceId;
     if (!acceptTokens || !serviceId) {
-      return refuseToken(req, res, next, new PaymentError("tokens_not_accepted", "this route does not accept X-Payment-Token; pay with x402."), route, resource, base);
+      return refuseToken(req, res, next, new PaymentError("tokens_not_accepted", "this route does not accept X-Payment-Token; pay with x402."), route, path);
     }
-    const advertised = route.options.resource ?? resource;
+    const advertised = route.options.resource ?? (engine.observed ? resourceUrl(req, origin(req, options), path) : "");
     if (!engine.syncTokens) {
       return engine.reserveToken(token, serviceId, advertised).then(
         (attempt) => admitToken(req, res, next, attempt, advertised),
-        (err: unknown) => refuseToken(req, res, next, err, route, resource, base),
+        (err: unknown) => refuseToken(req, res, next, err, route, path),
       );
     }
     let attempt: TokenAttempt;
     try {
       attempt = engine.reserveTokenSync(token, serviceId, advertised);
     } catch (err) {
-      return refuseToken(req, res, next, err, route, resource, base);
+      return refuseToken(req, res, next, err, route, path);
     }
     admitToken(req, res, next, attempt, advertised);
   }
@@ -349,20 +358,19 @@ function makeMiddleware(
     const path = normalizePath(rawPath);
     const route = pick(method, path);
     if (!route) return next();
-    // Each property of `req` is read once (see `requestPath`).
+    // Each property of `req` is read once, and only when needed (see `requestPath`).
     const headers = req.headers;
-    const base = origin(req, options, headers);
-    const baseUrl = req.baseUrl;
-    const resource = base + (baseUrl && path === "/" ? baseUrl : baseUrl + path);
     const token = headerValue(headers[HEADER.token]);
+    if (token !== undefined) return handleToken(req, res, next, token, route, path);
+    const base = origin(req, options, headers);
+    const resource = resourceUrl(req, base, path);
     const v2 = headerValue(headers[HEADER.v2Payment]);
     const v1 = headerValue(headers[HEADER.v1Payment]);
-    if (token === undefined && v2 === undefined && v1 === undefined && route.staticPrice) {
+    if (v2 === undefined && v1 === undefined && route.staticPrice) {
       // hot path: an unpaid request for a static price is answered from the cache
       const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT));
       if (hit) return write402(res, hit, route.options.resource ?? resource);
     }
-    if (token !== undefined) return handleToken(req, res, next, token, route, resource, base);
     return handleOffer(req, res, next, route, resource, base, v1, v2);
   } as PaywallMiddleware;
 
