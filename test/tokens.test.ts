@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import express from "express";
-import type { Server } from "node:http";
+import { request as httpRequest, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import {
   generatePaymentToken,
@@ -136,38 +136,55 @@ describe("PaymentEngine token calls", function () {
   });
 });
 
-describe("paywall token events", function () {
+describe("paywall token calls", function () {
+  /** A MemoryStore paywall under /v1 with one paid token of `maxCalls`; GET /v1/weather waits `delayMs`, then answers. */
+  async function serve(opts: { onEvent?: (e: PaymentEvent) => void; maxCalls?: number; delayMs?: number } = {}) {
+    const store = new MemoryStore();
+    const token = generatePaymentToken();
+    const maxCalls = opts.maxCalls ?? 2;
+    const p = samplePayment({ tokenHash: hashToken(token), serviceId: "svc", maxCalls, amountAtomic: String(10000 * maxCalls) });
+    await store.createPayment(p);
+    await store.markPaid(p.paymentId, { paidAt: Date.now() });
+    let runs = 0;
+    const router = express.Router();
+    router.use(
+      paywall({
+        payTo: "0x1111111111111111111111111111111111111111",
+        network: "base-sepolia",
+        settler: facilitatorSettler({ url: "http://127.0.0.1:9" }),
+        checker: false,
+        store,
+        onEvent: opts.onEvent,
+        routes: { "GET /weather": { price: "$0.01", serviceId: "svc" } },
+      }),
+    );
+    router.get("/weather", (req, res) => {
+      runs++;
+      setTimeout(() => void res.json({ paidBy: req.payment?.method }), opts.delayMs ?? 0);
+    });
+    const app = express();
+    app.use("/v1", router);
+    const server = await new Promise<Server>((resolve) => {
+      const s = app.listen(0, "127.0.0.1", () => resolve(s));
+    });
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    return {
+      url,
+      token,
+      store,
+      runs: () => runs,
+      callsUsed: async () => (await store.getPayment(p.paymentId))!.callsUsed,
+      close: async () => {
+        server.closeAllConnections();
+        await new Promise((r) => server.close(r));
+        await store.close();
+      },
+    };
+  }
+
   it("with onEvent, a token call's events carry the request's resource URL (mount path included); without, calls work the same", async function () {
     const events: PaymentEvent[] = [];
-    const serve = async (onEvent?: (e: PaymentEvent) => void) => {
-      const store = new MemoryStore();
-      const token = generatePaymentToken();
-      const p = samplePayment({ tokenHash: hashToken(token), serviceId: "svc", maxCalls: 2, amountAtomic: "20000" });
-      await store.createPayment(p);
-      await store.markPaid(p.paymentId, { paidAt: Date.now() });
-      const router = express.Router();
-      router.use(
-        paywall({
-          payTo: "0x1111111111111111111111111111111111111111",
-          network: "base-sepolia",
-          settler: facilitatorSettler({ url: "http://127.0.0.1:9" }),
-          checker: false,
-          store,
-          onEvent,
-          routes: { "GET /weather": { price: "$0.01", serviceId: "svc" } },
-        }),
-      );
-      router.get("/weather", (req, res) => void res.json({ paidBy: req.payment?.method }));
-      const app = express();
-      app.use("/v1", router);
-      const server = await new Promise<Server>((resolve) => {
-        const s = app.listen(0, "127.0.0.1", () => resolve(s));
-      });
-      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-      return { url, token, store, paymentId: p.paymentId, close: () => new Promise((r) => server.close(r)) };
-    };
-
-    const watched = await serve((e) => events.push(e));
+    const watched = await serve({ onEvent: (e) => events.push(e) });
     try {
       const res = await fetch(`${watched.url}/v1/weather`, { headers: { "x-payment-token": watched.token } });
       assert.deepEqual(await res.json(), { paidBy: "token" });
@@ -192,11 +209,41 @@ describe("paywall token events", function () {
     try {
       const res = await fetch(`${quiet.url}/v1/weather`, { headers: { "x-payment-token": quiet.token } });
       assert.deepEqual(await res.json(), { paidBy: "token" });
-      await waitFor(async () => (await quiet.store.getPayment(quiet.paymentId))!.callsUsed === 1);
+      await waitFor(async () => (await quiet.callsUsed()) === 1);
       const refused = await fetch(`${quiet.url}/v1/weather`, { headers: { "x-payment-token": generatePaymentToken() } });
       assert.equal(((await refused.json()) as { accepts: Array<{ resource: string }> }).accepts[0]!.resource, `${quiet.url}/v1/weather`);
     } finally {
       await quiet.close();
+    }
+  });
+
+  it("a client that goes away before the answer is not charged: its 1-call token still buys one call", async function () {
+    const app = await serve({ maxCalls: 1, delayMs: 150 });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const req = httpRequest(`${app.url}/v1/weather`, { headers: { "x-payment-token": app.token } });
+        req.on("error", () => resolve()); // the socket we destroy
+        req.on("response", () => reject(new Error("the answer came before the client left")));
+        req.end();
+        const gone = setInterval(() => {
+          if (app.runs() === 1) {
+            clearInterval(gone);
+            req.destroy();
+          }
+        }, 2);
+      });
+      await new Promise((r) => setTimeout(r, 300)); // the handler answers into the closed connection
+      assert.equal(app.runs(), 1);
+      assert.equal(await app.callsUsed(), 0);
+      assert.equal(app.store.stats().reservations, 0, "the reservation was given back, not left to lapse");
+      const res = await fetch(`${app.url}/v1/weather`, { headers: { "x-payment-token": app.token } });
+      assert.deepEqual(await res.json(), { paidBy: "token" });
+      await waitFor(async () => (await app.callsUsed()) === 1);
+      const after = await fetch(`${app.url}/v1/weather`, { headers: { "x-payment-token": app.token } });
+      assert.equal(after.status, 402);
+      assert.equal(((await after.json()) as { error: string }).error, "exhausted");
+    } finally {
+      await app.close();
     }
   });
 });

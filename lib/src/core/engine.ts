@@ -96,7 +96,8 @@ export class PaymentEngine {
   /**
    * True when an `onEvent` listener was given. The token methods use their
    * `resource` argument only for events, so an adapter may pass "" without
-   * computing it when this is false.
+   * computing it when this is false (a paid call's events are then not even
+   * built).
    */
   readonly observed: boolean;
   private readonly checker?: PaymentChecker;
@@ -274,7 +275,7 @@ export class PaymentEngine {
       throw err;
     }
     const p = r.payment;
-    this.emit({ type: "verified", method: "token", resource });
+    if (this.observed) this.emit({ type: "verified", method: "token", resource });
     return {
       reservationId: r.reservationId,
       info: {
@@ -310,7 +311,7 @@ export class PaymentEngine {
   }
 
   private tokenSettled(attempt: TokenAttempt, resource: string): void {
-    this.emit({ type: "settled", method: "token", amount: attempt.info.amount, asset: attempt.info.asset ?? "", durationMs: 0, resource });
+    if (this.observed) this.emit({ type: "settled", method: "token", amount: attempt.info.amount, asset: attempt.info.asset ?? "", durationMs: 0, resource });
   }
 
   private commitFailed(err: unknown, resource: string): void {
