@@ -173,6 +173,17 @@ export function rssOf(pid: number): number {
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
+/**
+ * CPU time a process has used so far, user + system, all threads, in seconds
+ * (Linux /proc; clock ticks of 1/100 s).
+ */
+export function cpuSecondsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // fields after the command name, which is in parentheses and may hold spaces
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
 // ---------------------------------------------------------------- load
 
 export interface LoadResult {

@@ -3,14 +3,16 @@
  * same route under several contenders, each in its own process, driven by
  * autocannon from the bench process, alternating contenders round by round.
  * Every ratio compares a contender with bare Express measured in the same
- * round, so machine noise hits both sides of a ratio alike.
+ * round, so machine noise hits both sides of a ratio alike. Beside req/s,
+ * each run records the server process's CPU time per request, which a stall
+ * of the machine (another tenant, the load generator) changes far less.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DevChain } from "server402/devchain";
 import { ADMIN_KEY, type Target } from "../targets/types.js";
-import { fmt, load, log, median, pin, rotate, settings, startChild, type Child, type LoadResult, type Scenario } from "../lib.js";
+import { cpuSecondsOf, fmt, load, log, median, pin, rotate, settings, startChild, type Child, type LoadResult, type Scenario } from "../lib.js";
 
 export interface Contender {
   name: string;
@@ -54,6 +56,8 @@ export async function buyTokens(url: string, n: number): Promise<string[]> {
 interface Run extends LoadResult {
   round: number;
   contender: string;
+  /** The server process's CPU time (user + system) per answered request, µs. */
+  cpuUs: number;
 }
 
 /**
@@ -73,9 +77,12 @@ export async function alternate(
   const runs: Run[] = [];
   for (let round = 0; round < settings.rounds; round++) {
     for (const i of rotate(idx, round)) {
+      const pid = children[i]!.pid;
+      const cpuBefore = cpuSecondsOf(pid);
       const r = await load({ url: `${children[i]!.url}/weather`, ...headersFor(i) });
-      runs.push({ ...r, round, contender: contenders[i]!.name });
-      log(`round ${round + 1}/${settings.rounds} ${contenders[i]!.name}: ${fmt.int(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, statuses ${JSON.stringify(r.statuses)}`);
+      const cpuUs = ((cpuSecondsOf(pid) - cpuBefore) * 1e6) / Math.max(1, r.total);
+      runs.push({ ...r, round, contender: contenders[i]!.name, cpuUs });
+      log(`round ${round + 1}/${settings.rounds} ${contenders[i]!.name}: ${fmt.int(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${cpuUs.toFixed(0)} µs/request, statuses ${JSON.stringify(r.statuses)}`);
     }
   }
   return runs;
@@ -89,12 +96,16 @@ export function summarize(id: number, title: string, goal: string, contenders: C
   const raw: Record<string, unknown> = {};
   for (const c of contenders) {
     const mine = runs.filter((r) => r.contender === c.name);
-    const ratios = mine.map((r) => r.rps / runs.find((b) => b.contender === bare && b.round === r.round)!.rps);
+    const bareOf = (r: Run) => runs.find((b) => b.contender === bare && b.round === r.round)!;
+    const ratios = mine.map((r) => r.rps / bareOf(r).rps);
+    // the same comparison by the server's CPU time per request (bare's ÷ this one's): noise that
+    // stalls a run (another tenant, the load generator) lowers its req/s but hardly its CPU per request
+    const cpuRatios = mine.map((r) => bareOf(r).cpuUs / r.cpuUs);
     const bad = mine.reduce((n, r) => n + r.errors + r.timeouts + Object.entries(r.statuses).filter(([s]) => Number(s) !== c.status).reduce((m, [, v]) => m + v, 0), 0);
     const ratio = median(ratios);
     const ok = c.goal === undefined ? undefined : ratio >= c.goal && bad === 0;
     if (ok !== undefined) met = (met ?? true) && ok;
-    raw[c.name] = { runs: mine, ratios, medianRatio: ratio, unexpectedAnswers: bad };
+    raw[c.name] = { runs: mine, ratios, medianRatio: ratio, cpuRatios, medianCpuRatio: median(cpuRatios), unexpectedAnswers: bad };
     rows.push([
       c.name,
       `${c.status}`,
@@ -103,6 +114,8 @@ export function summarize(id: number, title: string, goal: string, contenders: C
       fmt.ms(median(mine.map((r) => r.p99)), 0),
       c.name === bare ? "1.00" : fmt.ratio(ratio),
       c.name === bare ? "" : ratios.map(fmt.ratio).join(" / "),
+      `${median(mine.map((r) => r.cpuUs)).toFixed(0)} µs`,
+      c.name === bare ? "1.00" : fmt.ratio(median(cpuRatios)),
       c.goal === undefined ? "" : `≥ ${c.goal.toFixed(2)} ${ok ? "✓" : "✗"}`,
       bad ? `${bad} unexpected` : "0",
     ]);
@@ -112,7 +125,7 @@ export function summarize(id: number, title: string, goal: string, contenders: C
     title,
     goal,
     met,
-    columns: ["contender", "status", "req/s (median)", "p50", "p99", "ratio to bare (median)", "per-round ratios", "goal", "errors"],
+    columns: ["contender", "status", "req/s (median)", "p50", "p99", "ratio to bare (median)", "per-round ratios", "server CPU / request", "CPU-time ratio", "goal", "errors"],
     rows,
     notes,
     raw,
