@@ -8,6 +8,7 @@ import type { LedgerEntry, NonceState, ReservedPayment, ReserveResult, Store, St
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
+  OPTIONAL_STRING_FIELDS,
   RESERVATION_GC_MS,
   duplicatePaymentError,
   ledgerBody,
@@ -148,7 +149,7 @@ class PaymentRecord implements StoredPayment {
   }
 }
 
-const OPTIONAL_FIELDS = ["paidAt", "provider", "transaction", "network", "payer", "createdBy"] as const;
+const OPTIONAL_FIELDS = ["paidAt", ...OPTIONAL_STRING_FIELDS] as const;
 
 /** A `Store` kept in this process's memory. Not shared, not durable. */
 export class MemoryStore implements Store {

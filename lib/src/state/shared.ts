@@ -20,7 +20,8 @@ export const DEFAULT_LEDGER_LIMIT = 1000;
 
 const NUMBER_FIELDS = ["amountCents", "maxCalls", "callsUsed", "expiresAt", "createdAt"] as const;
 const STRING_FIELDS = ["paymentId", "serviceId", "tokenHash", "status", "amountAtomic", "currency", "billingMode", "payTo"] as const;
-const OPTIONAL_STRING_FIELDS = ["provider", "transaction", "network", "payer", "createdBy"] as const;
+/** The optional string fields of a payment (`paidAt` is its one optional number). */
+export const OPTIONAL_STRING_FIELDS = ["provider", "transaction", "network", "payer", "createdBy"] as const;
 
 /** The fields of a payment as a flat record, undefined ones left out. */
 export function paymentToRecord(p: StoredPayment): Record<string, string | number> {
