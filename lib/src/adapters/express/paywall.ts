@@ -263,12 +263,12 @@ function makeMiddleware(
    * origin and base URL are two more reads of `req`; see `requestPath`). With
    * a same-tick store (`engine.syncTokens`) nothing here waits on a promise.
    */
-  function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, path: string): void | Promise<void> {
+  function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, path: string, headers: Request["headers"]): void | Promise<void> {
     const serviceId = route.options.serviceId;
     if (!acceptTokens || !serviceId) {
       return refuseToken(req, res, next, new PaymentError("tokens_not_accepted", "this route does not accept X-Payment-Token; pay with x402."), route, path);
     }
-    const advertised = route.options.resource ?? (engine.observed ? resourceUrl(req, origin(req, options), path) : "");
+    const advertised = route.options.resource ?? (engine.observed ? resourceUrl(req, origin(req, options, headers), path) : "");
     if (!engine.syncTokens) {
       return engine.reserveToken(token, serviceId, advertised).then(
         (attempt) => admitToken(req, res, next, attempt, advertised),
@@ -361,7 +361,7 @@ function makeMiddleware(
     // Each property of `req` is read once, and only when needed (see `requestPath`).
     const headers = req.headers;
     const token = headerValue(headers[HEADER.token]);
-    if (token !== undefined) return handleToken(req, res, next, token, route, path);
+    if (token !== undefined) return handleToken(req, res, next, token, route, path, headers);
     const base = origin(req, options, headers);
     const resource = resourceUrl(req, base, path);
     const v2 = headerValue(headers[HEADER.v2Payment]);
