@@ -11,14 +11,19 @@
  * loopback, so each creation names its own client address and the
  * per-client creation limit (30/min) does not throttle the test.
  *
- * Memory: the server's RSS is sampled every second; after a warm-up of half
- * the run (at least 20 s: V8 grows its heap reservation for the first ~30 s
- * of this load, then holds it), the RSS floor of the last 10 s (25th
- * percentile of its samples: GC makes single samples swing by tens of MB)
- * may exceed the floor of the first 10 s after warm-up by at most 50 MB,
- * and the live V8 heap (lowest heapUsed of a window, reported by
- * mem-probe.ts inside the server right after a full garbage collection every
- * 5 s) by at most 25 MB.
+ * Memory: process.memoryUsage() is logged every second inside the server
+ * (mem-probe.ts), each 5th sample right after a full garbage collection.
+ * RSS is the V8 heap reservation (heapTotal) plus everything else: native
+ * allocations, Buffers, SQLite's caches, code, stacks. After a warm-up of
+ * half the run (at least 20 s), the floor (25th percentile) of each window's
+ * samples in the last 10 s is compared with the first 10 s after warm-up:
+ *  - live V8 heap: the lowest heapUsed right after a full GC, ≤ +25 MB;
+ *  - memory outside the V8 heap (RSS − heapTotal), ≤ +25 MB.
+ * RSS itself is reported, not asserted: with flat live data, V8 still
+ * resizes its heap reservation by tens of MB with the allocation rate (runs
+ * of the same code read RSS floors 237–336 MB, heapTotal 137–221 MB, for a
+ * live heap of 56–66 MB), so a floor-to-floor RSS comparison failed on
+ * sizing alone, while a leak shows in one of the two asserted parts.
  */
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -32,8 +37,8 @@ import { ADMIN_KEY, FACE_BODY, FACE_PATH, freshPayTo, ledgerOf, paymentOf, serve
 
 const SECONDS = Number(process.env.RELIABILITY_LOAD_SECONDS ?? 60);
 const CONNECTIONS = Number(process.env.RELIABILITY_LOAD_CONNECTIONS ?? 50);
-const MAX_GROWTH_MB = 50;
 const MAX_HEAP_GROWTH_MB = 25;
+const MAX_NATIVE_GROWTH_MB = 25;
 
 interface Reply {
   status: number;
@@ -57,7 +62,7 @@ function request(agent: http.Agent, base: URL, method: string, path: string, hea
   });
 }
 
-/** 25th percentile: the RSS floor a window keeps coming back to after garbage collections. */
+/** 25th percentile: the floor a window keeps coming back to after garbage collections. */
 const floor = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor((s.length - 1) / 4)] ?? NaN;
@@ -91,23 +96,15 @@ describe("reliability 7: sustained token-paid load on the example server process
     dir?.remove();
   });
 
-  it(`${SECONDS} s at ${CONNECTIONS} connections of token-paid calls (create → confirm → call) → 0 errors, no memory growth after warm-up (RSS floor < +${MAX_GROWTH_MB} MB, live V8 heap < +${MAX_HEAP_GROWTH_MB} MB)`, async () => {
+  it(`${SECONDS} s at ${CONNECTIONS} connections of token-paid calls (create → confirm → call) → 0 errors, no memory growth after warm-up (live V8 heap < +${MAX_HEAP_GROWTH_MB} MB, memory outside the V8 heap < +${MAX_NATIVE_GROWTH_MB} MB)`, async () => {
     const base = new URL(server.url);
     const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS });
     const errors: string[] = [];
-    const samples: Array<{ t: number; rss: number }> = [];
     const paymentIds: string[] = [];
     let calls = 0;
     let clients = 0;
     const started = Date.now();
     const stopAt = started + SECONDS * 1000;
-    const sampler = setInterval(() => {
-      try {
-        samples.push({ t: (Date.now() - started) / 1000, rss: server.rssBytes() });
-      } catch (err) {
-        errors.push(`RSS sample failed (server gone?): ${(err as Error).message}`);
-      }
-    }, 1000);
     const json = { "content-type": "application/json" };
 
     async function loop() {
@@ -131,39 +128,41 @@ describe("reliability 7: sustained token-paid load on the example server process
       }
     }
     await Promise.all(Array.from({ length: CONNECTIONS }, loop));
-    clearInterval(sampler);
     agent.destroy();
     const elapsed = (Date.now() - started) / 1000;
 
     const warmup = Math.max(20, SECONDS / 2);
     const window = Math.min(10, (SECONDS - warmup) / 2);
-    const early = samples.filter((s) => s.t >= warmup && s.t < warmup + window).map((s) => s.rss);
-    const late = samples.filter((s) => s.t >= SECONDS - window).map((s) => s.rss);
-    const growthMb = (floor(late) - floor(early)) / 1e6;
     const mb = (b: number) => (b / 1e6).toFixed(0);
-    // Live data vs heap sizing, from inside the server (mem-probe.ts): the lowest heapUsed among a window's
-    // samples taken right after a full GC (the lowest of all samples kept a window's dead objects when it
-    // had no major GC: one run read +29 MB that the next runs of the same code did not).
-    const mem = readFileSync(memLog, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as { t: number; heapUsed: number; heapTotal: number; gc: boolean });
-    const memAt = (from: number, to: number) => mem.filter((m) => m.t >= from && m.t < to);
-    const lowHeap = (xs: typeof mem) => Math.min(...xs.filter((m) => m.gc).map((m) => m.heapUsed));
+    const mem = readFileSync(memLog, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as { t: number; rss: number; heapUsed: number; heapTotal: number; gc: boolean });
+    // the probe's clock starts with the server: shift the test's windows onto it
     const serverStart = mem.length ? mem[mem.length - 1]!.t - (Date.now() - started) / 1000 : 0;
-    const heapEarly = memAt(serverStart + warmup, serverStart + warmup + window);
-    const heapLate = memAt(serverStart + SECONDS - window, serverStart + SECONDS);
+    const memAt = (from: number, to: number) => mem.filter((m) => m.t >= serverStart + from && m.t < serverStart + to);
+    const early = memAt(warmup, warmup + window);
+    const late = memAt(SECONDS - window, SECONDS);
+    // live data: the lowest heapUsed among a window's samples taken right after a full GC (the lowest of all
+    // samples kept a window's dead objects when it had no major GC: one run read +29 MB that the next runs
+    // of the same code did not)
+    const liveHeap = (xs: typeof mem) => Math.min(...xs.filter((m) => m.gc).map((m) => m.heapUsed));
+    const outside = (xs: typeof mem) => floor(xs.map((m) => m.rss - m.heapTotal));
+    const rss = (xs: typeof mem) => floor(xs.map((m) => m.rss));
+    const span = `${warmup.toFixed(0)}–${(warmup + window).toFixed(0)} s → ${(SECONDS - window).toFixed(0)}–${SECONDS} s`;
     console.log(
-      `      ${calls} paid calls (${(calls / elapsed).toFixed(0)}/s, ${((calls * 3) / elapsed).toFixed(0)} requests/s) in ${elapsed.toFixed(1)} s; ` +
-        `RSS MB by 10 s: ${samples.filter((_, i) => i % 10 === 9).map((s) => mb(s.rss)).join(" ")}; RSS floor ${mb(floor(early))} MB at ${warmup.toFixed(0)}–${(warmup + window).toFixed(0)} s, ${mb(floor(late))} MB at ${(SECONDS - window).toFixed(0)}–${SECONDS} s: growth ${growthMb.toFixed(1)} MB; ` +
-        `V8 heap used after GC ${heapEarly.length ? mb(lowHeap(heapEarly)) : "?"} → ${heapLate.length ? mb(lowHeap(heapLate)) : "?"} MB (heap reserved ${heapLate.length ? mb(heapLate[heapLate.length - 1]!.heapTotal) : "?"} MB); errors ${errors.length}`,
+      `      ${calls} paid calls (${(calls / elapsed).toFixed(0)}/s, ${((calls * 3) / elapsed).toFixed(0)} requests/s) in ${elapsed.toFixed(1)} s; errors ${errors.length}; ` +
+        `MB, ${span}: live V8 heap ${mb(liveHeap(early))} → ${mb(liveHeap(late))}, outside the V8 heap ${mb(outside(early))} → ${mb(outside(late))}; ` +
+        `not asserted: RSS floor ${mb(rss(early))} → ${mb(rss(late))}, V8 heap reserved ${mb(floor(early.map((m) => m.heapTotal)))} → ${mb(floor(late.map((m) => m.heapTotal)))}; ` +
+        `RSS by 10 s: ${mem.filter((m) => m.t >= serverStart && Math.round(m.t - serverStart) % 10 === 0).map((m) => mb(m.rss)).join(" ")}`,
     );
 
     assert.deepEqual(errors.slice(0, 10), [], `${errors.length} errors`);
     assert.ok(server.alive(), "the server is alive");
     assert.ok(calls > 0);
-    assert.ok(early.length > 0 && late.length > 0, "enough RSS samples");
-    assert.ok(growthMb < MAX_GROWTH_MB, `RSS grew ${growthMb.toFixed(1)} MB after warm-up`);
-    assert.ok(heapEarly.some((m) => m.gc) && heapLate.some((m) => m.gc), "a sample after a full GC in each window");
-    const heapGrowthMb = (lowHeap(heapLate) - lowHeap(heapEarly)) / 1e6;
+    assert.ok(early.length >= window / 2 && late.length >= window / 2, `enough memory samples (${early.length}, ${late.length})`);
+    assert.ok(early.some((m) => m.gc) && late.some((m) => m.gc), "a sample after a full GC in each window");
+    const heapGrowthMb = (liveHeap(late) - liveHeap(early)) / 1e6;
     assert.ok(heapGrowthMb < MAX_HEAP_GROWTH_MB, `live V8 heap grew ${heapGrowthMb.toFixed(1)} MB after warm-up`);
+    const outsideGrowthMb = (outside(late) - outside(early)) / 1e6;
+    assert.ok(outsideGrowthMb < MAX_NATIVE_GROWTH_MB, `memory outside the V8 heap grew ${outsideGrowthMb.toFixed(1)} MB after warm-up`);
     // Every sampled payment is used exactly once; the ledger holds one record per confirmed payment.
     for (const id of paymentIds.slice(0, 50)) {
       const p = await paymentOf(server.url, id);

@@ -16,7 +16,6 @@
  * `SERVER_PROCESS_DEBUG=1` to stream it to this process's stderr.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -50,8 +49,6 @@ export interface ServerProcess {
   alive(): boolean;
   /** Last 64 KB of stdout + stderr. */
   output(): string;
-  /** Resident set size of the process, bytes (from /proc; worker threads included). */
-  rssBytes(): number;
   /** SIGKILL, then wait for the exit. No cleanup of any kind runs in the child. */
   kill9(): Promise<void>;
   /** SIGTERM (graceful drain), SIGKILL after `graceMs` (default 10 000), wait for the exit. */
@@ -70,14 +67,6 @@ function baseEnv(): Record<string, string> {
     if (v !== undefined) keep[k] = v;
   }
   return keep;
-}
-
-/** Resident set size of any process of this machine, bytes (Linux /proc). */
-export function rssOf(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
-  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(m[1]) * 1024;
 }
 
 /** Start the example server and resolve once it answers HTTP on its printed URL. */
@@ -161,7 +150,6 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
     exited,
     alive,
     output: () => tail,
-    rssBytes: () => rssOf(child.pid!),
     async kill9() {
       if (alive()) child.kill("SIGKILL");
       await exited;
