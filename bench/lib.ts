@@ -94,10 +94,17 @@ process.on("exit", () => {
   for (const c of children) c.kill("SIGKILL");
 });
 
+/** Run the TS sources with tsx (BENCH_SOURCE=1) instead of the compiled JavaScript. */
+export const fromSource = process.env.BENCH_SOURCE === "1";
+
 /**
- * Run `script` (a TS file under bench/) with tsx; resolve once it prints
- * `READY <json>`. `server402` resolves to its compiled package (lib/dist, built
- * by bench/run.ts) as users run it, unless BENCH_SOURCE=1 selects the TS sources.
+ * Run `script` (a TS file under bench/targets/) as its compiled JavaScript
+ * (bench/dist, built by bench/run.ts from bench/tsconfig.targets.json) with
+ * plain `node`; resolve once it prints `READY <json>`. `server402` resolves
+ * to its compiled package (lib/dist), as users run it. No TypeScript loader
+ * runs in a contender: tsx turns source maps on, which cost bare Express
+ * about 5–10% of its req/s here and would blur every ratio. BENCH_SOURCE=1
+ * runs the TS sources (the script and server402's) with tsx instead.
  */
 export async function startChild(
   name: string,
@@ -108,8 +115,9 @@ export async function startChild(
 ): Promise<Child> {
   // BENCH_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles every child.
   const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? "").split(" ").filter(Boolean);
-  const source = process.env.BENCH_SOURCE === "1" ? ["--conditions=server402-source"] : [];
-  const argv = [...nodeArgs, ...source, "--import", "tsx", join(ROOT, script), ...args];
+  const argv = fromSource
+    ? [...nodeArgs, "--conditions=server402-source", "--import", "tsx", join(ROOT, script), ...args]
+    : [...nodeArgs, join(ROOT, "bench/dist", script.replace(/\.ts$/, ".js")), ...args];
   // taskset execs node, so the child's pid (for RSS) stays the server's
   const [cmd, cmdArgs] = opts.pinned && pin ? ["taskset", ["-c", pin.server, process.execPath, ...argv]] : [process.execPath, argv];
   const child = spawn(cmd, cmdArgs, {

@@ -10,7 +10,7 @@
  *  6. RSS across 100,000 paid requests
  *
  * How it is measured: every HTTP contender is its own child process
- * (bench/targets/http-target.ts) serving the same route on 127.0.0.1; the
+ * (bench/targets/http-target.ts, compiled) serving the same route on 127.0.0.1; the
  * load generator (autocannon, or the paid-request client of scenario 4)
  * runs here, in the parent, so it never shares a process with a server.
  * Contenders alternate round by round and every speed claim is a ratio to a
@@ -22,7 +22,8 @@
  * BENCH_RSS_REQUESTS (100000) BENCH_FACE_PAIRS (40) BENCH_FACE_WORKERS (2)
  * BENCH_ONLY ("1,2,3,4,5,6") BENCH_PIN (1: servers and load generator on separate CPUs in scenarios 1, 2, 6) REDIS_URL (scenario 2's RedisStore; skipped
  * without it). BENCH_STRICT=1 exits 1 when a goal is missed. BENCH_SOURCE=1
- * runs contenders on server402's TS sources instead of the compiled lib/dist.
+ * runs contenders from TS sources with tsx instead of compiled JavaScript
+ * (lib/dist and bench/dist, built here).
  *
  * Output: a markdown report on stdout (paste into the README), progress on
  * stderr, JSON in bench/results/<timestamp>.json.
@@ -32,7 +33,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { startDevChain, type DevChain } from "server402/devchain";
-import { log, markdownTable, ROOT, settings, type Scenario } from "./lib.js";
+import { fromSource, log, markdownTable, ROOT, settings, type Scenario } from "./lib.js";
 import { scenario402, scenarioTokens } from "./scenarios/http.js";
 import { scenarioVerify } from "./scenarios/verify.js";
 import { scenarioRoundTrip } from "./scenarios/roundtrip.js";
@@ -53,10 +54,12 @@ const machine = {
 log(`${machine.date} · ${machine.cpus} × ${machine.cpuModel} · ${machine.memoryGb} GB · Node ${machine.node} · load ${machine.loadAverageAtStart.join(" ")}`);
 log(`settings ${JSON.stringify({ ...settings, redisUrl: settings.redisUrl ? "(set)" : undefined })}`);
 
-if (process.env.BENCH_SOURCE !== "1") {
-  // contenders load server402 from its compiled package, as users run it
-  log("building lib/dist (tsc) so contenders run the compiled package");
-  execFileSync(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", join(ROOT, "lib/tsconfig.build.json")], { stdio: "inherit" });
+if (!fromSource) {
+  // contenders run as plain JavaScript on server402's compiled package, as users run them
+  const tsc = (project: string) => execFileSync(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", join(ROOT, project)], { stdio: "inherit" });
+  log("building lib/dist and bench/dist (tsc) so contenders run compiled JavaScript");
+  tsc("lib/tsconfig.build.json");
+  tsc("bench/tsconfig.targets.json");
 }
 
 let chain: DevChain | undefined;

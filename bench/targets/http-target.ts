@@ -2,7 +2,8 @@
  * One contender of the HTTP benchmarks, run as its own process so the load
  * generator (bench/run.ts) never shares a CPU queue, heap or JIT with it.
  *
- *   node --conditions=server402-source --import tsx bench/targets/http-target.ts '<json Target>'
+ *   node bench/dist/bench/targets/http-target.js '<json Target>'   (as npm run bench runs it, compiled)
+ *   node --conditions=server402-source --import tsx bench/targets/http-target.ts '<json Target>'   (TS sources)
  *
  * Prints `READY {"port":N}` once listening on 127.0.0.1; SIGTERM closes it
  * (and deletes its Redis keys). Every contender serves the same route,

@@ -4,7 +4,8 @@
  * `verifyTypedData`, on the same signed EIP-3009 authorizations,
  * alternating contenders for `rounds` rounds of `seconds` each.
  *
- *   node --conditions=server402-source --import tsx bench/targets/verify.ts '{"rounds":3,"seconds":2,"pool":500}'
+ *   node bench/dist/bench/targets/verify.js '{"rounds":3,"seconds":2,"pool":500}'   (as npm run bench runs it, compiled)
+ *   node --conditions=server402-source --import tsx bench/targets/verify.ts '{"rounds":3,"seconds":2,"pool":500}'   (TS sources)
  *
  * Prints `READY {"backend":...,"rounds":[{"server402":ops/s,"viem":ops/s},...]}`.
  * With SERVER402_PURE_JS_SECP256K1=1 server402 runs its pure-JS fallback.
