@@ -18,8 +18,8 @@ export const settings = {
   seconds: num("BENCH_SECONDS", 3),
   /** Alternating rounds per scenario (each contender runs once per round). */
   rounds: num("BENCH_ROUNDS", 5),
-  /** Warm-up seconds per contender before the first round. */
-  warmup: num("BENCH_WARMUP", 2),
+  /** Warm-up seconds per contender per round of scenarios 1 and 2 (each round starts fresh processes; their JIT needs ~5 s). */
+  warmup: num("BENCH_WARMUP", 5),
   /** autocannon connections. */
   connections: num("BENCH_CONNECTIONS", 50),
   /** Paid x402 round trips per contender per round (scenario 4). */

@@ -3,7 +3,10 @@
  * same route under several contenders, each in its own process, driven by
  * autocannon from the bench process, alternating contenders round by round.
  * Every ratio compares a contender with bare Express measured in the same
- * round, so machine noise hits both sides of a ratio alike. Beside req/s,
+ * round, so machine noise hits both sides of a ratio alike. Each round starts
+ * every contender afresh: two processes of the same code differed here by
+ * 5–10% for tens of seconds (JIT decisions, memory layout), and a process
+ * kept for all rounds carried that luck into every one of its ratios. Beside req/s,
  * each run records the server process's CPU time per request, which a stall
  * of the machine (another tenant, the load generator) changes far less.
  */
@@ -60,29 +63,37 @@ interface Run extends LoadResult {
   cpuUs: number;
 }
 
+/** What a round's load on contender `i` sends. */
+type LoadHeaders = { headers?: Record<string, string>; perConnection?: (i: number) => Record<string, string> };
+
+/** One round's contender processes, started afresh, and the headers each one's load sends. */
+export interface Lineup {
+  children: Child[];
+  headersFor: (contender: number) => LoadHeaders;
+}
+
 /**
- * Warm every contender up, then `rounds` rounds; in each, every contender
- * gets one run of `seconds`, in an order rotated by one per round.
+ * `rounds` rounds; in each, every contender is started afresh (`start`) and
+ * warmed up, then gets one run of `seconds`, in an order rotated by one per
+ * round; its processes are stopped at the end of the round.
  */
-export async function alternate(
-  contenders: Contender[],
-  children: Child[],
-  headersFor: (contender: number) => { headers?: Record<string, string>; perConnection?: (i: number) => Record<string, string> },
-): Promise<Run[]> {
+export async function alternate(contenders: Contender[], start: (round: number) => Promise<Lineup>): Promise<Run[]> {
   const idx = contenders.map((_, i) => i);
-  for (const i of idx) {
-    log(`warm-up ${contenders[i]!.name} (${settings.warmup} s)`);
-    await load({ url: `${children[i]!.url}/weather`, seconds: settings.warmup, ...headersFor(i) });
-  }
   const runs: Run[] = [];
   for (let round = 0; round < settings.rounds; round++) {
-    for (const i of rotate(idx, round)) {
-      const pid = children[i]!.pid;
-      const cpuBefore = cpuSecondsOf(pid);
-      const r = await load({ url: `${children[i]!.url}/weather`, ...headersFor(i) });
-      const cpuUs = ((cpuSecondsOf(pid) - cpuBefore) * 1e6) / Math.max(1, r.total);
-      runs.push({ ...r, round, contender: contenders[i]!.name, cpuUs });
-      log(`round ${round + 1}/${settings.rounds} ${contenders[i]!.name}: ${fmt.int(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${cpuUs.toFixed(0)} µs/request, statuses ${JSON.stringify(r.statuses)}`);
+    const { children, headersFor } = await start(round);
+    try {
+      for (const i of idx) await load({ url: `${children[i]!.url}/weather`, seconds: settings.warmup, ...headersFor(i) });
+      for (const i of rotate(idx, round)) {
+        const pid = children[i]!.pid;
+        const cpuBefore = cpuSecondsOf(pid);
+        const r = await load({ url: `${children[i]!.url}/weather`, ...headersFor(i) });
+        const cpuUs = ((cpuSecondsOf(pid) - cpuBefore) * 1e6) / Math.max(1, r.total);
+        runs.push({ ...r, round, contender: contenders[i]!.name, cpuUs });
+        log(`round ${round + 1}/${settings.rounds} ${contenders[i]!.name}: ${fmt.int(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${cpuUs.toFixed(0)} µs/request, statuses ${JSON.stringify(r.statuses)}`);
+      }
+    } finally {
+      await Promise.all(children.map((ch) => ch.stop()));
     }
   }
   return runs;
@@ -141,17 +152,12 @@ export async function scenario402(chain: DevChain): Promise<Scenario> {
     { name: "x402-express 1.2.0", target: { kind: "x402-express", chain: chainOf(chain, chain.accounts.payers[8]!.privateKey) }, status: 402 },
     { name: "@x402/express 2.27", target: { kind: "x402-express-v2", chain: chainOf(chain, chain.accounts.payers[8]!.privateKey) }, status: 402 },
   ];
-  const children = await startTargets(contenders, true);
-  try {
-    const runs = await alternate(contenders, children, () => ({ headers: { accept: "application/json" } }));
-    return summarize(1, "402 answer throughput (GET /weather, unpaid)", "server402 ≥ 0.95 × bare Express", contenders, runs, [
-      `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.rounds} alternating rounds after ${settings.warmup} s warm-up each; each contender in its own process.`,
-      "server402 answers v1 JSON body + v2 PAYMENT-REQUIRED header; x402-express 1.2.0 a v1 JSON body; @x402/express a v2 header with body {}.",
-      placementNote(),
-    ]);
-  } finally {
-    await Promise.all(children.map((ch) => ch.stop()));
-  }
+  const runs = await alternate(contenders, async () => ({ children: await startTargets(contenders, true), headersFor: () => ({ headers: { accept: "application/json" } }) }));
+  return summarize(1, "402 answer throughput (GET /weather, unpaid)", "server402 ≥ 0.95 × bare Express", contenders, runs, [
+    `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.rounds} alternating rounds; each round starts every contender afresh in its own process and warms it up for ${settings.warmup} s.`,
+    "server402 answers v1 JSON body + v2 PAYMENT-REQUIRED header; x402-express 1.2.0 a v1 JSON body; @x402/express a v2 header with body {}.",
+    placementNote(),
+  ]);
 }
 
 /** Scenario 2: token-paid requests (X-Payment-Token, one token per connection) per store. */
@@ -161,10 +167,10 @@ export async function scenarioTokens(chain: DevChain): Promise<Scenario> {
   const contenders: Contender[] = [
     { name: "bare Express", target: { kind: "bare", chain: c }, status: 200 },
     { name: "server402 + MemoryStore", target: { kind: "server402", tokens: true, store: "memory", chain: c }, status: 200, goal: 0.9 },
-    { name: "server402 + SqliteStore", target: { kind: "server402", tokens: true, store: "sqlite", sqlitePath: join(dir, "bench.sqlite"), chain: c }, status: 200, goal: 0.75 },
+    { name: "server402 + SqliteStore", target: { kind: "server402", tokens: true, store: "sqlite", chain: c }, status: 200, goal: 0.75 },
   ];
   const notes = [
-    `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.rounds} alternating rounds after ${settings.warmup} s warm-up; each connection spends its own prepaid token (1,000,000 calls) bought through POST /api/payments + operator confirm.`,
+    `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.rounds} alternating rounds; each round starts every contender afresh in its own process (a new SQLite file) and warms it up for ${settings.warmup} s; each connection spends its own prepaid token (1,000,000 calls) bought through POST /api/payments + operator confirm.`,
     "Each paid request: reserve a call (atomic), run the handler, commit the call after the answer is sent. server402 runs without an onEvent hook (scenario 4 has one).",
     placementNote(),
   ];
@@ -174,16 +180,23 @@ export async function scenarioTokens(chain: DevChain): Promise<Scenario> {
     notes.push("RedisStore skipped: set REDIS_URL (e.g. REDIS_URL=redis://127.0.0.1:6379) to include it.");
     log("scenario 2: RedisStore skipped (REDIS_URL is not set)");
   }
-  const children = await startTargets(contenders, true);
   try {
-    const tokens: string[][] = [];
-    for (let i = 0; i < contenders.length; i++) {
-      tokens.push(contenders[i]!.target.kind === "bare" ? [`s402_${"A".repeat(42)}A`] : await buyTokens(children[i]!.url!, settings.connections));
-    }
-    const runs = await alternate(contenders, children, (i) => ({ perConnection: (k) => ({ "x-payment-token": tokens[i]![k % tokens[i]!.length]! }) }));
+    const runs = await alternate(contenders, async (round) => {
+      // a fresh SQLite file per round, like every other contender's fresh state
+      const children = await startTargets(contenders.map((c) => (c.target.store === "sqlite" ? { ...c, target: { ...c.target, sqlitePath: join(dir, `bench-${round}.sqlite`) } } : c)), true);
+      try {
+        const tokens: string[][] = [];
+        for (let i = 0; i < contenders.length; i++) {
+          tokens.push(contenders[i]!.target.kind === "bare" ? [`s402_${"A".repeat(42)}A`] : await buyTokens(children[i]!.url!, settings.connections));
+        }
+        return { children, headersFor: (i) => ({ perConnection: (k) => ({ "x-payment-token": tokens[i]![k % tokens[i]!.length]! }) }) };
+      } catch (err) {
+        await Promise.all(children.map((ch) => ch.stop()));
+        throw err;
+      }
+    });
     return summarize(2, "Token-paid requests (GET /weather with X-Payment-Token)", "memory ≥ 0.90, SQLite ≥ 0.75, Redis ≥ 0.65 × bare", contenders, runs, notes);
   } finally {
-    await Promise.all(children.map((ch) => ch.stop()));
     rmSync(dir, { recursive: true, force: true });
   }
 }
