@@ -15,10 +15,12 @@
  * (mem-probe.ts), each 5th sample right after a full garbage collection.
  * RSS is the V8 heap reservation (heapTotal) plus everything else: native
  * allocations, Buffers, SQLite's caches, code, stacks. After a warm-up of
- * half the run (at least 20 s), the floor (25th percentile) of each window's
- * samples in the last 10 s is compared with the first 10 s after warm-up:
- *  - live V8 heap: the lowest heapUsed right after a full GC, ≤ +25 MB;
- *  - memory outside the V8 heap (RSS − heapTotal), ≤ +25 MB.
+ * half the run (at least 20 s), the last 10 s are compared with the first
+ * 10 s after warm-up:
+ *  - live V8 heap: the lowest heapUsed of the window's samples taken right
+ *    after a full GC, ≤ +25 MB;
+ *  - memory outside the V8 heap: the floor (25th percentile) of the
+ *    window's RSS − heapTotal, ≤ +25 MB.
  * RSS itself is reported, not asserted: with flat live data, V8 still
  * resizes its heap reservation by tens of MB with the allocation rate (runs
  * of the same code read RSS floors 237–336 MB, heapTotal 137–221 MB, for a
