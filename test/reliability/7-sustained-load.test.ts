@@ -153,7 +153,9 @@ describe("reliability 7: sustained token-paid load on the example server process
       `      ${calls} paid calls (${(calls / elapsed).toFixed(0)}/s, ${((calls * 3) / elapsed).toFixed(0)} requests/s) in ${elapsed.toFixed(1)} s; errors ${errors.length}; ` +
         `MB, ${span}: live V8 heap ${mb(liveHeap(early))} → ${mb(liveHeap(late))}, outside the V8 heap ${mb(outside(early))} → ${mb(outside(late))}; ` +
         `not asserted: RSS floor ${mb(rss(early))} → ${mb(rss(late))}, V8 heap reserved ${mb(floor(early.map((m) => m.heapTotal)))} → ${mb(floor(late.map((m) => m.heapTotal)))}; ` +
-        `RSS by 10 s: ${mem.filter((m) => m.t >= serverStart && Math.round(m.t - serverStart) % 10 === 0).map((m) => mb(m.rss)).join(" ")}`,
+        `RSS every 10 s: ${Array.from({ length: Math.floor(SECONDS / 10) + 1 }, (_, i) => mem.find((m) => m.t >= serverStart + i * 10))
+          .map((m) => (m ? mb(m.rss) : "?"))
+          .join(" ")}`,
     );
 
     assert.deepEqual(errors.slice(0, 10), [], `${errors.length} errors`);
