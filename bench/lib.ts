@@ -102,8 +102,9 @@ export const fromSource = process.env.BENCH_SOURCE === "1";
  * (bench/dist, built by bench/run.ts from bench/tsconfig.targets.json) with
  * plain `node`; resolve once it prints `READY <json>`. `server402` resolves
  * to its compiled package (lib/dist), as users run it. No TypeScript loader
- * runs in a contender: tsx turns source maps on, which cost bare Express
- * about 5–10% of its req/s here and would blur every ratio. BENCH_SOURCE=1
+ * runs in a contender: under tsx (which, among other things, turns source
+ * maps on) the same Express app used 8–10% more CPU per request here, which
+ * blurred every ratio. BENCH_SOURCE=1
  * runs the TS sources (the script and server402's) with tsx instead.
  */
 export async function startChild(

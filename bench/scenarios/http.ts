@@ -66,23 +66,23 @@ interface Run extends LoadResult {
 /** What a round's load on contender `i` sends. */
 type LoadHeaders = { headers?: Record<string, string>; perConnection?: (i: number) => Record<string, string> };
 
-/** One round's contender processes, started afresh, and the headers each one's load sends. */
-export interface Lineup {
-  children: Child[];
-  headersFor: (contender: number) => LoadHeaders;
-}
-
 /**
- * `rounds` rounds; in each, every contender is started afresh (`start`) and
- * warmed up, then gets one run of `seconds`, in an order rotated by one per
- * round; its processes are stopped at the end of the round.
+ * `rounds` rounds; in each, every contender is started afresh (`start`),
+ * readied (`prepare`, e.g. buying its tokens) and warmed up, then gets one
+ * run of `seconds`, in an order rotated by one per round; its processes are
+ * stopped at the end of the round.
  */
-export async function alternate(contenders: Contender[], start: (round: number) => Promise<Lineup>): Promise<Run[]> {
+export async function alternate(
+  contenders: Contender[],
+  start: (round: number) => Promise<Child[]>,
+  prepare: (children: Child[]) => Promise<(contender: number) => LoadHeaders>,
+): Promise<Run[]> {
   const idx = contenders.map((_, i) => i);
   const runs: Run[] = [];
   for (let round = 0; round < settings.rounds; round++) {
-    const { children, headersFor } = await start(round);
+    const children = await start(round);
     try {
+      const headersFor = await prepare(children);
       for (const i of idx) await load({ url: `${children[i]!.url}/weather`, seconds: settings.warmup, ...headersFor(i) });
       for (const i of rotate(idx, round)) {
         const pid = children[i]!.pid;
@@ -152,7 +152,11 @@ export async function scenario402(chain: DevChain): Promise<Scenario> {
     { name: "x402-express 1.2.0", target: { kind: "x402-express", chain: chainOf(chain, chain.accounts.payers[8]!.privateKey) }, status: 402 },
     { name: "@x402/express 2.27", target: { kind: "x402-express-v2", chain: chainOf(chain, chain.accounts.payers[8]!.privateKey) }, status: 402 },
   ];
-  const runs = await alternate(contenders, async () => ({ children: await startTargets(contenders, true), headersFor: () => ({ headers: { accept: "application/json" } }) }));
+  const runs = await alternate(
+    contenders,
+    () => startTargets(contenders, true),
+    async () => () => ({ headers: { accept: "application/json" } }),
+  );
   return summarize(1, "402 answer throughput (GET /weather, unpaid)", "server402 ≥ 0.95 × bare Express", contenders, runs, [
     `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.rounds} alternating rounds; each round starts every contender afresh in its own process and warms it up for ${settings.warmup} s.`,
     "server402 answers v1 JSON body + v2 PAYMENT-REQUIRED header; x402-express 1.2.0 a v1 JSON body; @x402/express a v2 header with body {}.",
@@ -181,20 +185,18 @@ export async function scenarioTokens(chain: DevChain): Promise<Scenario> {
     log("scenario 2: RedisStore skipped (REDIS_URL is not set)");
   }
   try {
-    const runs = await alternate(contenders, async (round) => {
+    const runs = await alternate(
+      contenders,
       // a fresh SQLite file per round, like every other contender's fresh state
-      const children = await startTargets(contenders.map((c) => (c.target.store === "sqlite" ? { ...c, target: { ...c.target, sqlitePath: join(dir, `bench-${round}.sqlite`) } } : c)), true);
-      try {
+      (round) => startTargets(contenders.map((c) => (c.target.store === "sqlite" ? { ...c, target: { ...c.target, sqlitePath: join(dir, `bench-${round}.sqlite`) } } : c)), true),
+      async (children) => {
         const tokens: string[][] = [];
         for (let i = 0; i < contenders.length; i++) {
           tokens.push(contenders[i]!.target.kind === "bare" ? [`s402_${"A".repeat(42)}A`] : await buyTokens(children[i]!.url!, settings.connections));
         }
-        return { children, headersFor: (i) => ({ perConnection: (k) => ({ "x-payment-token": tokens[i]![k % tokens[i]!.length]! }) }) };
-      } catch (err) {
-        await Promise.all(children.map((ch) => ch.stop()));
-        throw err;
-      }
-    });
+        return (i) => ({ perConnection: (k) => ({ "x-payment-token": tokens[i]![k % tokens[i]!.length]! }) });
+      },
+    );
     return summarize(2, "Token-paid requests (GET /weather with X-Payment-Token)", "memory ≥ 0.90, SQLite ≥ 0.75, Redis ≥ 0.65 × bare", contenders, runs, notes);
   } finally {
     rmSync(dir, { recursive: true, force: true });

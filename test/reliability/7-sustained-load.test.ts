@@ -23,7 +23,7 @@
  *    window's RSS − heapTotal, ≤ +25 MB.
  * RSS itself is reported, not asserted: with flat live data, V8 still
  * resizes its heap reservation by tens of MB with the allocation rate (runs
- * of the same code read RSS floors 237–336 MB, heapTotal 137–221 MB, for a
+ * of the same code read RSS samples of 237–336 MB, heapTotal 137–221 MB, for a
  * live heap of 56–66 MB), so a floor-to-floor RSS comparison failed on
  * sizing alone, while a leak shows in one of the two asserted parts.
  */
