@@ -5,10 +5,11 @@
  * Every ratio compares a contender with bare Express measured in the same
  * round, so machine noise hits both sides of a ratio alike. Each round starts
  * every contender afresh: two processes of the same code differed here by
- * 5–10% for tens of seconds (JIT decisions, memory layout), and a process
- * kept for all rounds carried that luck into every one of its ratios. Beside req/s,
- * each run records the server process's CPU time per request, which a stall
- * of the machine (another tenant, the load generator) changes far less.
+ * 5–10% for tens of seconds (why is not measured; JIT decisions or memory
+ * layout are likely), and a process kept for all rounds carried that luck
+ * into every one of its ratios. Beside req/s, each run records the server
+ * process's CPU time per request, which a stall of the machine (another
+ * tenant, the load generator) changes far less.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
