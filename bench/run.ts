@@ -17,7 +17,7 @@
  * baseline measured in the same round. The machine is shared and noisy:
  * read ratios, not absolute figures.
  *
- * Environment: BENCH_SECONDS (3) BENCH_ROUNDS (5) BENCH_WARMUP (5)
+ * Environment: BENCH_SECONDS (3) BENCH_ROUNDS (5) BENCH_TOKEN_ROUNDS (9, scenario 2) BENCH_WARMUP (5)
  * BENCH_CONNECTIONS (50) BENCH_PAID_PER_ROUND (40) BENCH_VERIFY_SECONDS (1.5)
  * BENCH_RSS_REQUESTS (100000) BENCH_FACE_PAIRS (40) BENCH_FACE_WORKERS (2)
  * BENCH_ONLY ("1,2,3,4,5,6") BENCH_PIN (1: servers and load generator on separate CPUs in scenarios 1, 2, 6) REDIS_URL (scenario 2's RedisStore; skipped

@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DevChain } from "server402/devchain";
 import { ADMIN_KEY, type Target } from "../targets/types.js";
-import { cpuSecondsOf, fmt, load, log, median, pin, rotate, settings, startChild, type Child, type LoadResult, type Scenario } from "../lib.js";
+import { cpuSecondsOf, fmt, hostCpu, load, log, median, pin, rotate, settings, startChild, stealPercent, type Child, type LoadResult, type Scenario } from "../lib.js";
 
 export interface Contender {
   name: string;
@@ -26,6 +26,9 @@ export interface Contender {
   /** Goal: minimum ratio to bare, if any. */
   goal?: number;
 }
+
+/** Scenario 2's reference row: Express with a middleware that only calls `next()`. */
+const NOOP = "Express + no-op middleware (reference)";
 
 export function chainOf(chain: DevChain, settlerKey = chain.accounts.relayer.privateKey): Target["chain"] {
   return { rpcUrl: chain.rpcUrl, chainId: chain.chainId, usdc: chain.usdc, payTo: chain.accounts.payTo.address, settlerKey };
@@ -62,6 +65,8 @@ interface Run extends LoadResult {
   contender: string;
   /** The server process's CPU time (user + system) per answered request, µs. */
   cpuUs: number;
+  /** Share of the machine's CPU time stolen by the hypervisor during the run, %. */
+  stealPct: number;
 }
 
 /** What a round's load on contender `i` sends. */
@@ -74,13 +79,14 @@ type LoadHeaders = { headers?: Record<string, string>; perConnection?: (i: numbe
  * stopped at the end of the round.
  */
 export async function alternate(
+  rounds: number,
   contenders: Contender[],
   start: (round: number) => Promise<Child[]>,
   prepare: (children: Child[]) => Promise<(contender: number) => LoadHeaders>,
 ): Promise<Run[]> {
   const idx = contenders.map((_, i) => i);
   const runs: Run[] = [];
-  for (let round = 0; round < settings.rounds; round++) {
+  for (let round = 0; round < rounds; round++) {
     const children = await start(round);
     try {
       const headersFor = await prepare(children);
@@ -88,10 +94,12 @@ export async function alternate(
       for (const i of rotate(idx, round)) {
         const pid = children[i]!.pid;
         const cpuBefore = cpuSecondsOf(pid);
+        const hostBefore = hostCpu();
         const r = await load({ url: `${children[i]!.url}/weather`, ...headersFor(i) });
+        const stealPct = stealPercent(hostBefore, hostCpu());
         const cpuUs = ((cpuSecondsOf(pid) - cpuBefore) * 1e6) / Math.max(1, r.total);
-        runs.push({ ...r, round, contender: contenders[i]!.name, cpuUs });
-        log(`round ${round + 1}/${settings.rounds} ${contenders[i]!.name}: ${fmt.int(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${cpuUs.toFixed(0)} µs/request, statuses ${JSON.stringify(r.statuses)}`);
+        runs.push({ ...r, round, contender: contenders[i]!.name, cpuUs, stealPct });
+        log(`round ${round + 1}/${rounds} ${contenders[i]!.name}: ${fmt.int(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${cpuUs.toFixed(0)} µs/request, steal ${stealPct.toFixed(1)}%, statuses ${JSON.stringify(r.statuses)}`);
       }
     } finally {
       await Promise.all(children.map((ch) => ch.stop()));
@@ -132,6 +140,7 @@ export function summarize(id: number, title: string, goal: string, contenders: C
       bad ? `${bad} unexpected` : "0",
     ]);
   }
+  const steal = runs.map((r) => r.stealPct);
   return {
     id,
     title,
@@ -139,7 +148,10 @@ export function summarize(id: number, title: string, goal: string, contenders: C
     met,
     columns: ["contender", "status", "req/s (median)", "p50", "p99", "ratio to bare (median)", "per-round ratios", "server CPU / request", "CPU-time ratio", "goal", "errors"],
     rows,
-    notes,
+    notes: [
+      ...notes,
+      `The machine's CPU time taken by the hypervisor for other guests (steal) during the runs: median ${median(steal).toFixed(1)}%, highest ${Math.max(...steal).toFixed(1)}% (/proc/stat).`,
+    ],
     raw,
   };
 }
@@ -154,6 +166,7 @@ export async function scenario402(chain: DevChain): Promise<Scenario> {
     { name: "@x402/express 2.27", target: { kind: "x402-express-v2", chain: chainOf(chain, chain.accounts.payers[8]!.privateKey) }, status: 402 },
   ];
   const runs = await alternate(
+    settings.rounds,
     contenders,
     () => startTargets(contenders, true),
     async () => () => ({ headers: { accept: "application/json" } }),
@@ -171,12 +184,14 @@ export async function scenarioTokens(chain: DevChain): Promise<Scenario> {
   const dir = mkdtempSync(join(tmpdir(), "server402-bench-"));
   const contenders: Contender[] = [
     { name: "bare Express", target: { kind: "bare", chain: c }, status: 200 },
+    { name: NOOP, target: { kind: "noop", chain: c }, status: 200 },
     { name: "server402 + MemoryStore", target: { kind: "server402", tokens: true, store: "memory", chain: c }, status: 200, goal: 0.9 },
     { name: "server402 + SqliteStore", target: { kind: "server402", tokens: true, store: "sqlite", chain: c }, status: 200, goal: 0.75 },
   ];
   const notes = [
-    `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.rounds} alternating rounds; each round starts every contender afresh in its own process (a new SQLite file) and warms it up for ${settings.warmup} s; each connection spends its own prepaid token (1,000,000 calls) bought through POST /api/payments + operator confirm.`,
+    `autocannon -c ${settings.connections}, ${settings.seconds} s per run, ${settings.tokenRounds} alternating rounds (BENCH_TOKEN_ROUNDS); each round starts every contender afresh in its own process (a new SQLite file) and warms it up for ${settings.warmup} s; each connection spends its own prepaid token (1,000,000 calls) bought through POST /api/payments + operator confirm.`,
     "Each paid request: reserve a call (atomic), run the handler, commit the call after the answer is sent. server402 runs without an onEvent hook (scenario 4 has one).",
+    `"${NOOP}" is app.use((req, res, next) => next()) before the same route: what one more Express layer costs any middleware, paid or not.`,
     placementNote(),
   ];
   if (settings.redisUrl) {
@@ -187,13 +202,14 @@ export async function scenarioTokens(chain: DevChain): Promise<Scenario> {
   }
   try {
     const runs = await alternate(
+      settings.tokenRounds,
       contenders,
       // a fresh SQLite file per round, like every other contender's fresh state
       (round) => startTargets(contenders.map((c) => (c.target.store === "sqlite" ? { ...c, target: { ...c.target, sqlitePath: join(dir, `bench-${round}.sqlite`) } } : c)), true),
       async (children) => {
         const tokens: string[][] = [];
         for (let i = 0; i < contenders.length; i++) {
-          tokens.push(contenders[i]!.target.kind === "bare" ? [`s402_${"A".repeat(42)}A`] : await buyTokens(children[i]!.url!, settings.connections));
+          tokens.push(contenders[i]!.target.kind === "server402" ? await buyTokens(children[i]!.url!, settings.connections) : [`s402_${"A".repeat(42)}A`]);
         }
         return (i) => ({ perConnection: (k) => ({ "x-payment-token": tokens[i]![k % tokens[i]!.length]! }) });
       },

@@ -64,6 +64,8 @@ async function middleware(): Promise<RequestHandler | undefined> {
   switch (target.kind) {
     case "bare":
       return undefined;
+    case "noop":
+      return (_req, _res, next) => next();
     case "server402": {
       const pw = paywall({
         payTo: c.payTo,

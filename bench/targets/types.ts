@@ -4,6 +4,12 @@ import type { Address, Hex } from "viem";
 export type TargetKind =
   /** No payment middleware at all. */
   | "bare"
+  /**
+   * A middleware that only calls `next()`, mounted with `app.use` like every
+   * payment middleware: the cost of one more Express layer, which no
+   * middleware can avoid (a reference row, not a contender).
+   */
+  | "noop"
   /** server402 `paywall()` (x402 v1 + v2 + tokens). */
   | "server402"
   /** x402-express 1.2.0 `paymentMiddleware` with an in-process facilitator. */
