@@ -138,7 +138,7 @@ describe("PaymentEngine token calls", function () {
 
 describe("paywall token calls", function () {
   /** A MemoryStore paywall under /v1 with one paid token of `maxCalls`; GET /v1/weather waits `delayMs`, then answers. */
-  async function serve(opts: { onEvent?: (e: PaymentEvent) => void; maxCalls?: number; delayMs?: number } = {}) {
+  async function serve(opts: { onEvent?: (e: PaymentEvent) => void; maxCalls?: number; delayMs?: number; closeBeforeTurn?: boolean } = {}) {
     const store = new MemoryStore();
     const token = generatePaymentToken();
     const maxCalls = opts.maxCalls ?? 2;
@@ -147,6 +147,8 @@ describe("paywall token calls", function () {
     await store.markPaid(p.paymentId, { paidAt: Date.now() });
     let runs = 0;
     const router = express.Router();
+    // the response reports 'close' right after the paywall took the request, before the turn ends
+    if (opts.closeBeforeTurn) router.use((_req, res, next) => (next(), void res.emit("close")));
     router.use(
       paywall({
         payTo: "0x1111111111111111111111111111111111111111",
@@ -244,6 +246,55 @@ describe("paywall token calls", function () {
       assert.equal(((await after.json()) as { error: string }).error, "exhausted");
     } finally {
       await app.close();
+    }
+  });
+
+  it("token calls of one event-loop turn are admitted together after it: 30 at once on a 10-call token → exactly 10 runs and 10 calls used, 20 × 402 exhausted", async function () {
+    const app = await serve({ maxCalls: 10, delayMs: 20 });
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 30 }, async () => {
+          const res = await fetch(`${app.url}/v1/weather`, { headers: { "x-payment-token": app.token } });
+          return { status: res.status, body: (await res.json()) as { error?: string; paidBy?: string } };
+        }),
+      );
+      const paid = answers.filter((a) => a.status === 200);
+      assert.equal(paid.length, 10);
+      assert.ok(paid.every((a) => a.body.paidBy === "token"));
+      const refused = answers.filter((a) => a.status === 402);
+      assert.equal(refused.length, 20);
+      assert.ok(refused.every((a) => a.body.error === "exhausted"), JSON.stringify(refused.map((a) => a.body.error)));
+      assert.equal(app.runs(), 10);
+      await waitFor(async () => (await app.callsUsed()) === 10);
+      assert.equal(app.store.stats().reservations, 0);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it("a request whose response closes before its turn is over is neither reserved nor run: the handler never sees it and the token keeps its call", async function () {
+    // A socket's close is reported in a later phase of the event loop than the request read from it, so
+    // a real client cannot make this happen on cue; the app here emits the response's 'close' itself.
+    const app = await serve({ maxCalls: 1, closeBeforeTurn: true });
+    try {
+      const ac = new AbortController();
+      const pending = fetch(`${app.url}/v1/weather`, { headers: { "x-payment-token": app.token }, signal: ac.signal }).catch(() => "aborted");
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(app.runs(), 0, "the handler ran for a response that had closed");
+      assert.equal(app.store.stats().reservations, 0);
+      assert.equal(await app.callsUsed(), 0);
+      ac.abort();
+      assert.equal(await pending, "aborted");
+    } finally {
+      await app.close();
+    }
+    const control = await serve({ maxCalls: 1 });
+    try {
+      const res = await fetch(`${control.url}/v1/weather`, { headers: { "x-payment-token": control.token } });
+      assert.deepEqual(await res.json(), { paidBy: "token" });
+      assert.equal(control.runs(), 1);
+    } finally {
+      await control.close();
     }
   });
 });
