@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import { AsyncLocalStorage } from "node:async_hooks";
 import express from "express";
 import { request as httpRequest, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { connect, type AddressInfo, type Socket } from "node:net";
 import {
   generatePaymentToken,
   hashToken,
@@ -138,7 +139,7 @@ describe("PaymentEngine token calls", function () {
 
 describe("paywall token calls", function () {
   /** A MemoryStore paywall under /v1 with one paid token of `maxCalls`; GET /v1/weather waits `delayMs`, then answers. */
-  async function serve(opts: { onEvent?: (e: PaymentEvent) => void; maxCalls?: number; delayMs?: number; closeBeforeTurn?: boolean } = {}) {
+  async function serve(opts: { onEvent?: (e: PaymentEvent) => void; maxCalls?: number; delayMs?: number; closeBeforeTurn?: boolean; context?: AsyncLocalStorage<string> } = {}) {
     const store = new MemoryStore();
     const token = generatePaymentToken();
     const maxCalls = opts.maxCalls ?? 2;
@@ -149,6 +150,8 @@ describe("paywall token calls", function () {
     const router = express.Router();
     // the response reports 'close' right after the paywall took the request, before the turn ends
     if (opts.closeBeforeTurn) router.use((_req, res, next) => (next(), void res.emit("close")));
+    // request-scoped context, as tracing and logging libraries keep it
+    if (opts.context) router.use((req, _res, next) => opts.context!.run(String(req.headers["x-request-id"]), next));
     router.use(
       paywall({
         payTo: "0x1111111111111111111111111111111111111111",
@@ -162,7 +165,8 @@ describe("paywall token calls", function () {
     );
     router.get("/weather", (req, res) => {
       runs++;
-      setTimeout(() => void res.json({ paidBy: req.payment?.method }), opts.delayMs ?? 0);
+      const requestId = opts.context?.getStore();
+      setTimeout(() => void res.json({ paidBy: req.payment?.method, ...(requestId === undefined ? {} : { requestId }) }), opts.delayMs ?? 0);
     });
     const app = express();
     app.use("/v1", router);
@@ -252,12 +256,10 @@ describe("paywall token calls", function () {
   it("token calls of one event-loop turn are admitted together after it: 30 at once on a 10-call token → exactly 10 runs and 10 calls used, 20 × 402 exhausted", async function () {
     const app = await serve({ maxCalls: 10, delayMs: 20 });
     try {
-      const answers = await Promise.all(
-        Array.from({ length: 30 }, async () => {
-          const res = await fetch(`${app.url}/v1/weather`, { headers: { "x-payment-token": app.token } });
-          return { status: res.status, body: (await res.json()) as { error?: string; paidBy?: string } };
-        }),
-      );
+      const answers = (await inOneTurn(app.url, "/v1/weather", Array.from({ length: 30 }, () => ({ "x-payment-token": app.token })))) as Array<{
+        status: number;
+        body: { error?: string; paidBy?: string };
+      }>;
       const paid = answers.filter((a) => a.status === 200);
       assert.equal(paid.length, 10);
       assert.ok(paid.every((a) => a.body.paidBy === "token"));
@@ -267,6 +269,21 @@ describe("paywall token calls", function () {
       assert.equal(app.runs(), 10);
       await waitFor(async () => (await app.callsUsed()) === 10);
       assert.equal(app.store.stats().reservations, 0);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it("each request's handler runs in its own async context (AsyncLocalStorage), also when 40 token calls share a turn", async function () {
+    const context = new AsyncLocalStorage<string>();
+    const app = await serve({ maxCalls: 100, context });
+    try {
+      const ids = Array.from({ length: 40 }, (_, i) => `req-${i}`);
+      const answers = await inOneTurn(app.url, "/v1/weather", ids.map((id) => ({ "x-payment-token": app.token, "x-request-id": id })));
+      assert.deepEqual(
+        answers,
+        ids.map((requestId) => ({ status: 200, body: { paidBy: "token", requestId } })),
+      );
     } finally {
       await app.close();
     }
@@ -298,6 +315,46 @@ describe("paywall token calls", function () {
     }
   });
 });
+
+/**
+ * Send one GET per header set, each on its own connection, so that the server
+ * (in this process) reads them all in one turn of the event loop: connect
+ * every socket first, then write every request before yielding. Resolves
+ * with each answer's status and JSON body, in the order given.
+ */
+async function inOneTurn(url: string, path: string, headerSets: Array<Record<string, string>>): Promise<Array<{ status: number; body: unknown }>> {
+  const { hostname, port } = new URL(url);
+  const sockets: Socket[] = await Promise.all(
+    headerSets.map(
+      () =>
+        new Promise<Socket>((resolve, reject) => {
+          const s = connect(Number(port), hostname, () => resolve(s)).once("error", reject);
+        }),
+    ),
+  );
+  await new Promise((r) => setTimeout(r, 20)); // the server accepts them all
+  const answers = sockets.map(
+    (s) =>
+      new Promise<{ status: number; body: unknown }>((resolve, reject) => {
+        let raw = "";
+        s.setEncoding("utf8");
+        s.on("data", (chunk: string) => {
+          raw += chunk;
+          const end = raw.indexOf("\r\n\r\n");
+          const length = Number(/\r\ncontent-length: *(\d+)/i.exec(raw)?.[1] ?? NaN);
+          if (end < 0 || raw.length - end - 4 < length) return;
+          s.destroy();
+          resolve({ status: Number(raw.slice(9, 12)), body: JSON.parse(raw.slice(end + 4, end + 4 + length)) });
+        });
+        s.once("error", reject);
+      }),
+  );
+  headerSets.forEach((headers, i) => {
+    const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`);
+    sockets[i]!.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n${lines.join("")}\r\n`);
+  });
+  return Promise.all(answers);
+}
 
 /** Poll `check` until it holds (the call is committed when the response closes, just after the client has it). */
 async function waitFor(check: () => boolean | Promise<boolean>): Promise<void> {
