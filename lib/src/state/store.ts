@@ -124,9 +124,9 @@ export interface Store {
   /**
    * Optional same-tick forms of the three calls above, for a store whose state
    * lives in this process (`MemoryStore`). When a store has all three, the
-   * engine and adapters use them, and a token-paid request waits on no promise
-   * (the Express adapter still reserves a turn's calls together at its end,
-   * like the other stores' batches). Same results and atomicity as the async forms.
+   * engine and adapters use them and wait on no promise of the store's (the
+   * Express adapter still takes a turn's token calls together at its end, as
+   * the other stores batch theirs). Same results and atomicity as the async forms.
    */
   reserveCallSync?(tokenHash: string, serviceId: string, now: number, leaseMs: number): ReserveResult;
   commitCallSync?(reservationId: string): boolean;
