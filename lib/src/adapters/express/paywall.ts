@@ -297,42 +297,38 @@ function makeMiddleware(
       return refuseToken(req, res, next, new PaymentError("tokens_not_accepted", "this route does not accept X-Payment-Token; pay with x402."), route, path);
     }
     const advertised = route.options.resource ?? (engine.observed ? resourceUrl(req, origin(req, options, headers), path) : "");
-    if (!engine.syncTokens) {
-      return engine.reserveToken(token, serviceId, advertised).then(
-        (attempt) => admitToken(req, res, next, attempt, advertised),
-        (err: unknown) => refuseToken(req, res, next, err, route, path),
-      );
-    }
     let attempt: TokenAttempt | undefined;
     let gone = false;
-    // Listening now, not once reserved, also covers a response that closes before the turn ends: then
-    // nothing is reserved and the handler never runs. Otherwise as in `admitToken`.
+    // 'close' follows 'finish', or comes alone when the client went away: commit the call only when
+    // the whole answer was sent with a status < 400, else give it back. Listening from the start also
+    // covers a response that closes before the call is reserved. A closure, not a property on `res`,
+    // and `on` taken from EventEmitter.prototype, not read from `res`: each property read or added
+    // on Express's response objects costs more than that (see `requestPath`).
     addListener.call(res, "close", () => {
       if (attempt) engine.finishToken(attempt, advertised, res.writableFinished && res.statusCode < 400);
       else gone = true;
     });
+    const admit = (reserved: TokenAttempt): void => {
+      // the response closed while the call was being reserved: give the call back, run nothing
+      if (gone) return engine.finishToken(reserved, advertised, false);
+      attempt = reserved;
+      requestPayments.set(req, reserved.info);
+      next();
+    };
+    if (!engine.syncTokens) {
+      return engine.reserveToken(token, serviceId, advertised).then(admit, (err: unknown) => refuseToken(req, res, next, err, route, path));
+    }
     // a reaction of its own per request: it runs in the request's async context (AsyncLocalStorage)
     return endOfTurn().then(() => {
       if (gone) return;
+      let reserved: TokenAttempt;
       try {
-        attempt = engine.reserveTokenSync(token, serviceId, advertised);
+        reserved = engine.reserveTokenSync(token, serviceId, advertised);
       } catch (err) {
         return refuseToken(req, res, next, err, route, path);
       }
-      requestPayments.set(req, attempt.info);
-      next();
+      admit(reserved);
     });
-  }
-
-  /** A reserved token call (store with promises): run the handler, then commit or release the call. */
-  function admitToken(req: Request, res: Response, next: NextFunction, attempt: TokenAttempt, advertised: string): void {
-    requestPayments.set(req, attempt.info);
-    // 'close' follows 'finish', or comes alone when the client went away: commit the call only when
-    // the whole answer was sent with a status < 400, else give it back. A closure, not a property on
-    // `res`, and `on` taken from EventEmitter.prototype, not read from `res`: each property read or
-    // added on Express's response objects costs more than that (see `requestPath`).
-    addListener.call(res, "close", () => engine.finishToken(attempt, advertised, res.writableFinished && res.statusCode < 400));
-    next();
   }
 
   async function handleX402(req: Request, res: Response, next: NextFunction, version: 1 | 2, raw: string, route: ResolvedRoute<Request>, offer: Offer, base: string) {
