@@ -76,11 +76,11 @@ let turnEnd: Promise<void> | undefined;
  * phase by phase: all of them read and routed, then all reserved and
  * answered, in arrival order. That served about 15% more token-paid requests
  * per second here than taking each through to its answer at once
- * (`npm run bench` scenario 2: 1.05 against 0.90 of bare Express), with
- * about as many system calls and 3% more instructions per request
- * (callgrind) but 9% less CPU time: each phase's code runs for many requests
- * in a row, and the caches keep it (the likely cause; this machine exposes
- * no cache counters). The SqliteStore and RedisStore batch a turn's calls the
+ * (`npm run bench` scenario 2: 1.04 against 0.90 of bare Express), with
+ * about as many system calls and 2% more instructions per request
+ * (callgrind) but less CPU time (1.05 against 0.90 of bare Express's, same
+ * runs): each phase's code runs for many requests in a row, and the caches
+ * keep it (the likely cause; this machine exposes no cache counters). The SqliteStore and RedisStore batch a turn's calls the
  * same way. A call waits at most for the rest of its turn's I/O callbacks.
  */
 function endOfTurn(): Promise<void> {
