@@ -20,9 +20,9 @@ export const settings = {
   rounds: num("BENCH_ROUNDS", 5),
   /**
    * Rounds of scenario 2 (token-paid requests). More than the others: its
-   * MemoryStore goal (0.90) lies within a few hundredths of what it measures
-   * here, and single rounds on this shared machine scatter by ±0.05–0.10; the
-   * median of 9 scatters about a third as much as one round.
+   * goals are the tightest, and single rounds on this shared machine scatter
+   * by ±0.05–0.10 (as the no-op reference row shows); the median of 9
+   * scatters less than half as much as one round.
    */
   tokenRounds: num("BENCH_TOKEN_ROUNDS", 9),
   /** Warm-up seconds per contender per round of scenarios 1 and 2 (each round starts fresh processes; their JIT needs ~5 s). */

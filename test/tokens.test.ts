@@ -144,7 +144,13 @@ describe("paywall token calls", function () {
     // without its same-tick forms the MemoryStore is taken the way remote stores are, through promises
     const SYNC = new Set<string | symbol>(["reserveCallSync", "commitCallSync", "releaseCallSync"]);
     const given = opts.asyncStore
-      ? new Proxy(store, { get: (t, k) => (SYNC.has(k) ? undefined : typeof Reflect.get(t, k) === "function" ? Reflect.get(t, k).bind(t) : Reflect.get(t, k)) })
+      ? new Proxy(store, {
+          get(target, key) {
+            if (SYNC.has(key)) return undefined;
+            const value: unknown = Reflect.get(target, key);
+            return typeof value === "function" ? value.bind(target) : value;
+          },
+        })
       : store;
     const token = generatePaymentToken();
     const maxCalls = opts.maxCalls ?? 2;
@@ -258,7 +264,7 @@ describe("paywall token calls", function () {
     }
   });
 
-  it("token calls of one event-loop turn are admitted together after it: 30 at once on a 10-call token → exactly 10 runs and 10 calls used, 20 × 402 exhausted", async function () {
+  it("30 token calls sent in one turn of the event loop on a 10-call token → exactly 10 runs and 10 calls used, 20 × 402 exhausted", async function () {
     const app = await serve({ maxCalls: 10, delayMs: 20 });
     try {
       const answers = (await inOneTurn(app.url, "/v1/weather", Array.from({ length: 30 }, () => ({ "x-payment-token": app.token })))) as Array<{
