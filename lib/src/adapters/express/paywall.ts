@@ -80,8 +80,10 @@ let turnEnd: Promise<void> | undefined;
  * about as many system calls and 2% more instructions per request
  * (callgrind) but less CPU time (1.05 against 0.90 of bare Express's, same
  * runs): each phase's code runs for many requests in a row, and the caches
- * keep it (the likely cause; this machine exposes no cache counters). The SqliteStore and RedisStore batch a turn's calls the
- * same way. A call waits at most for the rest of its turn's I/O callbacks.
+ * keep it (the likely cause; this machine exposes no cache counters). The
+ * SqliteStore and RedisStore batch a turn's calls on the same schedule
+ * (`TurnBatch` in state/shared.ts). A call waits at most for the rest of its
+ * turn's I/O callbacks.
  */
 function endOfTurn(): Promise<void> {
   return (turnEnd ??= new Promise<void>((resolve) =>
