@@ -73,8 +73,9 @@ describe("typed errors (issue 15)", function () {
   });
 
   describe("dev chain", () => {
-    it("a wildcard host is a ConfigError naming the option", async () => {
+    it("a wildcard host or a malformed token address is a ConfigError naming the option", async () => {
       await assert.rejects(startDevChain({ host: "0.0.0.0" }), (e: unknown) => e instanceof ConfigError && e.option === "host" && e.code === "invalid_config");
+      await assert.rejects(startDevChain({ usdcAddress: "0x123" as never }), (e: unknown) => e instanceof ConfigError && e.option === "usdcAddress");
     });
 
     it("an anvil binary that cannot run is a DevChainError (devchain_failed, spawn_failed)", async () => {

@@ -19,6 +19,7 @@ import {
   encodeFunctionData,
   getAddress,
   http,
+  isAddress,
   toHex,
   type Abi,
   type Address,
@@ -132,6 +133,7 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
     throw new ConfigError("host", `refusing to bind anvil to ${host}; its accounts are unlocked. Use a loopback address.`);
   }
   const chainId = opts.chainId ?? 84532;
+  if (opts.usdcAddress !== undefined && !isAddress(opts.usdcAddress, { strict: false })) throw new ConfigError("usdcAddress", `${JSON.stringify(opts.usdcAddress)} is not an address (0x and 40 hex digits).`);
   const usdc = getAddress(opts.usdcAddress ?? BASE_SEPOLIA_USDC);
   const mintPerPayer = opts.mintPerPayer ?? 1_000_000_000n;
   const args = ["--host", host, "--port", String(opts.port ?? 0), "--chain-id", String(chainId), "--mnemonic", DEV_MNEMONIC, "--accounts", "10"];
