@@ -7,7 +7,7 @@
  *
  * Offline: the app's third-party dependencies are `file:` links to this
  * workspace's node_modules (what `npm ci` installed), and `npm install
- * --offline` proves nothing is fetched.
+ * --offline` with an empty cache proves nothing is fetched or needed from the cache.
  */
 import assert from "node:assert/strict";
 import { spawn, execFile, type ChildProcess } from "node:child_process";
@@ -140,7 +140,10 @@ describe("package: npm pack, install outside the workspace, README Quickstart wi
         },
       }),
     );
-    await run("npm", ["install", "--offline", "--no-audit", "--no-fund", "--ignore-scripts", "--legacy-peer-deps", "--loglevel=error"], { cwd: app, env: cleanEnv(), maxBuffer: 16 << 20 });
+    // An empty npm cache and --offline: the install needs nothing but the tarball and the workspace's packages.
+    // (--legacy-peer-deps: npm 11 fails to place peer dependencies that are `file:` links.)
+    const emptyCache = join(app, ".npm-cache");
+    await run("npm", ["install", "--offline", "--no-audit", "--no-fund", "--ignore-scripts", "--legacy-peer-deps", "--loglevel=error"], { cwd: app, env: cleanEnv({ npm_config_cache: emptyCache }), maxBuffer: 16 << 20 });
     assert.ok(!realpathSync(join(app, "node_modules", "server402")).startsWith(ROOT), "server402 is installed from the tarball, not linked to the workspace");
   });
 
