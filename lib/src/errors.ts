@@ -3,11 +3,24 @@
  * machine-readable `code`; messages are for humans and may change.
  */
 
+import type { StoredPayment } from "./state/store.js";
+
+/** Every `code` a server402 error can carry. */
+export type Server402ErrorCode =
+  | "invalid_config"
+  | "missing_dependency"
+  | "payment_refused"
+  | "duplicate_payment"
+  | "settlement_failed"
+  | "store_unavailable"
+  | "chain_unavailable"
+  | "devchain_failed";
+
 /** Base class of every error thrown by server402. */
 export class Server402Error extends Error {
   /** Stable machine-readable code, e.g. `invalid_config`. */
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  readonly code: Server402ErrorCode;
+  constructor(code: Server402ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = new.target.name;
     this.code = code;
@@ -24,6 +37,16 @@ export class ConfigError extends Server402Error {
   }
 }
 
+/** An optional package that a feature needs is not installed; the message is the one line to fix it. */
+export class MissingDependencyError extends Server402Error {
+  /** The npm package(s) to install, e.g. `better-sqlite3`. */
+  readonly dependency: string;
+  constructor(dependency: string, feature: string, options?: { cause?: unknown }) {
+    super("missing_dependency", `${feature} needs ${dependency}: npm install ${dependency}`, options);
+    this.dependency = dependency;
+  }
+}
+
 /**
  * A payment was refused. `reason` is an x402 error reason string
  * (e.g. `invalid_exact_evm_payload_signature`) or one of server402's own
@@ -33,6 +56,8 @@ export class PaymentError extends Server402Error {
   readonly reason: string;
   /** HTTP status to answer with (402 unless noted). */
   readonly status: number;
+  /** The prepaid payment a refused token belongs to (e.g. exhausted or expired), when known. */
+  payment?: StoredPayment;
   constructor(reason: string, message: string, status = 402, options?: { cause?: unknown }) {
     super("payment_refused", message, options);
     this.reason = reason;

@@ -3,6 +3,7 @@
  * (v1 and v2 on the same route) and prepaid payment tokens.
  */
 export { Server402Error, ConfigError, PaymentError, SettlementError, StoreError, ChainError } from "./errors.js";
+export { MissingDependencyError, type Server402ErrorCode } from "./errors.js";
 
 // pure protocol
 export { findNetwork, resolveNetwork, KNOWN_NETWORKS, type AssetInfo, type NetworkInfo } from "./protocol/networks.js";

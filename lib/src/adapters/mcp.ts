@@ -29,7 +29,7 @@ import type { McpServer, RegisteredTool } from "@modelcontextprotocol/sdk/server
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { CallToolResult, ServerNotification, ServerRequest, ToolAnnotations } from "@modelcontextprotocol/sdk/types.js";
 import type { Request } from "express";
-import { z } from "zod/v4";
+import type { z } from "zod/v4";
 import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } from "../errors.js";
 import { settleResponse, type PaymentInfo, type X402Attempt } from "../core/engine.js";
 import type { ResolvedRoute } from "../core/options.js";
@@ -40,6 +40,10 @@ import { toPaymentRequiredV2, type Offer } from "../protocol/requirements.js";
 import type { PaymentRequiredV2, SettleResponse } from "../protocol/types.js";
 import type { StoredPayment } from "../state/store.js";
 import type { PaywallMiddleware } from "./express/paywall.js";
+import { importOptional } from "../optional.js";
+
+/** zod at run time (the MCP SDK installs it); a missing install is a one-line MissingDependencyError. */
+const { z: zod } = await importOptional<typeof import("zod/v4")>("zod/v4", "@modelcontextprotocol/sdk zod", "server402/mcp");
 
 /** `_meta` keys of the x402 MCP transport (plus server402's own payment summary). */
 export const MCP_META = {
@@ -143,8 +147,8 @@ function strictArgs<Shape extends z.ZodRawShape>(name: string, shape: Shape) {
   }
   if (PAYMENT_TOKEN_ARGUMENT in shape) throw new ConfigError(`registerPaidTool(${JSON.stringify(name)}).inputSchema`, `must not define ${PAYMENT_TOKEN_ARGUMENT}; it is added for you.`);
   const expected = [...Object.keys(shape), PAYMENT_TOKEN_ARGUMENT];
-  return z.strictObject(
-    { ...shape, [PAYMENT_TOKEN_ARGUMENT]: z.string().max(256).optional().describe("Prepaid payment token (from POST /api/payments, once paid). Omit to pay with x402 in _meta[\"x402/payment\"].") },
+  return zod.strictObject(
+    { ...shape, [PAYMENT_TOKEN_ARGUMENT]: zod.string().max(256).optional().describe("Prepaid payment token (from POST /api/payments, once paid). Omit to pay with x402 in _meta[\"x402/payment\"].") },
     {
       error: (iss) => {
         if (iss.code !== "unrecognized_keys") return undefined;

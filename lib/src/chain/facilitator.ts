@@ -39,24 +39,35 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
   const root = base.toString().replace(/\/+$/, "");
   const timeoutMs = opts.timeoutMs ?? 30_000;
 
+  /**
+   * One request. Every failure (unreachable, timeout, a body that is not a
+   * JSON object) is a ChainError; `timedOut` tells settle that the outcome is unknown.
+   */
   async function call(endpoint: "verify" | "settle" | "supported", body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-    const headers: Record<string, string> = { accept: "application/json", ...(await opts.createAuthHeaders?.(endpoint)) };
-    if (body !== undefined) headers["content-type"] = "application/json";
-    const res = await fetch(`${root}/${endpoint}`, {
-      method: body === undefined ? "GET" : "POST",
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body, (_k, v) => (typeof v === "bigint" ? v.toString() : v)),
-      signal: AbortSignal.timeout(endpoint === "settle" ? timeoutMs : Math.ceil(timeoutMs / 3)),
-      redirect: "error",
-    });
-    const text = await res.text();
+    let res: Response;
+    let text: string;
+    try {
+      const headers: Record<string, string> = { accept: "application/json", ...(await opts.createAuthHeaders?.(endpoint)) };
+      if (body !== undefined) headers["content-type"] = "application/json";
+      res = await fetch(`${root}/${endpoint}`, {
+        method: body === undefined ? "GET" : "POST",
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body, (_k, v) => (typeof v === "bigint" ? v.toString() : v)),
+        signal: AbortSignal.timeout(endpoint === "settle" ? timeoutMs : Math.ceil(timeoutMs / 3)),
+        redirect: "error",
+      });
+      text = await res.text();
+    } catch (err) {
+      const timedOut = (err as Error | undefined)?.name === "TimeoutError";
+      throw new FacilitatorUnavailable(`facilitator /${endpoint} ${timedOut ? "did not answer in time" : `failed: ${(err as Error).message}`}`, timedOut, err);
+    }
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch {
-      throw new Error(`facilitator /${endpoint} answered HTTP ${res.status} with a body that is not JSON`);
+      throw new FacilitatorUnavailable(`facilitator /${endpoint} answered HTTP ${res.status} with a body that is not JSON`);
     }
-    if (!json || typeof json !== "object") throw new Error(`facilitator /${endpoint} answered HTTP ${res.status} with a non-object`);
+    if (!json || typeof json !== "object") throw new FacilitatorUnavailable(`facilitator /${endpoint} answered HTTP ${res.status} with a non-object`);
     return { status: res.status, json: json as Record<string, unknown> };
   }
 
@@ -69,8 +80,8 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
       try {
         r = await call("settle", bodyOf(req));
       } catch (err) {
-        const timedOut = (err as Error).name === "TimeoutError";
-        throw new SettlementError(timedOut ? "settlement_pending" : "unexpected_settle_error", timedOut ? `facilitator /settle did not answer within ${timeoutMs} ms; the transfer may still happen.` : `facilitator /settle failed: ${(err as Error).message}`, { pending: timedOut, cause: err });
+        const timedOut = err instanceof FacilitatorUnavailable && err.timedOut;
+        throw new SettlementError(timedOut ? "settlement_pending" : "unexpected_settle_error", timedOut ? `facilitator /settle did not answer within ${timeoutMs} ms; the transfer may still happen.` : (err as Error).message, { pending: timedOut, cause: err });
       }
       const j = r.json;
       if (j.success === true && typeof j.transaction === "string" && /^0x[0-9a-fA-F]{64}$/.test(j.transaction)) {
@@ -85,12 +96,12 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
     async verify(req) {
       const r = await call("verify", bodyOf(req));
       const j = r.json;
-      if (typeof j.isValid !== "boolean") throw new Error(`facilitator /verify answered HTTP ${r.status} without isValid`);
+      if (typeof j.isValid !== "boolean") throw new FacilitatorUnavailable(`facilitator /verify answered HTTP ${r.status} without isValid`);
       return { isValid: j.isValid, invalidReason: typeof j.invalidReason === "string" ? j.invalidReason : undefined, payer: typeof j.payer === "string" ? j.payer : undefined };
     },
     async supported() {
       const r = await call("supported");
-      if (!Array.isArray(r.json.kinds)) throw new Error(`facilitator /supported answered HTTP ${r.status} without kinds`);
+      if (!Array.isArray(r.json.kinds)) throw new FacilitatorUnavailable(`facilitator /supported answered HTTP ${r.status} without kinds`);
       return r.json as { kinds: Array<{ x402Version: number; scheme: string; network: string }> };
     },
     checker(): PaymentChecker {
@@ -100,12 +111,23 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
   return settler;
 }
 
+/** A facilitator that could not be reached or answered something that is not x402 (code `chain_unavailable`). */
+class FacilitatorUnavailable extends ChainError {
+  /** True when the request timed out (for /settle: the transfer may still happen). */
+  readonly timedOut: boolean;
+  constructor(message: string, timedOut = false, cause?: unknown) {
+    super(message, { cause });
+    this.timedOut = timedOut;
+  }
+}
+
 /** Raise the PaymentError or ChainError matching a facilitator verify result. */
 export async function facilitatorVerify(f: FacilitatorSettler, req: SettleRequest): Promise<void> {
   let r;
   try {
     r = await f.verify(req);
   } catch (err) {
+    if (err instanceof ChainError) throw err;
     throw new ChainError(`facilitator /verify failed: ${(err as Error).message}`, { cause: err });
   }
   if (!r.isValid) throw new PaymentError(r.invalidReason ?? "invalid_payment", `the facilitator refused the payment: ${r.invalidReason ?? "invalid"}`);

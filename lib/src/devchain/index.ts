@@ -12,14 +12,14 @@
  * `@foundry-rs/anvil-linux-amd64`) or an explicit `anvilPath`.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import {
   createPublicClient,
   encodeDeployData,
   encodeFunctionData,
   getAddress,
   http,
+  isAddress,
   toHex,
   type Abi,
   type Address,
@@ -27,6 +27,8 @@ import {
   type PublicClient,
 } from "viem";
 import { EIP3009_ABI } from "../chain/abi.js";
+import { ConfigError, Server402Error } from "../errors.js";
+import { packageDir } from "../optional.js";
 import artifact from "./TestUSDC.artifact.json" with { type: "json" };
 
 /** The well-known anvil / Hardhat development mnemonic. Never hold real funds with it. */
@@ -41,6 +43,21 @@ export const BASE_SEPOLIA_USDC: Address = "0x036CbD53842c5426634e7929541eC2318f3
  * relayer's nonce.
  */
 export const DEV_MINTER: Address = "0x0000000000000000000000000000000000004020";
+
+/** What went wrong while running the dev chain (`DevChainError.reason`). */
+export type DevChainFailure = "startup_timeout" | "anvil_exited" | "spawn_failed" | "chain_id_mismatch" | "token_setup_failed" | "mint_failed" | "rpc_failed";
+
+/**
+ * The dev chain could not start or a mint failed (code `devchain_failed`).
+ * A missing anvil is a `MissingDependencyError`, a bad option a `ConfigError`.
+ */
+export class DevChainError extends Server402Error {
+  readonly reason: DevChainFailure;
+  constructor(reason: DevChainFailure, message: string, options?: { cause?: unknown }) {
+    super("devchain_failed", `server402/devchain: ${message}`, options);
+    this.reason = reason;
+  }
+}
 
 export interface DevAccount {
   address: Address;
@@ -94,19 +111,15 @@ const ANVIL_PLATFORMS: Record<string, string> = {
 
 /**
  * Path of the anvil binary shipped in the npm package
- * `@foundry-rs/anvil-<platform>`. Throws an error naming the package to
- * install when it is missing.
+ * `@foundry-rs/anvil-<platform>`. Throws MissingDependencyError naming the
+ * package to install when it is missing, ConfigError on a platform without one.
  */
 export function anvilBinaryPath(): string {
   const platform = ANVIL_PLATFORMS[`${process.platform}-${process.arch}`];
-  if (!platform) throw new Error(`server402/devchain: no anvil npm package for ${process.platform}-${process.arch}; pass anvilPath`);
+  if (!platform) throw new ConfigError("anvilPath", `there is no anvil npm package for ${process.platform}-${process.arch}; install foundry and pass the anvil binary's path.`);
   const pkg = `@foundry-rs/anvil-${platform}`;
-  try {
-    const root = dirname(createRequire(import.meta.url).resolve(`${pkg}/package.json`));
-    return join(root, "bin", platform.startsWith("win32") ? "anvil.exe" : "anvil");
-  } catch (err) {
-    throw new Error(`server402/devchain: anvil not found. Install it with \`npm install -D ${pkg}\` or pass anvilPath.`, { cause: err });
-  }
+  const root = packageDir(pkg, pkg, "server402/devchain");
+  return join(root, "bin", platform.startsWith("win32") ? "anvil.exe" : "anvil");
 }
 
 /**
@@ -117,9 +130,10 @@ export function anvilBinaryPath(): string {
 export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChain> {
   const host = opts.host ?? "127.0.0.1";
   if (host === "0.0.0.0" || host === "::" || host === "[::]") {
-    throw new Error(`server402/devchain: refusing to bind anvil to ${host}; its accounts are unlocked. Use a loopback address.`);
+    throw new ConfigError("host", `refusing to bind anvil to ${host}; its accounts are unlocked. Use a loopback address.`);
   }
   const chainId = opts.chainId ?? 84532;
+  if (opts.usdcAddress !== undefined && !isAddress(opts.usdcAddress, { strict: false })) throw new ConfigError("usdcAddress", `${JSON.stringify(opts.usdcAddress)} is not an address (0x and 40 hex digits).`);
   const usdc = getAddress(opts.usdcAddress ?? BASE_SEPOLIA_USDC);
   const mintPerPayer = opts.mintPerPayer ?? 1_000_000_000n;
   const args = ["--host", host, "--port", String(opts.port ?? 0), "--chain-id", String(chainId), "--mnemonic", DEV_MNEMONIC, "--accounts", "10"];
@@ -141,7 +155,7 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
       client.request({ method: "anvil_impersonateAccount", params: [DEV_MINTER] } as never),
       client.request({ method: "anvil_setBalance", params: [DEV_MINTER, toHex(10n ** 24n)] } as never),
     ]);
-    if (!runtime || runtime === "0x") throw new Error("server402/devchain: token constructor returned no code");
+    if (!runtime || runtime === "0x") throw new DevChainError("token_setup_failed", "the test token's constructor returned no code");
     await client.request({ method: "anvil_setCode", params: [usdc, runtime] } as never);
 
     // Only this chain sends as DEV_MINTER, so a local nonce counter is exact.
@@ -150,7 +164,7 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
     let minterNonce = 0;
     let sendQueue: Promise<unknown> = Promise.resolve();
     const mineTimeoutMs = 30_000 + 3_000 * (opts.blockTime ?? 0);
-    const mint = async (to: Address, amount: bigint): Promise<void> => {
+    const mintOnce = async (to: Address, amount: bigint): Promise<void> => {
       const data = encodeFunctionData({ abi: EIP3009_ABI, functionName: "mint", args: [to, amount] });
       const send = sendQueue.then(() => {
         const tx = { from: DEV_MINTER, to: usdc, data, gas: toHex(MINT_GAS), nonce: toHex(minterNonce++) };
@@ -159,7 +173,21 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
       sendQueue = send.catch(() => {});
       const hash = await send;
       const receipt = await receiptOf(client, hash, mineTimeoutMs);
-      if (receipt.status !== "0x1") throw new Error(`server402/devchain: mint to ${to} reverted (${hash})`);
+      if (receipt.status !== "0x1") throw new DevChainError("mint_failed", `mint to ${to} reverted (${hash})`);
+    };
+    const mint = async (to: Address, amount: bigint): Promise<void> => {
+      try {
+        await mintOnce(to, amount);
+      } catch (err) {
+        throw asDevChainError(err, "mint_failed", `mint to ${to} failed`);
+      }
+    };
+    const balanceOf = async (owner: Address): Promise<bigint> => {
+      try {
+        return await client.readContract({ address: usdc, abi: EIP3009_ABI, functionName: "balanceOf", args: [owner] });
+      } catch (err) {
+        throw asDevChainError(err, "rpc_failed", "balanceOf failed");
+      }
     };
     if (mintPerPayer > 0n) await Promise.all(accounts.payers.map((p) => mint(p.address, mintPerPayer)));
 
@@ -169,13 +197,20 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
       usdc,
       accounts,
       mint,
-      balanceOf: (owner) => client.readContract({ address: usdc, abi: EIP3009_ABI, functionName: "balanceOf", args: [owner] }),
+      balanceOf,
       stop: anvil.stop,
     };
   } catch (err) {
     await anvil.stop();
-    throw err;
+    throw asDevChainError(err, "token_setup_failed", "setting up the test token failed");
   }
+}
+
+/** server402's own errors pass through; anything else (a viem RPC error) becomes a DevChainError. */
+function asDevChainError(err: unknown, reason: DevChainFailure, what: string): Server402Error {
+  if (err instanceof Server402Error) return err;
+  const detail = err instanceof Error ? (err as { shortMessage?: string }).shortMessage ?? err.message : String(err);
+  return new DevChainError(reason, `${what}: ${detail}`, { cause: err });
 }
 
 interface AnvilProcess {
@@ -215,7 +250,7 @@ function spawnAnvil(path: string, args: string[]): AnvilProcess {
     });
   });
   const listening = new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server402/devchain: anvil did not start within ${STARTUP_TIMEOUT_MS} ms. Output:\n${tail}`)), STARTUP_TIMEOUT_MS);
+    const timer = setTimeout(() => reject(new DevChainError("startup_timeout", `anvil did not start within ${STARTUP_TIMEOUT_MS} ms. Output:\n${tail}`)), STARTUP_TIMEOUT_MS);
     const onData = (): void => {
       const m = /Listening on \S+:(\d+)/.exec(tail);
       if (!m) return;
@@ -228,11 +263,11 @@ function spawnAnvil(path: string, args: string[]): AnvilProcess {
     child.stdout!.on("data", onData);
     child.once("error", (err) => {
       clearTimeout(timer);
-      reject(new Error(`server402/devchain: cannot run anvil at ${path}: ${err.message}`, { cause: err }));
+      reject(new DevChainError("spawn_failed", `cannot run anvil at ${path}: ${err.message}`, { cause: err }));
     });
     void exited.then(() => {
       clearTimeout(timer);
-      reject(new Error(`server402/devchain: anvil exited during startup (code ${child.exitCode}). Output:\n${tail}`));
+      reject(new DevChainError("anvil_exited", `anvil exited during startup (code ${child.exitCode}). Output:\n${tail}`));
     });
   });
   listening.catch(() => {});
@@ -258,11 +293,11 @@ async function waitForChainId(client: PublicClient, chainId: number, anvil: Anvi
     try {
       actual = await client.getChainId();
     } catch (err) {
-      if (Date.now() > deadline) throw new Error(`server402/devchain: anvil RPC did not answer within ${STARTUP_TIMEOUT_MS} ms. Output:\n${anvil.output()}`, { cause: err });
+      if (Date.now() > deadline) throw new DevChainError("startup_timeout", `anvil RPC did not answer within ${STARTUP_TIMEOUT_MS} ms. Output:\n${anvil.output()}`, { cause: err });
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
   }
-  if (actual !== chainId) throw new Error(`server402/devchain: anvil reports chain ${actual}, expected ${chainId}`);
+  if (actual !== chainId) throw new DevChainError("chain_id_mismatch", `anvil reports chain ${actual}, expected ${chainId}`);
 }
 
 /** Poll until the transaction is mined (automine or interval mining). */
@@ -271,7 +306,7 @@ async function receiptOf(client: PublicClient, hash: Hex, timeoutMs: number): Pr
   for (;;) {
     const receipt = (await client.request({ method: "eth_getTransactionReceipt", params: [hash] })) as { status: Hex } | null;
     if (receipt) return receipt;
-    if (Date.now() > deadline) throw new Error(`server402/devchain: transaction ${hash} not mined within ${timeoutMs} ms`);
+    if (Date.now() > deadline) throw new DevChainError("mint_failed", `transaction ${hash} not mined within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
 }

@@ -18,9 +18,9 @@
  * LRANGE offsets), and operators can read it with standard stream tooling.
  */
 import { createHash } from "node:crypto";
-import { createRequire } from "node:module";
 import type { Redis, RedisOptions } from "ioredis";
 import { ConfigError } from "../errors.js";
+import { requireOptional } from "../optional.js";
 import { RESERVED_PAYMENT_FIELDS, type LedgerEntry, type NonceState, type ReserveResult, type ReserveFailure, type ReservedPayment, type Store, type StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
@@ -209,13 +209,8 @@ export class RedisStore implements Store {
       this.owned = false;
     } else {
       if (!opts.url) throw new ConfigError("store", "RedisStore needs `url` or `client`");
-      let IORedis: typeof Redis;
-      try {
-        const mod = createRequire(import.meta.url)("ioredis");
-        IORedis = mod.Redis ?? mod.default ?? mod;
-      } catch (err) {
-        throw new ConfigError("store", `RedisStore needs the ioredis package (npm install ioredis): ${(err as Error).message}`);
-      }
+      const mod = requireOptional<{ Redis?: typeof Redis; default?: typeof Redis }>("ioredis", "ioredis", "RedisStore (server402/redis)");
+      const IORedis = mod.Redis ?? mod.default ?? (mod as unknown as typeof Redis);
       const fastFail: RedisOptions = {
         // A down Redis must fail requests within ~2 s, not queue them forever.
         connectTimeout: 1500,

@@ -8,10 +8,10 @@
  * another process's write lock).
  */
 import { mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
-import { ConfigError, StoreError } from "../errors.js";
+import { StoreError } from "../errors.js";
+import { requireOptional } from "../optional.js";
 import type { LedgerEntry, NonceState, ReserveResult, Store, StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
@@ -103,12 +103,7 @@ export class SqliteStore implements Store {
   private readonly batch = new TurnBatch<Queued>((calls) => this.runBatch(calls));
 
   constructor(opts: SqliteStoreOptions) {
-    let Database: typeof BetterSqlite3;
-    try {
-      Database = createRequire(import.meta.url)("better-sqlite3");
-    } catch (err) {
-      throw new ConfigError("store", `SqliteStore needs the better-sqlite3 package (npm install better-sqlite3): ${(err as Error).message}`);
-    }
+    const Database = requireOptional<typeof BetterSqlite3>("better-sqlite3", "better-sqlite3", "SqliteStore (server402/sqlite)");
     this.retentionMs = opts.paymentRetentionMs ?? DEFAULT_PAYMENT_RETENTION_MS;
     let db: BetterSqlite3.Database | undefined;
     try {
