@@ -435,19 +435,23 @@ describe("issue 14, Express paywall: money safety", function () {
       }
     }
 
-    it("B12 store outage = 500: a chain outage before the handler answers 502 chain_unavailable with Retry-After", async function () {
+    it("B12 store outage = 500: a chain outage answers 502 with Retry-After, before the handler (check) and after it (settlement)", async function () {
       const dead = await listen(express().use((req, _res) => req.socket.destroy()));
       let runs = 0;
       const a = express();
+      const deadSettler = relayerSettler({ rpcUrl: dead.url, chainId: 84532, privateKey: generatePrivateKey(), requestTimeoutMs: 1000 });
       a.use(paywall({ payTo: PAY_TO, settler: noSettle, rpcUrl: dead.url, routes: { "GET /x": { price: "$0.01" } } }));
-      a.get("/x", (_req, res) => {
+      a.use("/unchecked", paywall({ payTo: PAY_TO, settler: deadSettler, checker: false, routes: { "GET /x": { price: "$0.01" } } }));
+      a.get(["/x", "/unchecked/x"], (_req, res) => {
         runs++;
-        res.json({ ok: true });
+        res.json({ paid: "content" });
       });
       const srv = await listen(a);
       try {
         await expectOutage(await fetch(`${srv.url}/x`, { headers: { "x-payment": await x402Header(10_000n) } }), "chain_unavailable");
         assert.equal(runs, 0);
+        await expectOutage(await fetch(`${srv.url}/unchecked/x`, { headers: { "x-payment": await x402Header(10_000n) } }), "unexpected_settle_error");
+        assert.equal(runs, 1, "the handler ran; its answer was withheld");
       } finally {
         await srv.close();
         await dead.close();
