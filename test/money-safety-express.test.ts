@@ -83,8 +83,13 @@ describe("issue 14, Express paywall: money safety", function () {
     async function app(errorHandler?: (err: unknown, req: Request, res: Response, next: NextFunction) => void) {
       const a = express();
       a.set("env", "test"); // Express's default error handler logs the stack otherwise
+      a.use((_req, res, next) => {
+        res.setHeader("x-request-id", "req-1");
+        next();
+      });
       a.use(paywall({ payTo: PAY_TO, settler: noSettle, checker: false, routes: { "GET /a1": { price: "$0.01" } } }));
       a.get("/a1", (_req, res, next) => {
+        res.setHeader("x-paid-result", "match");
         res.writeHead(200, { "content-type": "text/plain", "x-secret-header": "paid" });
         res.write("PAID-CONTENT-1 ");
         res.write("PAID-CONTENT-2");
@@ -104,6 +109,9 @@ describe("issue 14, Express paywall: money safety", function () {
         assert.equal(res.status, 500, text);
         assert.deepEqual(JSON.parse(text), { error: "internal_error" });
         assert.equal(res.headers.get("x-secret-header"), null);
+        assert.equal(res.headers.get("x-paid-result"), null, "a header the handler set is part of its unpaid answer");
+        assert.equal(res.headers.get("x-request-id"), "req-1", "headers set before the handler stay");
+        assert.equal(res.headers.get("content-type"), "application/json; charset=utf-8");
       } finally {
         await srv.close();
       }

@@ -3,7 +3,9 @@
  * byte of a paid answer leaves before the money does. When the final answer
  * is an error (status ≥ 400) but the handler had begun a successful one
  * (`writeHead(200)`, `write(...)`, then `next(err)`), only the error is sent:
- * what was written while the status was below 400 is unpaid content.
+ * what was written while the status was below 400 is unpaid content, and so
+ * are the headers the handler had set by then that the error answer left as
+ * they were.
  */
 import type { ServerResponse } from "node:http";
 
@@ -27,6 +29,9 @@ export function bufferResponse(res: ServerResponse): BufferedResponse {
   /** Per chunk: written while the status was ≥ 400 (part of an error answer). */
   const asError: boolean[] = [];
   let headArgs: unknown[] | undefined;
+  /** Headers set before the handler ran (kept), and when it began a successful answer. */
+  const headersBefore = res.getHeaders();
+  let headersAtSuccess: ReturnType<ServerResponse["getHeaders"]> | undefined;
   let resolve!: (v: { closed: boolean }) => void;
   const done = new Promise<{ closed: boolean }>((r) => (resolve = r));
   const onClose = () => resolve({ closed: true });
@@ -36,10 +41,12 @@ export function bufferResponse(res: ServerResponse): BufferedResponse {
     if (chunk === undefined || chunk === null || typeof chunk === "function") return;
     chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string, typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8"));
     asError.push(res.statusCode >= 400);
+    if (res.statusCode < 400) headersAtSuccess ??= res.getHeaders();
   };
   res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
     headArgs = args;
     if (typeof args[0] === "number") res.statusCode = args[0];
+    if (res.statusCode < 400) headersAtSuccess ??= res.getHeaders();
     return this;
   } as WriteHead;
   res.flushHeaders = () => {};
@@ -75,6 +82,9 @@ export function bufferResponse(res: ServerResponse): BufferedResponse {
         body = chunks.filter((_, i) => asError[i]);
         headArgs = undefined;
         res.removeHeader("Content-Length");
+        for (const [name, value] of Object.entries(headersAtSuccess ?? {})) {
+          if (!(name in headersBefore) && res.getHeader(name) === value) res.removeHeader(name);
+        }
       }
       if (headArgs) (res.writeHead as (...a: unknown[]) => void)(...headArgs);
       res.end(body.length === 1 ? body[0] : Buffer.concat(body));
