@@ -313,6 +313,41 @@ export function runStoreConformance(name: string, makeStore: () => Promise<Store
       });
     });
 
+    // --- lease renewal (issue 14 A4) ---
+    describe("renewCall", function () {
+      it("A4 lease overrun: a renewed reservation outlives its first lease, holds the call, and commits once", async function () {
+        const p = await paidPayment(store);
+        const t = Date.now();
+        const r = await store.reserveCall(p.tokenHash, "svc", t, 1000);
+        assert.ok(r.ok);
+        assert.equal(await store.renewCall(r.reservationId, t + 800, 1000), true);
+        const during = await store.reserveCall(p.tokenHash, "svc", t + 1500, 1000);
+        assert.equal(!during.ok && during.reason, "exhausted", "the renewed lease still holds the only call");
+        assert.equal(await store.commitCall(r.reservationId), true);
+        assert.equal(await store.commitCall(r.reservationId), false);
+        assert.equal((await store.getPayment(p.paymentId))!.callsUsed, 1);
+      });
+
+      it("A4 lease overrun: the renewed lease lapses in turn; a reclaimed, released, committed or unknown reservation is not renewed", async function () {
+        const p = await paidPayment(store, { maxCalls: 3 });
+        const t = Date.now();
+        const a = await store.reserveCall(p.tokenHash, "svc", t, 1000);
+        assert.ok(a.ok);
+        assert.equal(await store.renewCall(a.reservationId, t + 500, 1000), true);
+        // lapsed at t + 1500 and reclaimed by the reserves below (3 calls: a's is free again)
+        const others = await Promise.all([0, 1, 2].map(() => store.reserveCall(p.tokenHash, "svc", t + 1500, 60_000)));
+        assert.equal(count(others, (r) => r.ok), 3);
+        assert.equal(await store.renewCall(a.reservationId, t + 1600, 1000), false);
+        const [b, c] = others.flatMap((r) => (r.ok ? [r.reservationId] : []));
+        await store.releaseCall(b!);
+        assert.equal(await store.renewCall(b!, t + 1600, 1000), false);
+        assert.equal(await store.commitCall(c!), true);
+        assert.equal(await store.renewCall(c!, t + 1600, 1000), false);
+        for (const id of ["", "nope", "rsv_x.", "rsv_abc.pay_missing"]) assert.equal(await store.renewCall(id, t, 1000), false);
+      });
+    });
+    // --- end lease renewal ---
+
     describe("ledger", function () {
       const entry = (i: number): LedgerEntry => ({
         time: 1_700_000_000_000 + i,

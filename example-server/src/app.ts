@@ -89,6 +89,7 @@ export function createApp(deps: AppDeps): App {
     checker: deps.checker,
     publicUrl: config.publicUrl,
     tokenLeaseMs: config.tokenLeaseMs,
+    handlerTimeoutMs: config.compareTimeoutMs,
     onEvent: (e) => {
       metrics.onEvent(e);
       deps.onEvent?.(e);

@@ -90,7 +90,7 @@ async function crashAndRestart(chain: DevChain, mode: Mode, relayerKey: Hex, pay
     dataDir: dir.path,
     settlement: mode,
     alibabaTimeoutMs: 120_000,
-    extra: { COMPARE_TIMEOUT_MS: "300000", TOKEN_LEASE_MS: "20000" },
+    extra: { COMPARE_TIMEOUT_MS: "20000", TOKEN_LEASE_MS: "20000" },
   });
   const first = await startServerProcess({ name: `r3-${mode}`, env });
   const { token, paymentId } = await buyToken(first.url);

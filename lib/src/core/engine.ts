@@ -131,11 +131,18 @@ export class PaymentEngine {
    * Decode, bind and verify an x402 payload object, then take its replay lock
    * and run the pre-handler check. On any refusal nothing stays locked.
    */
-  async verifyX402(version: 1 | 2, raw: Record<string, unknown>, offer: Offer, serviceId?: string): Promise<X402Attempt> {
+  async verifyX402(version: 1 | 2, raw: Record<string, unknown>, offer: Offer, serviceId?: string, acceptOverpayment = false): Promise<X402Attempt> {
     let locked: string | undefined;
     try {
       const decoded = version === 1 ? decodeV1(raw, offer) : decodeV2(raw, offer);
       const auth = decoded.authorization;
+      // Never take more than the price silently: v1's "at least" only where the route opted in.
+      if (auth.value > offer.amount && !(version === 1 && acceptOverpayment)) {
+        throw new PaymentError(
+          "invalid_exact_evm_payload_authorization_value_mismatch",
+          `authorization.value ${auth.value} is more than the price ${offer.amount}; sign exactly the price (this resource does not take overpayments).`,
+        );
+      }
       const payer = await verifyAuthorization(auth, decoded.signature, {
         asset: offer.asset,
         chainId: offer.network.chainId,

@@ -47,6 +47,14 @@ export interface RouteOptions<Req = unknown> {
   outputSchema?: Record<string, unknown>;
   /** Whether discovery services may list this route. Default true. */
   discoverable?: boolean;
+  /**
+   * Take an x402 v1 authorization for more than the price (and settle all of
+   * it). Default false: a value above the price is refused with
+   * `invalid_exact_evm_payload_authorization_value_mismatch`.
+   */
+  acceptOverpayment?: boolean;
+  /** This route's handler deadline in ms (overrides the paywall's `handlerTimeoutMs`). */
+  handlerTimeoutMs?: number;
 }
 
 /**
@@ -81,8 +89,18 @@ export interface PaymentOptions {
   store?: Store;
   /** Public origin used in resource URLs, e.g. "https://api.example.com". Default: from the request (honours `trust proxy`). */
   publicUrl?: string;
-  /** How long a token call stays reserved if the process dies mid-request, in ms. Default 120 000. */
+  /**
+   * How long a token call stays reserved if the process dies mid-request, in
+   * ms. Default 120 000. While a handler runs, its call's lease is renewed
+   * every third of this. Must not be shorter than `handlerTimeoutMs`.
+   */
   tokenLeaseMs?: number;
+  /**
+   * The longest a paid handler may run (its deadline), in ms, when the app
+   * enforces one. With it, a `tokenLeaseMs` shorter than the deadline is a
+   * startup error on the routes that accept tokens.
+   */
+  handlerTimeoutMs?: number;
   /** Accept prepaid `X-Payment-Token`s on routes with a serviceId. Default true. */
   acceptTokens?: boolean;
   /** Where the payments API is mounted, advertised in 402 answers. Default `DEFAULT_PAYMENTS_PATH` ("/api/payments"). */
@@ -146,9 +164,34 @@ export function validateShared(o: PaymentOptions): void {
   if (o.tokenLeaseMs !== undefined && (!Number.isInteger(o.tokenLeaseMs) || o.tokenLeaseMs < 1000 || o.tokenLeaseMs > 3_600_000)) {
     throw new ConfigError("tokenLeaseMs", "must be whole milliseconds from 1000 to 3600000 (longer than your slowest handler).");
   }
+  checkDeadline(o.handlerTimeoutMs, "handlerTimeoutMs");
   if (o.publicUrl !== undefined && !/^https?:\/\/[^/\s]+$/.test(o.publicUrl)) {
     throw new ConfigError("publicUrl", `must be an origin like "https://api.example.com" (no path, no trailing slash), got ${JSON.stringify(o.publicUrl)}.`);
   }
+}
+
+/** A handler deadline, when given, is whole milliseconds from 1 to 3 600 000. */
+function checkDeadline(ms: number | undefined, option: string): void {
+  if (ms !== undefined && (!Number.isInteger(ms) || ms < 1 || ms > 3_600_000)) {
+    throw new ConfigError(option, "must be whole milliseconds from 1 to 3600000 (the longest the handler may run).");
+  }
+}
+
+/**
+ * A token call's lease must outlast the handler's deadline: the lease is
+ * renewed while the handler runs, but a lease shorter than the deadline says
+ * the configuration was not thought through (and lapses at the first missed renewal).
+ */
+function checkLease<Req>(at: string, r: RouteOptions<Req>, o: PaymentOptions): void {
+  if (!r.serviceId || o.acceptTokens === false) return;
+  const deadline = r.handlerTimeoutMs ?? o.handlerTimeoutMs;
+  const lease = o.tokenLeaseMs ?? 120_000;
+  if (deadline === undefined || lease >= deadline) return;
+  const source = r.handlerTimeoutMs !== undefined ? `${at}.handlerTimeoutMs` : "handlerTimeoutMs";
+  throw new ConfigError(
+    "tokenLeaseMs",
+    `is ${lease} ms, shorter than ${source} (${deadline} ms): a token call's reservation could lapse while its handler still runs and the call be spent twice. Set tokenLeaseMs to at least ${deadline} (or shorten the deadline).`,
+  );
 }
 
 /** Validate one route and precompute what can be. */
@@ -166,6 +209,9 @@ export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentO
   if (r.serviceId !== undefined && !/^[a-z0-9][a-z0-9._-]{0,63}$/.test(r.serviceId)) {
     throw new ConfigError(`${at}.serviceId`, "must be 1–64 characters of a-z, 0-9, '.', '_' or '-'.");
   }
+  checkDeadline(r.handlerTimeoutMs, `${at}.handlerTimeoutMs`);
+  checkLease(at, r, o);
+  if (r.acceptOverpayment !== undefined && typeof r.acceptOverpayment !== "boolean") throw new ConfigError(`${at}.acceptOverpayment`, "must be true or false.");
   const maxTimeoutSeconds = r.maxTimeoutSeconds ?? o.maxTimeoutSeconds ?? 300;
   const resolved: ResolvedRoute<Req> = {
     key,

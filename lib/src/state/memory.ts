@@ -314,6 +314,16 @@ export class MemoryStore implements Store {
     leases?.remove(reservationId);
   }
 
+  // --- lease renewal (issue 14 A4) ---
+  async renewCall(reservationId: string, now: number, leaseMs: number): Promise<boolean> {
+    const paymentId = reservationPaymentId(reservationId);
+    const leases = paymentId === undefined ? undefined : this.leases.get(paymentId);
+    if (!leases?.remove(reservationId)) return false;
+    leases.add(reservationId, now + leaseMs);
+    return true;
+  }
+  // --- end lease renewal ---
+
   async appendLedger(entry: LedgerEntry): Promise<number> {
     const id = this.nextLedgerId++;
     this.ledger.push({ ...ledgerBody(entry), id });

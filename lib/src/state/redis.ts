@@ -344,6 +344,24 @@ export class RedisStore implements Store {
     return this.batched("releaseCall", ["x", paymentId, reservationId], () => undefined);
   }
 
+  // --- lease renewal (issue 14 A4) ---
+  /** KEYS: rsv. ARGV: reservationId, leaseUntil, key TTL. Only an existing reservation is renewed. */
+  private static readonly RENEW_CALL = script(`
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1`);
+
+  renewCall(reservationId: string, now: number, leaseMs: number): Promise<boolean> {
+    const paymentId = reservationPaymentId(reservationId);
+    if (paymentId === undefined) return Promise.resolve(false);
+    return this.run("renewCall", async () => {
+      const renewed = await this.eval(RedisStore.RENEW_CALL, [this.prefix + "rsv:" + paymentId], [reservationId, now + leaseMs, leaseMs + RESERVATION_GC_MS]);
+      return renewed === 1;
+    });
+  }
+  // --- end lease renewal ---
+
   /**
    * Queue a reserve, commit or release for the batch sent once this turn of
    * the event loop has taken in all ready I/O (setImmediate): under load one

@@ -393,6 +393,18 @@ export class SqliteStore implements Store {
     });
   }
 
+  // --- lease renewal (issue 14 A4) ---
+  private renewStatement?: BetterSqlite3.Statement;
+  renewCall(reservationId: string, now: number, leaseMs: number): Promise<boolean> {
+    const paymentId = reservationPaymentId(reservationId);
+    if (paymentId === undefined) return Promise.resolve(false);
+    return this.batched("renewCall", () => {
+      this.renewStatement ??= this.db.prepare("UPDATE reservations SET leaseUntil = ? WHERE paymentId = ? AND id = ?");
+      return this.renewStatement.run(now + leaseMs, paymentId, reservationId).changes === 1;
+    });
+  }
+  // --- end lease renewal ---
+
   appendLedger(entry: LedgerEntry): Promise<number> {
     return this.durable("appendLedger", () => Number(this.s.appendLedger.run({ ...OPTIONAL_LEDGER_COLUMNS, ...ledgerBody(entry) }).lastInsertRowid));
   }

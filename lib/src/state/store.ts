@@ -132,6 +132,16 @@ export interface Store {
   commitCallSync?(reservationId: string): boolean;
   releaseCallSync?(reservationId: string): void;
 
+  // --- lease renewal (issue 14 A4) ---
+  /**
+   * Keep a reservation alive while its handler runs: its lease now ends at
+   * `now + leaseMs`. Returns false if the reservation is unknown (committed,
+   * released, or lapsed and reclaimed by another reserve); a lapsed
+   * reservation nobody reclaimed is renewed (as it would still commit).
+   */
+  renewCall(reservationId: string, now: number, leaseMs: number): Promise<boolean>;
+  // --- end lease renewal ---
+
   /** Append a ledger record; returns its id. */
   appendLedger(entry: LedgerEntry): Promise<number>;
   /** Read ledger records with id > `afterId`, oldest first, at most `limit`. */

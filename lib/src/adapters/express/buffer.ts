@@ -1,6 +1,11 @@
 /**
  * Hold a handler's whole response in memory until payment is settled, so no
- * byte of a paid answer leaves before the money does.
+ * byte of a paid answer leaves before the money does. When the final answer
+ * is an error (status ≥ 400) but the handler had begun a successful one
+ * (`writeHead(200)`, `write(...)`, then `next(err)`), only the error is sent:
+ * what was written while the status was below 400 is unpaid content, and so
+ * are the headers the handler had set by then that the error answer left as
+ * they were.
  */
 import type { ServerResponse } from "node:http";
 
@@ -21,7 +26,12 @@ type WriteHead = ServerResponse["writeHead"];
 export function bufferResponse(res: ServerResponse): BufferedResponse {
   const orig = { writeHead: res.writeHead, write: res.write, end: res.end, flushHeaders: res.flushHeaders };
   const chunks: Buffer[] = [];
+  /** Per chunk: written while the status was ≥ 400 (part of an error answer). */
+  const asError: boolean[] = [];
   let headArgs: unknown[] | undefined;
+  /** Headers set before the handler ran (kept), and when it began a successful answer. */
+  const headersBefore = res.getHeaders();
+  let headersAtSuccess: ReturnType<ServerResponse["getHeaders"]> | undefined;
   let resolve!: (v: { closed: boolean }) => void;
   const done = new Promise<{ closed: boolean }>((r) => (resolve = r));
   const onClose = () => resolve({ closed: true });
@@ -30,10 +40,13 @@ export function bufferResponse(res: ServerResponse): BufferedResponse {
   const push = (chunk: unknown, encoding?: unknown) => {
     if (chunk === undefined || chunk === null || typeof chunk === "function") return;
     chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string, typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8"));
+    asError.push(res.statusCode >= 400);
+    if (res.statusCode < 400) headersAtSuccess ??= res.getHeaders();
   };
   res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
     headArgs = args;
     if (typeof args[0] === "number") res.statusCode = args[0];
+    if (res.statusCode < 400) headersAtSuccess ??= res.getHeaders();
     return this;
   } as WriteHead;
   res.flushHeaders = () => {};
@@ -63,12 +76,23 @@ export function bufferResponse(res: ServerResponse): BufferedResponse {
     status: () => res.statusCode,
     flush() {
       restore();
+      let body = chunks;
+      if (res.statusCode >= 400 && (asError.includes(false) || (typeof headArgs?.[0] === "number" && headArgs[0] < 400))) {
+        // an error replaced a successful answer: drop that answer's head and bytes, send the error alone
+        body = chunks.filter((_, i) => asError[i]);
+        headArgs = undefined;
+        res.removeHeader("Content-Length");
+        for (const [name, value] of Object.entries(headersAtSuccess ?? {})) {
+          if (!(name in headersBefore) && res.getHeader(name) === value) res.removeHeader(name);
+        }
+      }
       if (headArgs) (res.writeHead as (...a: unknown[]) => void)(...headArgs);
-      res.end(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+      res.end(body.length === 1 ? body[0] : Buffer.concat(body));
     },
     discard() {
       restore();
       chunks.length = 0;
+      asError.length = 0;
       headArgs = undefined;
       for (const name of res.getHeaderNames()) res.removeHeader(name);
     },

@@ -6,7 +6,7 @@
 import { EventEmitter } from "node:events";
 import { IncomingMessage } from "node:http";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
-import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } from "../../errors.js";
+import { ChainError, ConfigError, PaymentError, Server402Error, SettlementError, StoreError } from "../../errors.js";
 import { createChainReader } from "../../chain/reader.js";
 import { chainChecker, type PaymentChecker } from "../../core/checker.js";
 import type { FacilitatorSettler } from "../../chain/facilitator.js";
@@ -17,7 +17,7 @@ import { resolvePrice } from "../../protocol/price.js";
 import { NO_PAYMENT, toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
 import { HEADER } from "../../protocol/types.js";
 import { MemoryStore } from "../../state/memory.js";
-import type { StoredPayment } from "../../state/store.js";
+import type { Store, StoredPayment } from "../../state/store.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
 import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
@@ -95,6 +95,58 @@ function endOfTurn(): Promise<void> {
 }
 
 const addListener = EventEmitter.prototype.on;
+
+/**
+ * Keeps the token calls of running handlers reserved (issue 14 A4): every
+ * third of a lease, the lease of each call whose handler has not answered yet
+ * is renewed, so a handler slower than `tokenLeaseMs` cannot have its call
+ * reserved a second time. One timer for all calls, running only while some
+ * are tracked; a request pays a Set insert and delete.
+ */
+class LeaseKeeper {
+  private readonly live = new Set<TokenAttempt>();
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly store: Store,
+    private readonly leaseMs: number,
+  ) {}
+
+  track(attempt: TokenAttempt): void {
+    this.live.add(attempt);
+    if (!this.timer) {
+      this.timer = setInterval(this.renew, Math.floor(this.leaseMs / 3));
+      this.timer.unref();
+    }
+  }
+
+  untrack(attempt: TokenAttempt): void {
+    this.live.delete(attempt);
+  }
+
+  private readonly renew = (): void => {
+    if (this.live.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      return;
+    }
+    const now = Date.now();
+    for (const attempt of this.live) {
+      // a failed renewal is retried at the next tick; a lost reservation (false) is not renewed again
+      try {
+        this.store.renewCall(attempt.reservationId, now, this.leaseMs).then(
+          (kept) => kept || this.live.delete(attempt),
+          () => {},
+        );
+      } catch {
+        // a store written before renewCall existed: the lease alone applies
+      }
+    }
+  };
+}
+
+/** Seconds a client should wait before retrying after a store or chain outage (Retry-After). */
+const RETRY_AFTER_SECONDS = "2";
 
 function cacheKey(route: ResolvedRoute<Request>, base: string, resource: string, amount: bigint, reason: string): string {
   return `${route.key}|${base}|${resource}|${amount}|${reason}`;
@@ -199,6 +251,7 @@ function makeMiddleware(
 ): PaywallMiddleware {
   installPaymentAccessor();
   const cache = new Map<string, { body: string; header: string }>();
+  const leases = new LeaseKeeper(engine.store, options.tokenLeaseMs ?? 120_000);
   const acceptTokens = options.acceptTokens !== false;
   const paymentsPath = options.paymentsPath ?? DEFAULT_PAYMENTS_PATH;
 
@@ -265,15 +318,27 @@ function makeMiddleware(
       return send402(res, offer, route, base, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : undefined);
     }
     if (err instanceof SettlementError && err.status === 402) return send402(res, offer, route, base, err.reason, `payment settlement failed: ${err.message}`);
-    const status = err instanceof SettlementError ? err.status : err instanceof StoreError ? 503 : err instanceof ChainError ? 502 : 500;
+    // An outage (store, chain, settlement infrastructure, or anything unexpected while taking the
+    // payment) is never a 500: 502/503/504 with a code, and Retry-After since it is worth retrying.
+    const known = err instanceof SettlementError || err instanceof StoreError || err instanceof ChainError;
+    const status = err instanceof SettlementError ? err.status : err instanceof ChainError ? 502 : 503;
     res.statusCode = status;
     res.setHeader("Content-Type", "application/json; charset=utf-8");
     res.setHeader("Cache-Control", "no-store");
-    res.end(JSON.stringify({ error: reasonOf(err), message: status === 500 ? "payment processing failed" : (err as Error).message }));
+    res.setHeader("Retry-After", RETRY_AFTER_SECONDS);
+    res.end(
+      JSON.stringify(
+        known
+          ? { error: reasonOf(err), message: (err as Error).message }
+          : { error: "service_unavailable", message: "payment processing is unavailable right now; retry later." },
+      ),
+    );
   }
 
-  /** A refused token: build the offer (only now) and answer 402 with the reason. */
+  /** A refused token: build the offer (only now) and answer 402 with the reason (503 for a store outage). */
   async function refuseToken(req: Request, res: Response, next: NextFunction, err: unknown, route: ResolvedRoute<Request>, path: string) {
+    // only the store is asked on this path: whatever else it threw is a store outage
+    if (!(err instanceof Server402Error)) err = new StoreError("server402: the store failed to reserve a token call", { cause: err });
     const base = origin(req, options);
     const resource = resourceUrl(req, base, path);
     let offer: Offer;
@@ -301,19 +366,22 @@ function makeMiddleware(
     const advertised = route.options.resource ?? (engine.observed ? resourceUrl(req, origin(req, options, headers), path) : "");
     let attempt: TokenAttempt | undefined;
     let gone = false;
-    // 'close' follows 'finish', or comes alone when the client went away: commit the call only when
-    // the whole answer was sent with a status < 400, else give it back. Listening from the start also
+    // 'close' follows 'finish', or comes alone when the client went away: the call is used once a
+    // status < 400 is on the wire (a streamed answer the client aborted was still delivered in part);
+    // it is given back when the status is ≥ 400 or nothing was sent. Listening from the start also
     // covers a response that closes before the call is reserved. A closure, not a property on `res`,
     // and `on` taken from EventEmitter.prototype, not read from `res`: each property read or added
     // on Express's response objects costs more than that (see `requestPath`).
     addListener.call(res, "close", () => {
-      if (attempt) engine.finishToken(attempt, advertised, res.writableFinished && res.statusCode < 400);
-      else gone = true;
+      if (!attempt) return void (gone = true);
+      leases.untrack(attempt);
+      engine.finishToken(attempt, advertised, res.headersSent && res.statusCode < 400);
     });
     const admit = (reserved: TokenAttempt): void => {
       // the response closed while the call was being reserved: give the call back, run nothing
       if (gone) return engine.finishToken(reserved, advertised, false);
       attempt = reserved;
+      leases.track(reserved);
       requestPayments.set(req, reserved.info);
       next();
     };
@@ -337,7 +405,7 @@ function makeMiddleware(
     const name = version === 1 ? "X-PAYMENT" : "PAYMENT-SIGNATURE";
     let attempt: X402Attempt;
     try {
-      attempt = await engine.verifyX402(version, decodeHeader(raw, name), offer, route.options.serviceId);
+      attempt = await engine.verifyX402(version, decodeHeader(raw, name), offer, route.options.serviceId, route.options.acceptOverpayment);
     } catch (err) {
       return sendError(res, err, offer, route, base, version);
     }
@@ -389,8 +457,8 @@ function makeMiddleware(
   // Not async itself: the paid paths return their own promises (Express 5 routes their rejections),
   // so a token-paid request does not pay for one more promise adopting another.
   const middleware = function server402(req: Request, res: Response, next: NextFunction): void | Promise<void> {
+    // OPTIONS too: a key without a verb covers it (CORS preflights are a CORS middleware's, mounted before)
     const method = req.method;
-    if (method === "OPTIONS") return next();
     const rawPath = requestPath(req);
     if (api?.(req, res, next, rawPath)) return;
     const path = normalizePath(rawPath);
