@@ -10,7 +10,7 @@ import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } fr
 import { createChainReader } from "../../chain/reader.js";
 import { chainChecker, type PaymentChecker } from "../../core/checker.js";
 import type { FacilitatorSettler } from "../../chain/facilitator.js";
-import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt } from "../../core/engine.js";
+import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt, type X402Replay } from "../../core/engine.js";
 import { DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
@@ -339,6 +339,9 @@ function makeMiddleware(
     try {
       attempt = await engine.verifyX402(version, decodeHeader(raw, name), offer, route.options.serviceId);
     } catch (err) {
+      // issue 14 B10: a retry of an authorization whose answer was held while its settlement was pending
+      const replay = await engine.replayX402(err, offer);
+      if (replay) return sendReplay(res, replay, version, offer, route, base);
       return sendError(res, err, offer, route, base, version);
     }
     const responseHeader = version === 2 ? HEADER.v2Response : HEADER.v1Response;
@@ -368,9 +371,25 @@ function makeMiddleware(
       appendCacheControlPrivate(res);
       buffered.flush();
     } catch (err) {
+      // issue 14 B10: a retry with the same payment gets the held answer once the transfer is confirmed
+      if (err instanceof SettlementError && err.pending) await engine.holdAnswer(attempt, buffered.held());
       buffered.discard();
+      if (err instanceof SettlementError && err.pending) res.setHeader("Retry-After", "5");
       sendError(res, err, offer, route, base, version, attempt);
     }
+  }
+
+  /** Issue 14 B10: answer a retry with the held paid answer, or "pending" again. */
+  function sendReplay(res: Response, replay: X402Replay, version: 1 | 2, offer: Offer, route: ResolvedRoute<Request>, base: string) {
+    if (replay.kind === "pending") {
+      res.setHeader("Retry-After", "5");
+      return sendError(res, replay.error, offer, route, base, version);
+    }
+    res.statusCode = replay.answer.status;
+    for (const [name, v] of Object.entries(replay.answer.headers)) res.setHeader(name, v);
+    res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(replay.response));
+    appendCacheControlPrivate(res);
+    res.end(Buffer.from(replay.answer.body, "base64"));
   }
 
   /** Everything but the token path: build the offer, then x402 or a 402. */
