@@ -148,6 +148,85 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
     });
   });
 
+  describe("B10 pending settlement, other paths", function () {
+    afterEach(async () => {
+      await rpc("evm_setAutomine", [true]);
+    });
+    const slowSettler = () => relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey, receiptTimeoutMs: 300 });
+
+    it("B10 pending settlement (settlement before the handler): once confirmed, a retry with the same payment runs the handler once, never a second charge", async () => {
+      const store = new MemoryStore();
+      const app = await startPaidApp(chain, { settler: slowSettler(), store, settlement: "before" });
+      try {
+        const h = { "payment-signature": await v2Header({ privateKey: chain.accounts.payers[6]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }) };
+        const before = await chain.balanceOf(chain.accounts.payTo.address);
+        await rpc("evm_setAutomine", [false]);
+        const first = await fetch(`${app.url}/weather`, { headers: h });
+        assert.equal(first.status, 504, await first.clone().text());
+        assert.equal(app.runs.weather ?? 0, 0, "settlement before the handler: not run yet");
+        const tx = decode(first.headers.get("payment-response")).transaction;
+        await rpc("evm_setAutomine", [true]);
+        await rpc("evm_mine");
+        const paid = await fetch(`${app.url}/weather`, { headers: h });
+        const text = await paid.text();
+        assert.equal(paid.status, 200, text);
+        assert.equal(JSON.parse(text).payment.transaction, tx);
+        assert.equal(decode(paid.headers.get("payment-response")).transaction, tx);
+        assert.equal(app.runs.weather, 1);
+        const again = await fetch(`${app.url}/weather`, { headers: h });
+        assert.equal(again.status, 402, "the paid run is given once");
+        assert.equal(app.runs.weather, 1);
+        assert.equal((await chain.balanceOf(chain.accounts.payTo.address)) - before, 10_000n);
+        assert.deepEqual((await store.listLedger()).map((e) => e.transaction), [tx]);
+      } finally {
+        await app.close();
+        await store.close();
+      }
+    });
+
+    it("B10 pending settlement (payments API): a pending pay keeps the payment locked, never payable twice; the reconciler marks it paid", async () => {
+      const store = new MemoryStore();
+      const pw = paywall({
+        payTo: chain.accounts.payTo.address,
+        settler: slowSettler(),
+        rpcUrl: chain.rpcUrl,
+        store,
+        routes: { "POST /echo": { price: "$0.05", serviceId: "echo" } },
+        payments: {},
+      });
+      const app = express();
+      app.use(pw);
+      app.post("/echo", (_req, res) => void res.json({ ok: true }));
+      try {
+        const p = (await request(app).post("/api/payments").send({ serviceId: "echo" })).body as { paymentId: string; token: string; amount: string };
+        const payer = chain.accounts.payers[7]!;
+        const pay = async () =>
+          request(app)
+            .post(`/api/payments/${p.paymentId}/pay`)
+            .set({ "payment-signature": await v2Header({ privateKey: payer.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: BigInt(p.amount) }) });
+        const before = await chain.balanceOf(payer.address);
+        await rpc("evm_setAutomine", [false]);
+        const first = await pay();
+        assert.equal(first.status, 504, first.text);
+        const second = await pay();
+        assert.equal(second.status, 409, second.text);
+        await rpc("evm_setAutomine", [true]);
+        await rpc("evm_mine");
+        await pw.engine.reconcile();
+        assert.equal((await store.getPayment(p.paymentId))!.status, "paid");
+        const third = await pay();
+        assert.equal(third.status, 200);
+        assert.match(third.body.message, /already paid/);
+        assert.equal(before - (await chain.balanceOf(payer.address)), 50_000n, "charged once");
+        assert.equal((await store.listLedger()).filter((e) => e.paymentId === p.paymentId).length, 1);
+        assert.equal((await request(app).post("/echo").set("X-Payment-Token", p.token).send({})).status, 200);
+      } finally {
+        pw.engine.stopReconciler();
+        await store.close();
+      }
+    });
+  });
+
   describe("B11 failures after money moved", function () {
     it("B11 failures after money moved: ledger and nonce writes failing after the transfer go to an outbox, are surfaced as events, and are stored by the reconciler", async () => {
       const inner = new MemoryStore();

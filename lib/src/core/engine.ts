@@ -106,14 +106,21 @@ export interface X402Settlement extends SettleResult {
 /** A paid answer held while its settlement was pending, as kept in the store. */
 export interface HeldAnswer {
   resource: string;
+  /** 0: the handler has not run (settlement `before`): it runs once for a retry after the transfer is confirmed. */
   status: number;
+  /** The payment, for a handler that runs on a retry. */
+  info?: X402PaymentInfo;
   headers: Record<string, string | string[]>;
   /** Base64. */
   body: string;
 }
 
 /** What to answer a retry of an authorization whose answer is held: the paid answer, or "pending" again. */
-export type X402Replay = { kind: "paid"; answer: HeldAnswer; response: SettleResponse } | { kind: "pending"; error: SettlementError };
+export type X402Replay =
+  | { kind: "paid"; answer: HeldAnswer; response: SettleResponse }
+  /** Settlement `before` went pending: now confirmed, the handler runs for this retry (once). */
+  | { kind: "run"; info: X402PaymentInfo; response: SettleResponse }
+  | { kind: "pending"; error: SettlementError };
 
 /** Marks the duplicate-authorization refusal with what a replay needs (see `replayX402`). */
 const HELD_REF = Symbol("server402.heldRef");
@@ -322,9 +329,12 @@ export class PaymentEngine {
    * the authorization's lock); one that cannot be kept is reported as a
    * `record_failed` event (`what: "answer"`). Never rejects.
    */
-  async holdAnswer(attempt: X402Attempt, answer: { status: number; headers: Record<string, string | string[]>; body: Buffer }): Promise<void> {
+  async holdAnswer(attempt: X402Attempt, answer: { status: number; headers: Record<string, string | string[]>; body: Buffer } | "run"): Promise<void> {
     const resource = attempt.offer.resource;
-    const held: HeldAnswer = { resource, status: answer.status, headers: answer.headers, body: answer.body.toString("base64") };
+    const held: HeldAnswer =
+      answer === "run"
+        ? { resource, status: 0, info: attempt.info, headers: {}, body: "" }
+        : { resource, status: answer.status, headers: answer.headers, body: answer.body.toString("base64") };
     const json = JSON.stringify(held);
     if (json.length > this.heldMaxBytes * 1.34 + 1024) {
       return this.recordFailed("answer", new PaymentError("answer_too_large", "answer too large to hold"), resource, attempt.info.transaction);
@@ -360,7 +370,12 @@ export class PaymentEngine {
       }
       const network = ref.version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2;
       if (nonce?.state === "settled" && nonce.transaction) {
-        return { kind: "paid", answer, response: { success: true, transaction: nonce.transaction, network, payer: ref.payer } };
+        const response: SettleResponse = { success: true, transaction: nonce.transaction, network, payer: ref.payer };
+        if (answer.status !== 0) return { kind: "paid", answer, response };
+        // the handler never ran (settlement before it): it runs for exactly one retry
+        if (!answer.info || !(await this.store.claimNonce(`run:${ref.lockKey}`, this.now() + this.heldTtlMs))) return undefined;
+        await this.store.deleteHeldAnswer(ref.lockKey);
+        return { kind: "run", info: { ...answer.info, transaction: nonce.transaction as Hex }, response };
       }
       if (nonce?.state === "pending") {
         return {

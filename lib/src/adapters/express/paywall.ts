@@ -341,7 +341,7 @@ function makeMiddleware(
     } catch (err) {
       // issue 14 B10: a retry of an authorization whose answer was held while its settlement was pending
       const replay = await engine.replayX402(err, offer);
-      if (replay) return sendReplay(res, replay, version, offer, route, base);
+      if (replay) return sendReplay(req, res, next, replay, version, offer, route, base);
       return sendError(res, err, offer, route, base, version);
     }
     const responseHeader = version === 2 ? HEADER.v2Response : HEADER.v1Response;
@@ -352,6 +352,10 @@ function makeMiddleware(
         const result = await engine.settleX402(attempt);
         res.setHeader(responseHeader, encodeHeader(settleResponse(attempt, result)));
       } catch (err) {
+        if (err instanceof SettlementError && err.pending) {
+          await engine.holdAnswer(attempt, "run"); // issue 14 B10: the handler runs for a retry once the transfer is confirmed
+          res.setHeader("Retry-After", "5");
+        }
         return sendError(res, err, offer, route, base, version, attempt);
       }
       return next();
@@ -380,10 +384,15 @@ function makeMiddleware(
   }
 
   /** Issue 14 B10: answer a retry with the held paid answer, or "pending" again. */
-  function sendReplay(res: Response, replay: X402Replay, version: 1 | 2, offer: Offer, route: ResolvedRoute<Request>, base: string) {
+  function sendReplay(req: Request, res: Response, next: NextFunction, replay: X402Replay, version: 1 | 2, offer: Offer, route: ResolvedRoute<Request>, base: string) {
     if (replay.kind === "pending") {
       res.setHeader("Retry-After", "5");
       return sendError(res, replay.error, offer, route, base, version);
+    }
+    if (replay.kind === "run") {
+      requestPayments.set(req, replay.info);
+      res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(replay.response));
+      return next();
     }
     res.statusCode = replay.answer.status;
     for (const [name, v] of Object.entries(replay.answer.headers)) res.setHeader(name, v);
