@@ -45,6 +45,31 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
     await chain?.stop();
   });
 
+  /** The prepaid payments API on `store`, one payment of service "echo" created, and `pay()` sending a fresh authorization of payer `payer`. */
+  async function prepaid(store: Store, payer: number, opts: { settler?: ReturnType<typeof relayerSettler>; onEvent?: (e: PaymentEvent) => void } = {}) {
+    const pw = paywall({
+      payTo: chain.accounts.payTo.address,
+      settler: opts.settler ?? relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey }),
+      rpcUrl: chain.rpcUrl,
+      store,
+      onEvent: opts.onEvent,
+      routes: { "POST /echo": { price: "$0.05", serviceId: "echo" } },
+      payments: {},
+    });
+    const app = express();
+    app.use(pw);
+    app.post("/echo", (_req, res) => void res.json({ ok: true }));
+    const created = await request(app).post("/api/payments").send({ serviceId: "echo" });
+    assert.equal(created.status, 201, created.text);
+    const p = created.body as { paymentId: string; token: string; amount: string };
+    const account = chain.accounts.payers[payer]!;
+    const pay = async () =>
+      request(app)
+        .post(`/api/payments/${p.paymentId}/pay`)
+        .set({ "payment-signature": await v2Header({ privateKey: account.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: BigInt(p.amount) }) });
+    return { pw, app, p, pay, payer: account };
+  }
+
   describe("B10 pending settlement", function () {
     let app: PaidApp;
     let store: MemoryStore;
@@ -186,24 +211,8 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
 
     it("B10 pending settlement (payments API): a pending pay keeps the payment locked, never payable twice; the reconciler marks it paid", async () => {
       const store = new MemoryStore();
-      const pw = paywall({
-        payTo: chain.accounts.payTo.address,
-        settler: slowSettler(),
-        rpcUrl: chain.rpcUrl,
-        store,
-        routes: { "POST /echo": { price: "$0.05", serviceId: "echo" } },
-        payments: {},
-      });
-      const app = express();
-      app.use(pw);
-      app.post("/echo", (_req, res) => void res.json({ ok: true }));
+      const { pw, app, p, pay, payer } = await prepaid(store, 7, { settler: slowSettler() });
       try {
-        const p = (await request(app).post("/api/payments").send({ serviceId: "echo" })).body as { paymentId: string; token: string; amount: string };
-        const payer = chain.accounts.payers[7]!;
-        const pay = async () =>
-          request(app)
-            .post(`/api/payments/${p.paymentId}/pay`)
-            .set({ "payment-signature": await v2Header({ privateKey: payer.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: BigInt(p.amount) }) });
         const before = await chain.balanceOf(payer.address);
         await rpc("evm_setAutomine", [false]);
         const first = await pay();
@@ -269,27 +278,8 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
       const inner = new MemoryStore();
       const failing = new Set<string>();
       const events: PaymentEvent[] = [];
-      const pw = paywall({
-        payTo: chain.accounts.payTo.address,
-        settler: relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey }),
-        rpcUrl: chain.rpcUrl,
-        store: failingStore(inner, failing),
-        onEvent: (e) => events.push(e),
-        routes: { "POST /echo": { price: "$0.05", serviceId: "echo" } },
-        payments: {},
-      });
-      const app = express();
-      app.use(pw);
-      app.post("/echo", (_req, res) => void res.json({ ok: true }));
+      const { pw, app, p, pay, payer } = await prepaid(failingStore(inner, failing), 5, { onEvent: (e) => events.push(e) });
       try {
-        const created = await request(app).post("/api/payments").send({ serviceId: "echo" });
-        assert.equal(created.status, 201, created.text);
-        const p = created.body as { paymentId: string; token: string; amount: string };
-        const payer = chain.accounts.payers[5]!;
-        const pay = async () =>
-          request(app)
-            .post(`/api/payments/${p.paymentId}/pay`)
-            .set({ "payment-signature": await v2Header({ privateKey: payer.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: BigInt(p.amount) }) });
         const before = await chain.balanceOf(payer.address);
         failing.add("markPaid");
         const first = await pay();
