@@ -393,5 +393,59 @@ export function runStoreConformance(name: string, makeStore: () => Promise<Store
     it("ping resolves", async function () {
       await store.ping();
     });
+
+    // ---- Settlement records (issue 14 B10/B11): outbox, once-only ledger appends, held answers ----
+    describe("settlement records", function () {
+      const ledgerEntry = (tx: string): LedgerEntry => ({ time: Date.now(), method: "x402", payer: "0xp", amount: "10", asset: "0xa", network: "eip155:84532", transaction: tx, resource: "GET /r" });
+
+      it("outbox: put replaces by id, list returns each once, delete is idempotent", async function () {
+        const a = nonceKey();
+        const b = nonceKey();
+        await store.putOutbox(a, '{"n":1}');
+        await store.putOutbox(b, '{"n":2}');
+        await store.putOutbox(a, '{"n":3}');
+        const items = await store.listOutbox(10);
+        assert.deepEqual(items.map((i) => [i.id, i.record]).sort(), [[a, '{"n":3}'], [b, '{"n":2}']].sort());
+        assert.equal((await store.listOutbox(1)).length, 1);
+        await store.deleteOutbox(a);
+        await store.deleteOutbox(a);
+        assert.deepEqual(await store.listOutbox(10), [{ id: b, record: '{"n":2}' }]);
+      });
+
+      it("appendLedgerOnce: one entry per key, also under 20 concurrent tries", async function () {
+        const key = nonceKey();
+        const ids = await Promise.all(Array.from({ length: 20 }, () => store.appendLedgerOnce(key, ledgerEntry("0xt1"))));
+        assert.equal(new Set(ids).size, 1);
+        const other = await store.appendLedgerOnce(nonceKey(), ledgerEntry("0xt2"));
+        assert.notEqual(other, ids[0]);
+        assert.equal(await store.appendLedgerOnce(key, ledgerEntry("0xt3")), ids[0]);
+        assert.deepEqual((await store.listLedger()).map((e) => e.transaction), ["0xt1", "0xt2"]);
+      });
+
+      it("releasePendingNonce deletes only a pending nonce", async function () {
+        const [locked, pending, settled] = [nonceKey(), nonceKey(), nonceKey()];
+        for (const k of [locked, pending, settled]) await store.claimNonce(k, Date.now() + 60_000);
+        await store.setNonceState(pending, "pending", "0xtx");
+        await store.setNonceState(settled, "settled", "0xtx");
+        for (const k of [locked, pending, settled]) await store.releasePendingNonce(k);
+        assert.deepEqual(await store.getNonce(locked), { state: "locked" });
+        assert.equal(await store.getNonce(pending), undefined);
+        assert.deepEqual(await store.getNonce(settled), { state: "settled", transaction: "0xtx" });
+        assert.equal(await store.claimNonce(pending, Date.now() + 60_000), true);
+      });
+
+      it("held answers: put replaces, get until expiry, delete", async function () {
+        const key = nonceKey();
+        assert.equal(await store.getHeldAnswer(key), undefined);
+        await store.putHeldAnswer(key, "a1", Date.now() + 60_000);
+        await store.putHeldAnswer(key, "a2", Date.now() + 60_000);
+        assert.equal(await store.getHeldAnswer(key), "a2");
+        await store.deleteHeldAnswer(key);
+        assert.equal(await store.getHeldAnswer(key), undefined);
+        await store.putHeldAnswer(key, "a3", Date.now() + 50);
+        await sleep(80);
+        assert.equal(await store.getHeldAnswer(key), undefined, "an expired answer is gone");
+      });
+    });
   });
 }

@@ -92,6 +92,9 @@ export function createApp(deps: AppDeps): App {
     handlerTimeoutMs: config.compareTimeoutMs,
     onEvent: (e) => {
       metrics.onEvent(e);
+      // issue 14 B11: a record of money that moved which the store refused (kept in the outbox, retried) is logged
+      if (e.type === "record_failed") logger.error({ event: e }, "settlement record not stored yet; kept in the outbox");
+      else if (e.type === "reconciled") logger.info({ event: e }, "settlement reconciled");
       deps.onEvent?.(e);
     },
     routes: routeTable(services),

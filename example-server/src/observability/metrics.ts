@@ -62,6 +62,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
     registers: [registry],
   });
+  // issue 14 B11: records of money that moved which the store refused (kept in the outbox and retried)
+  const recordFailures = new Counter({ name: "server402_record_failures_total", help: "Settlement records (ledger, nonce, payment, outbox, held answer) the store refused after money moved; kept and retried by the reconciler.", labelNames: ["what"], registers: [registry] });
   const httpSeconds = new Histogram({
     name: "http_request_duration_seconds",
     help: "Time from request to response finished, including paid handlers and settlement.",
@@ -88,6 +90,9 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
           break;
         case "failed":
           failed.inc({ method: e.method, reason: e.reason.slice(0, 64), stage: e.stage });
+          break;
+        case "record_failed":
+          recordFailures.inc({ what: e.what });
           break;
       }
     } catch {

@@ -370,13 +370,7 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
           throw err;
         }
         unresolved.delete(key);
-        if (hexToNumber(receipt.status) !== 1) {
-          throw new SettlementError("invalid_exact_evm_transaction_failed", `transaction ${hash} reverted`, { transaction: hash });
-        }
-        if (!hasTransferLog(receipt, asset, auth)) {
-          throw new SettlementError("invalid_exact_evm_transfer_event_mismatch", `transaction ${hash} has no matching Transfer log`, { transaction: hash });
-        }
-        return { transaction: hash, network: req.network, payer: auth.from };
+        return checkedResult(req, hash, receipt);
       } catch (err) {
         if (err instanceof SettlementError) throw err;
         throw new SettlementError("unexpected_settle_error", `settle failed: ${describe(err)}`, { cause: err });
@@ -384,11 +378,52 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
         inFlight.delete(key);
       }
     },
+    async confirm(req: SettleRequest, transaction: string): Promise<SettleResult | undefined> {
+      // A pending transfer's outcome, nothing sent (issue 14 B10): mined → checked result; still known to the node → undefined;
+      // unknown to the node → dropped, which is a failure only when the authorization is still unused on chain.
+      const hash = transaction as Hex;
+      const { authorization: auth, asset } = req;
+      const key = `${asset}:${auth.from}:${auth.nonce}`.toLowerCase();
+      let receipt: RawReceipt | null;
+      let tx: unknown;
+      try {
+        receipt = await rpc<RawReceipt | null>("eth_getTransactionReceipt", [hash]);
+        tx = receipt ? undefined : await rpc<unknown>("eth_getTransactionByHash", [hash]);
+      } catch (err) {
+        throw rpcFailure("receipt lookup", err);
+      }
+      if (receipt) {
+        unresolved.delete(key);
+        return checkedResult(req, hash, receipt);
+      }
+      if (tx !== null) return undefined;
+      let used: boolean;
+      try {
+        const data = encodeFunctionData({ abi: EIP3009_ABI, functionName: "authorizationState", args: [auth.from, auth.nonce] });
+        used = hexToBigInt(await rpc<Hex>("eth_call", [{ to: asset, data }, "latest"])) !== 0n;
+      } catch (err) {
+        throw rpcFailure("authorization lookup", err);
+      }
+      if (used) return undefined; // another transaction used it: looked at again until it expires
+      unresolved.delete(key);
+      throw new SettlementError("settlement_dropped", `transaction ${hash} was dropped and the authorization is unused: nothing was transferred`, { transaction: hash });
+    },
   };
 
   function rpcFailure(step: string, err: unknown): SettlementError {
     return new SettlementError("unexpected_settle_error", `${step} via ${where} failed: ${describe(err)}`, { cause: err });
   }
+}
+
+/** The result of a mined settlement transaction; throws unless it succeeded with the authorized Transfer log. */
+function checkedResult(req: SettleRequest, hash: Hex, receipt: RawReceipt): SettleResult {
+  if (hexToNumber(receipt.status) !== 1) {
+    throw new SettlementError("invalid_exact_evm_transaction_failed", `transaction ${hash} reverted`, { transaction: hash });
+  }
+  if (!hasTransferLog(receipt, req.asset, req.authorization)) {
+    throw new SettlementError("invalid_exact_evm_transfer_event_mismatch", `transaction ${hash} has no matching Transfer log`, { transaction: hash });
+  }
+  return { transaction: hash, network: req.network, payer: req.authorization.from };
 }
 
 /** Calldata of `transferWithAuthorization`: (v,r,s) for 65-byte signatures, `bytes` otherwise. */

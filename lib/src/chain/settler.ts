@@ -59,6 +59,14 @@ export interface Settler {
    * transaction was broadcast but no receipt arrived in time).
    */
   settle(req: SettleRequest): Promise<SettleResult>;
+  /**
+   * Optional: the outcome of a transfer `settle` left pending with hash
+   * `transaction`, without sending anything. Resolves the result once it is
+   * mined and checked, undefined while it may still be; throws a
+   * `SettlementError` (not pending) once it certainly failed (reverted, or
+   * dropped with the authorization unused). The reconciler uses it.
+   */
+  confirm?(req: SettleRequest, transaction: string): Promise<SettleResult | undefined>;
 }
 
 /**

@@ -12,8 +12,9 @@ import { decodeV1, decodeV2, type DecodedPayment } from "../protocol/payload.js"
 import { toRequirementsV1, toRequirementsV2, type Offer } from "../protocol/requirements.js";
 import { verifyAuthorization } from "../protocol/verify.js";
 import type { SettleResponse } from "../protocol/types.js";
-import type { LedgerEntry, ReserveResult, Store } from "../state/store.js";
+import type { LedgerEntry, ReserveResult, Store, StoredPayment } from "../state/store.js";
 import { hashToken, isWellFormedToken } from "../state/tokens.js";
+import { Reconciler, requestToJson, type PaidPayment, type SettlementRecord } from "./reconciler.js";
 
 /** What a paid handler sees as `req.payment`. */
 export type PaymentInfo = X402PaymentInfo | TokenPaymentInfo;
@@ -69,7 +70,11 @@ export type PaymentEvent =
   | { type: "payment_required"; resource: string }
   | { type: "verified"; method: "x402" | "token"; resource: string }
   | { type: "settled"; method: "x402" | "token"; amount: string; asset: string; durationMs: number; resource: string }
-  | { type: "failed"; method: "x402" | "token"; reason: string; stage: "verify" | "settle"; resource: string };
+  | { type: "failed"; method: "x402" | "token"; reason: string; stage: "verify" | "settle"; resource: string }
+  /** A record of money that moved could not be stored yet (it is kept in the outbox and retried): log it and count it. */
+  | { type: "record_failed"; what: "ledger" | "nonce" | "payment" | "outbox" | "answer"; reason: string; resource: string; transaction?: string }
+  /** The reconciler confirmed or failed a pending transfer, or stored the records it kept. */
+  | { type: "reconciled"; outcome: "settled" | "failed" | "recorded"; resource: string; transaction?: string };
 
 export interface EngineOptions {
   store: Store;
@@ -84,6 +89,45 @@ export interface EngineOptions {
   onEvent?: (e: PaymentEvent) => void;
   /** Current time in ms (tests). */
   now?: () => number;
+  /** How often the reconciler drains the settlement outbox (ms); 0 = only when `reconcile()` is called. Default 5000. */
+  reconcileIntervalMs?: number;
+  /** Largest answer (body and headers, bytes) kept for a retry while its settlement is pending. Default 1 MiB. */
+  heldAnswerMaxBytes?: number;
+  /** Longest time a held answer is kept (ms); never past its authorization's lock. Default 1 hour. */
+  heldAnswerTtlMs?: number;
+}
+
+/** A confirmed x402 settlement: whether its records were all stored now (else the outbox keeps them), and the prepaid payment it paid. */
+export interface X402Settlement extends SettleResult {
+  recorded: boolean;
+  payment?: StoredPayment;
+}
+
+/** A paid answer held while its settlement was pending, as kept in the store. */
+export interface HeldAnswer {
+  resource: string;
+  /** 0: the handler has not run (settlement `before`): it runs once for a retry after the transfer is confirmed. */
+  status: number;
+  /** The payment, for a handler that runs on a retry. */
+  info?: X402PaymentInfo;
+  headers: Record<string, string | string[]>;
+  /** Base64. */
+  body: string;
+}
+
+/** What to answer a retry of an authorization whose answer is held: the paid answer, or "pending" again. */
+export type X402Replay =
+  | { kind: "paid"; answer: HeldAnswer; response: SettleResponse }
+  /** Settlement `before` went pending: now confirmed, the handler runs for this retry (once). */
+  | { kind: "run"; info: X402PaymentInfo; response: SettleResponse }
+  | { kind: "pending"; error: SettlementError };
+
+/** Marks the duplicate-authorization refusal with what a replay needs (see `replayX402`). */
+const HELD_REF = Symbol("server402.heldRef");
+interface HeldRef {
+  lockKey: string;
+  payer: Address;
+  version: 1 | 2;
 }
 
 /** A store with the same-tick token calls. */
@@ -106,6 +150,9 @@ export class PaymentEngine {
   private readonly emit: (e: PaymentEvent) => void;
   private readonly now: () => number;
   private readonly syncStore?: SyncTokenStore;
+  private readonly reconciler: Reconciler;
+  private readonly heldMaxBytes: number;
+  private readonly heldTtlMs: number;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -120,6 +167,16 @@ export class PaymentEngine {
     if (typeof st.reserveCallSync === "function" && typeof st.commitCallSync === "function" && typeof st.releaseCallSync === "function") {
       this.syncStore = st as SyncTokenStore;
     }
+    this.heldMaxBytes = opts.heldAnswerMaxBytes ?? 1 << 20;
+    this.heldTtlMs = opts.heldAnswerTtlMs ?? 3600_000;
+    this.reconciler = new Reconciler({
+      store: st,
+      settler: opts.settler,
+      emit: (e) => this.emit(e),
+      now: this.now,
+      graceSeconds: this.lockMargin,
+      intervalMs: opts.reconcileIntervalMs ?? 5000,
+    });
   }
 
   /** Record that a 402 was served. */
@@ -156,7 +213,8 @@ export class PaymentEngine {
       if (!(await this.store.claimNonce(lockKey, Math.min(expiresAt, 8.64e15)))) {
         const prior = await this.store.getNonce(lockKey);
         const what = prior?.state === "locked" ? "is being used by another request right now" : "was already used";
-        throw new PaymentError("duplicate_settlement", `this payment authorization ${what}; sign a new payment.`);
+        const ref: HeldRef = { lockKey, payer, version };
+        throw Object.assign(new PaymentError("duplicate_settlement", `this payment authorization ${what}; sign a new payment.`), { [HELD_REF]: ref });
       }
       locked = lockKey;
       const request: SettleRequest = {
@@ -195,42 +253,147 @@ export class PaymentEngine {
   }
 
   /**
-   * Settle a verified payment. On success the nonce is marked settled and a
-   * ledger record appended. On failure the lock is released unless the
-   * transaction may still land (`pending`), which is recorded instead.
+   * Settle a verified payment. What happened is written before this resolves
+   * or throws (issue 14 B10/B11): on success the ledger entry (once per
+   * authorization), the prepaid payment `pays` marked paid and the nonce
+   * settled; a record the store refuses goes to the outbox (the store's, else
+   * this process's memory) with a `record_failed` event, and the reconciler
+   * stores it later. A pending transfer is recorded as pending with its
+   * outbox entry; the reconciler confirms or fails it. Any other failure
+   * releases the lock.
    */
-  async settleX402(attempt: X402Attempt, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">): Promise<SettleResult> {
+  async settleX402(attempt: X402Attempt, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">, pays?: PaidPayment): Promise<X402Settlement> {
     const { offer } = attempt;
     const started = this.now();
+    let result: SettleResult;
     try {
-      const result = await this.settler.settle(attempt.request);
-      attempt.info.transaction = result.transaction;
-      await this.store.setNonceState(attempt.lockKey, "settled", result.transaction).catch(() => {});
-      await this.store
-        .appendLedger({
-          time: this.now(),
-          method: "x402",
-          payer: attempt.info.payer,
-          amount: attempt.info.amount,
-          asset: offer.asset.address,
-          network: offer.network.caip2,
-          transaction: result.transaction,
-          resource: offer.resource,
-          serviceId: attempt.info.serviceId,
-          ...ledgerExtra,
-        })
-        .catch(() => {});
-      this.emit({ type: "settled", method: "x402", amount: attempt.info.amount, asset: offer.asset.address, durationMs: this.now() - started, resource: offer.resource });
-      return result;
+      result = await this.settler.settle(attempt.request);
     } catch (err) {
       if (err instanceof SettlementError && err.pending) {
-        await this.store.setNonceState(attempt.lockKey, "pending", err.transaction).catch(() => {});
+        await this.store.setNonceState(attempt.lockKey, "pending", err.transaction).catch((e: unknown) => this.recordFailed("nonce", e, offer.resource, err.transaction));
+        await this.reconciler.keep(this.recordOf(attempt, "pending", started, err.transaction, ledgerExtra, pays));
       } else {
         await this.store.releaseNonce(attempt.lockKey).catch(() => {});
       }
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: offer.resource });
       throw err;
     }
+    attempt.info.transaction = result.transaction;
+    const rec = this.recordOf(attempt, "settled", started, result.transaction, ledgerExtra, pays);
+    const written = await this.reconciler.write(rec);
+    if (!written.ok) await this.reconciler.keep(rec);
+    this.emit({ type: "settled", method: "x402", amount: attempt.info.amount, asset: offer.asset.address, durationMs: this.now() - started, resource: offer.resource });
+    return { ...result, recorded: written.ok, payment: written.payment };
+  }
+
+  private recordOf(attempt: X402Attempt, state: SettlementRecord["state"], startedAt: number, transaction: string | undefined, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">, pays?: PaidPayment): SettlementRecord {
+    const { offer, info } = attempt;
+    return {
+      lockKey: attempt.lockKey,
+      state,
+      transaction,
+      request: requestToJson(attempt.request),
+      validBefore: attempt.request.authorization.validBefore.toString(),
+      ledger: {
+        time: this.now(),
+        method: "x402",
+        payer: info.payer,
+        amount: info.amount,
+        asset: offer.asset.address,
+        network: offer.network.caip2,
+        resource: offer.resource,
+        serviceId: info.serviceId,
+        ...ledgerExtra,
+      },
+      pays,
+      startedAt,
+    };
+  }
+
+  private recordFailed(what: "nonce" | "answer", err: unknown, resource: string, transaction?: string): void {
+    this.emit({ type: "record_failed", what, reason: reasonOf(err), resource, transaction });
+  }
+
+  /**
+   * Drain the settlement outbox once: confirm or fail pending transfers
+   * (releasing the payer's lock when one failed) and store the records that
+   * could not be stored. Runs in the background every `reconcileIntervalMs`;
+   * concurrent calls share the run in progress. Never rejects.
+   */
+  reconcile(): Promise<void> {
+    return this.reconciler.run();
+  }
+
+  /** Stop the background reconciler (the outbox stays for the next engine on the same store). */
+  stopReconciler(): void {
+    this.reconciler.stop();
+  }
+
+  /**
+   * Keep the answer produced for `attempt` while its settlement is pending,
+   * so a retry with the same authorization gets it once the transfer is
+   * confirmed. Bounded by `heldAnswerMaxBytes` and `heldAnswerTtlMs` (and
+   * the authorization's lock); one that cannot be kept is reported as a
+   * `record_failed` event (`what: "answer"`). Never rejects.
+   */
+  async holdAnswer(attempt: X402Attempt, answer: { status: number; headers: Record<string, string | string[]>; body: Buffer } | "run"): Promise<void> {
+    const resource = attempt.offer.resource;
+    const held: HeldAnswer =
+      answer === "run"
+        ? { resource, status: 0, info: attempt.info, headers: {}, body: "" }
+        : { resource, status: answer.status, headers: answer.headers, body: answer.body.toString("base64") };
+    const json = JSON.stringify(held);
+    if (json.length > this.heldMaxBytes * 1.34 + 1024) {
+      return this.recordFailed("answer", new PaymentError("answer_too_large", "answer too large to hold"), resource, attempt.info.transaction);
+    }
+    const lockEnd = Number(attempt.request.authorization.validBefore + BigInt(this.lockMargin)) * 1000;
+    try {
+      await this.store.putHeldAnswer(attempt.lockKey, json, Math.min(lockEnd, this.now() + this.heldTtlMs));
+    } catch (err) {
+      this.recordFailed("answer", err, resource);
+    }
+  }
+
+  /**
+   * For a `duplicate_settlement` refusal of an authorization whose answer
+   * is held (its settlement went pending): the paid answer once the transfer
+   * is confirmed (a pending one is looked at once more first), or "pending"
+   * again. Undefined when there is nothing to replay (answer the refusal).
+   * Only a request carrying the same signed authorization, for the same
+   * resource, gets here.
+   */
+  async replayX402(err: unknown, offer: Offer): Promise<X402Replay | undefined> {
+    const ref = (err as { [HELD_REF]?: HeldRef } | null)?.[HELD_REF];
+    if (!ref) return undefined;
+    try {
+      const json = await this.store.getHeldAnswer(ref.lockKey);
+      if (!json) return undefined;
+      const answer = JSON.parse(json) as HeldAnswer;
+      if (answer.resource !== offer.resource) return undefined;
+      let nonce = await this.store.getNonce(ref.lockKey);
+      if (nonce?.state === "pending") {
+        await this.reconcile();
+        nonce = await this.store.getNonce(ref.lockKey);
+      }
+      const network = ref.version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2;
+      if (nonce?.state === "settled" && nonce.transaction) {
+        const response: SettleResponse = { success: true, transaction: nonce.transaction, network, payer: ref.payer };
+        if (answer.status !== 0) return { kind: "paid", answer, response };
+        // the handler never ran (settlement before it): it runs for exactly one retry
+        if (!answer.info || !(await this.store.claimNonce(`run:${ref.lockKey}`, this.now() + this.heldTtlMs))) return undefined;
+        await this.store.deleteHeldAnswer(ref.lockKey);
+        return { kind: "run", info: { ...answer.info, transaction: nonce.transaction as Hex }, response };
+      }
+      if (nonce?.state === "pending") {
+        return {
+          kind: "pending",
+          error: new SettlementError("settlement_pending", "the transfer of this payment is not confirmed yet; retry later with the same payment (you will not be charged twice).", { transaction: nonce.transaction, pending: true }),
+        };
+      }
+    } catch {
+      // the store is unreachable: answer the refusal as before
+    }
+    return undefined;
   }
 
   /** Give the lock back: the request failed and nothing was charged. */

@@ -4,7 +4,7 @@
  * inside one tick, so each is atomic. Expired state is dropped lazily and by
  * an unref'd timer, so memory stays bounded under sustained traffic.
  */
-import type { LedgerEntry, NonceState, ReservedPayment, ReserveResult, Store, StoredPayment } from "./store.js";
+import type { LedgerEntry, NonceState, OutboxItem, ReservedPayment, ReserveResult, Store, StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -352,4 +352,66 @@ export class MemoryStore implements Store {
     clearInterval(this.timer);
     this.timer = undefined;
   }
+
+  // ---- Settlement records (issue 14 B10/B11): outbox, once-only ledger appends, held answers ----
+  private readonly outbox = new Map<string, string>();
+  /** Ledger key → id, the newest `maxLedger` kept (as many as the ledger itself). */
+  private readonly ledgerKeys = new Map<string, number>();
+  private readonly held = new Map<string, { answer: string; expiresAt: number }>();
+
+  async putOutbox(id: string, record: string): Promise<void> {
+    this.outbox.set(id, record);
+  }
+
+  async listOutbox(limit: number): Promise<OutboxItem[]> {
+    const out: OutboxItem[] = [];
+    for (const [id, record] of this.outbox) {
+      if (out.length >= limit) break;
+      out.push({ id, record });
+    }
+    return out;
+  }
+
+  async deleteOutbox(id: string): Promise<void> {
+    this.outbox.delete(id);
+  }
+
+  async appendLedgerOnce(key: string, entry: LedgerEntry): Promise<number> {
+    const known = this.ledgerKeys.get(key);
+    if (known !== undefined) return known;
+    // appendLedger's body runs in this tick and takes the next id: the key is set before anything can interleave
+    const id = this.nextLedgerId;
+    void this.appendLedger(entry);
+    this.ledgerKeys.set(key, id);
+    if (this.ledgerKeys.size > this.maxLedger) this.ledgerKeys.delete(this.ledgerKeys.keys().next().value!);
+    return id;
+  }
+
+  async releasePendingNonce(key: string): Promise<void> {
+    if (this.nonces.get(key)?.state === "pending") this.nonces.delete(key);
+  }
+
+  async putHeldAnswer(key: string, answer: string, expiresAt: number): Promise<void> {
+    if (this.held.size >= MAX_HELD_ANSWERS) {
+      const now = Date.now();
+      for (const [k, h] of this.held) if (h.expiresAt <= now) this.held.delete(k);
+      if (this.held.size >= MAX_HELD_ANSWERS) this.held.delete(this.held.keys().next().value!);
+    }
+    this.held.delete(key);
+    this.held.set(key, { answer, expiresAt });
+  }
+
+  async getHeldAnswer(key: string): Promise<string | undefined> {
+    const h = this.held.get(key);
+    if (h && h.expiresAt <= Date.now()) this.held.delete(key);
+    else return h?.answer;
+    return undefined;
+  }
+
+  async deleteHeldAnswer(key: string): Promise<void> {
+    this.held.delete(key);
+  }
 }
+
+/** Held answers a MemoryStore keeps at most (the oldest give way): memory stays bounded. */
+const MAX_HELD_ANSWERS = 1000;

@@ -21,7 +21,7 @@ import { createHash } from "node:crypto";
 import type { Redis, RedisOptions } from "ioredis";
 import { ConfigError } from "../errors.js";
 import { requireOptional } from "../optional.js";
-import { RESERVED_PAYMENT_FIELDS, type LedgerEntry, type NonceState, type ReserveResult, type ReserveFailure, type ReservedPayment, type Store, type StoredPayment } from "./store.js";
+import { RESERVED_PAYMENT_FIELDS, type LedgerEntry, type NonceState, type OutboxItem, type ReserveResult, type ReserveFailure, type ReservedPayment, type Store, type StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -425,4 +425,89 @@ return 1`);
       this.client.disconnect();
     }
   }
+
+  // ---- Settlement records (issue 14 B10/B11): outbox, once-only ledger appends, held answers ----
+  // Keys: `outbox` hash id → record and `outbox:age` sorted set id → first write (ms);
+  // `lkey:<key>` ledger id appended under key (kept LEDGER_KEY_TTL_MS); `held:<key>` string, PXAT = expiry.
+
+  putOutbox(id: string, record: string): Promise<void> {
+    return this.run("putOutbox", async () => {
+      await this.eval(PUT_OUTBOX, [this.prefix + "outbox", this.prefix + "outbox:age"], [id, record, Date.now()]);
+    });
+  }
+
+  listOutbox(limit: number): Promise<OutboxItem[]> {
+    return this.run("listOutbox", async () => {
+      if (limit <= 0) return [];
+      const ids = await this.client.zrange(this.prefix + "outbox:age", "0", String(limit - 1));
+      if (ids.length === 0) return [];
+      const records = await this.client.hmget(this.prefix + "outbox", ...ids);
+      const out: OutboxItem[] = [];
+      for (let i = 0; i < ids.length; i++) if (records[i] !== null) out.push({ id: ids[i]!, record: records[i]! });
+      return out;
+    });
+  }
+
+  deleteOutbox(id: string): Promise<void> {
+    return this.run("deleteOutbox", async () => {
+      await this.client.multi().hdel(this.prefix + "outbox", id).zrem(this.prefix + "outbox:age", id).exec();
+    });
+  }
+
+  appendLedgerOnce(key: string, entry: LedgerEntry): Promise<number> {
+    return this.run("appendLedgerOnce", async () =>
+      Number(
+        await this.eval(
+          APPEND_LEDGER_ONCE,
+          [this.prefix + "ledger:id", this.prefix + "ledger", this.prefix + "lkey:" + key],
+          [JSON.stringify(ledgerBody(entry)), LEDGER_KEY_TTL_MS],
+        ),
+      ),
+    );
+  }
+
+  releasePendingNonce(key: string): Promise<void> {
+    return this.run("releasePendingNonce", async () => {
+      await this.eval(RELEASE_PENDING_NONCE, [this.prefix + "nonce:" + key], []);
+    });
+  }
+
+  putHeldAnswer(key: string, answer: string, expiresAt: number): Promise<void> {
+    return this.run("putHeldAnswer", async () => {
+      await this.client.set(this.prefix + "held:" + key, answer, "PXAT", expiresAt);
+    });
+  }
+
+  getHeldAnswer(key: string): Promise<string | undefined> {
+    return this.run("getHeldAnswer", async () => (await this.client.get(this.prefix + "held:" + key)) ?? undefined);
+  }
+
+  deleteHeldAnswer(key: string): Promise<void> {
+    return this.run("deleteHeldAnswer", async () => {
+      await this.client.del(this.prefix + "held:" + key);
+    });
+  }
 }
+
+/** How long the key of a once-only ledger append is remembered (30 days): far longer than any retry. */
+const LEDGER_KEY_TTL_MS = 30 * 24 * 3600_000;
+
+// KEYS: outbox, outbox:age. ARGV: id, record, now.
+const PUT_OUTBOX = script(`
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])
+return 0`);
+
+// KEYS: ledger:id, ledger, lkey:<key>. ARGV: entry JSON, key ttl ms.
+const APPEND_LEDGER_ONCE = script(`
+local known = redis.call('GET', KEYS[3])
+if known then return tonumber(known) end
+local id = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], id .. '-0', 'e', ARGV[1])
+redis.call('SET', KEYS[3], id, 'PX', ARGV[2])
+return id`);
+
+const RELEASE_PENDING_NONCE = script(`
+local v = redis.call('GET', KEYS[1])
+if v and (v == 'pending' or string.sub(v, 1, 8) == 'pending:') then redis.call('DEL', KEYS[1]) end
+return 0`);

@@ -10,9 +10,9 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
-import { StoreError } from "../errors.js";
+import { ConfigError, StoreError } from "../errors.js";
 import { requireOptional } from "../optional.js";
-import type { LedgerEntry, NonceState, ReserveResult, Store, StoredPayment } from "./store.js";
+import type { LedgerEntry, NonceState, OutboxItem, ReserveResult, Store, StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -429,6 +429,89 @@ export class SqliteStore implements Store {
     if (this.db.open) this.batch.flush(); // queued calls still run
     return this.run("close", () => {
       if (this.db.open) this.db.close();
+    });
+  }
+
+  // ---- Settlement records (issue 14 B10/B11): outbox, once-only ledger appends, held answers ----
+  // Their tables are created on first use (IF NOT EXISTS), apart from the numbered migrations.
+  private rec?: ReturnType<SqliteStore["prepareRecords"]>;
+
+  private records() {
+    return (this.rec ??= this.prepareRecords());
+  }
+
+  private prepareRecords() {
+    const db = this.db;
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, record TEXT NOT NULL, createdAt INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS outbox_age ON outbox (createdAt);
+      CREATE TABLE IF NOT EXISTS ledger_keys (key TEXT PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS held_answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, expiresAt INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS held_answers_expiry ON held_answers (expiresAt);
+    `);
+    const s = {
+      putOutbox: db.prepare("INSERT INTO outbox (id, record, createdAt) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET record = excluded.record"),
+      listOutbox: db.prepare("SELECT id, record FROM outbox ORDER BY createdAt, id LIMIT ?"),
+      deleteOutbox: db.prepare("DELETE FROM outbox WHERE id = ?"),
+      ledgerKey: db.prepare("SELECT id FROM ledger_keys WHERE key = ?").pluck(),
+      insertLedgerKey: db.prepare("INSERT INTO ledger_keys (key, id) VALUES (?, ?)"),
+      releasePending: db.prepare("DELETE FROM nonces WHERE key = ? AND state = 'pending'"),
+      putHeld: db.prepare("INSERT OR REPLACE INTO held_answers (key, answer, expiresAt) VALUES (?, ?, ?)"),
+      dropExpiredHeld: db.prepare("DELETE FROM held_answers WHERE expiresAt <= ?"),
+      getHeld: db.prepare("SELECT answer FROM held_answers WHERE key = ? AND expiresAt > ?").pluck(),
+      deleteHeld: db.prepare("DELETE FROM held_answers WHERE key = ?"),
+    };
+    const appendOnce = db.transaction((key: string, entry: LedgerEntry): number => {
+      const known = s.ledgerKey.get(key) as number | undefined;
+      if (known !== undefined) return known;
+      const id = Number(this.s.appendLedger.run({ ...OPTIONAL_LEDGER_COLUMNS, ...ledgerBody(entry) }).lastInsertRowid);
+      s.insertLedgerKey.run(key, id);
+      return id;
+    });
+    return { ...s, appendOnce };
+  }
+
+  putOutbox(id: string, record: string): Promise<void> {
+    return this.durable("putOutbox", () => {
+      this.records().putOutbox.run(id, record, Date.now());
+    });
+  }
+
+  listOutbox(limit: number): Promise<OutboxItem[]> {
+    return this.run("listOutbox", () => this.records().listOutbox.all(limit) as OutboxItem[]);
+  }
+
+  deleteOutbox(id: string): Promise<void> {
+    return this.run("deleteOutbox", () => {
+      this.records().deleteOutbox.run(id);
+    });
+  }
+
+  appendLedgerOnce(key: string, entry: LedgerEntry): Promise<number> {
+    return this.durable("appendLedgerOnce", () => this.records().appendOnce.immediate(key, entry));
+  }
+
+  releasePendingNonce(key: string): Promise<void> {
+    return this.run("releasePendingNonce", () => {
+      this.records().releasePending.run(key);
+    });
+  }
+
+  putHeldAnswer(key: string, answer: string, expiresAt: number): Promise<void> {
+    return this.durable("putHeldAnswer", () => {
+      const r = this.records();
+      r.dropExpiredHeld.run(Date.now());
+      r.putHeld.run(key, answer, expiresAt);
+    });
+  }
+
+  getHeldAnswer(key: string): Promise<string | undefined> {
+    return this.run("getHeldAnswer", () => (this.records().getHeld.get(key, Date.now()) as string | undefined) ?? undefined);
+  }
+
+  deleteHeldAnswer(key: string): Promise<void> {
+    return this.run("deleteHeldAnswer", () => {
+      this.records().deleteHeld.run(key);
     });
   }
 }

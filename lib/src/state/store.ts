@@ -151,6 +151,37 @@ export interface Store {
   ping(): Promise<void>;
   /** Close connections / file handles. */
   close(): Promise<void>;
+
+  // ---- Settlement records (issue 14 B10/B11): outbox, once-only ledger appends, held answers ----
+  // What happened to a payment after money moved is written here before the client is answered, and
+  // kept until every record it implies is stored; the engine's reconciler drains it.
+
+  /** Add or replace the outbox entry `id` (an x402 lock key); `record` is the engine's JSON. Durable where the store is. */
+  putOutbox(id: string, record: string): Promise<void>;
+  /** Up to `limit` outbox entries (oldest first where the store can tell). */
+  listOutbox(limit: number): Promise<OutboxItem[]>;
+  /** Delete an outbox entry. Idempotent. */
+  deleteOutbox(id: string): Promise<void>;
+  /**
+   * Append `entry` to the ledger unless an entry was appended under `key`
+   * before; returns that entry's id either way. Atomic, so a retried write
+   * never records one payment twice.
+   */
+  appendLedgerOnce(key: string, entry: LedgerEntry): Promise<number>;
+  /** Delete a nonce whose state is `pending` (its transfer finally failed; nothing was charged). */
+  releasePendingNonce(key: string): Promise<void>;
+  /** Keep the answer held for a pending settlement (`answer` is the engine's JSON) until `expiresAt`. Replaces. */
+  putHeldAnswer(key: string, answer: string, expiresAt: number): Promise<void>;
+  /** The held answer under `key`, unless it expired. */
+  getHeldAnswer(key: string): Promise<string | undefined>;
+  /** Forget a held answer. Idempotent. */
+  deleteHeldAnswer(key: string): Promise<void>;
+}
+
+/** One outbox entry (see `Store.putOutbox`). */
+export interface OutboxItem {
+  id: string;
+  record: string;
 }
 
 /** Derive the public status of a stored payment at time `now`. */

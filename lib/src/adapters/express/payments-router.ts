@@ -5,7 +5,7 @@
  */
 import { timingSafeEqual, createHash } from "node:crypto";
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from "express";
-import { ConfigError, PaymentError } from "../../errors.js";
+import { ConfigError, PaymentError, SettlementError } from "../../errors.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { DEFAULT_PAYMENTS_PATH, type ResolvedRoute } from "../../core/options.js";
 import type { X402Attempt } from "../../core/engine.js";
@@ -219,13 +219,18 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       }
       try {
         attempt = await pw.engine.verifyX402(version, decodeHeader(raw, version === 2 ? "PAYMENT-SIGNATURE" : "X-PAYMENT"), offer, p.serviceId);
-        const result = await pw.engine.settleX402(attempt, { paymentId: p.paymentId, serviceId: p.serviceId });
-        const paid = await store.markPaid(p.paymentId, { paidAt: Date.now(), transaction: result.transaction, provider: p.provider ?? "x402", network: result.network, payer: result.payer });
-        await store.setNonceState(lock, "settled", result.transaction);
+        // The engine marks the payment paid and settles the lock with the ledger entry; what the store
+        // refuses stays in the outbox until stored (issue 14 B11). After money moved the lock is never released.
+        const result = await pw.engine.settleX402(attempt, { paymentId: p.paymentId, serviceId: p.serviceId }, { paymentId: p.paymentId, lock, provider: p.provider ?? "x402" });
         lock = undefined;
         res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(settleResponse(attempt, result)));
-        json(res, 200, toPublicPayment(paid!.payment, Date.now()));
+        const now = Date.now();
+        if (result.payment) return json(res, 200, toPublicPayment(result.payment, now));
+        // charged, but the store did not take the record yet: show the payment as paid; its token works once stored
+        const shown: StoredPayment = { ...p, status: "paid", paidAt: now, transaction: result.transaction, provider: p.provider ?? "x402", network: result.network, payer: result.payer };
+        json(res, 200, { ...toPublicPayment(shown, now), message: "paid; the record is being stored, the token works in a few seconds." });
       } catch (err) {
+        if (err instanceof SettlementError && err.pending) lock = undefined; // kept until the reconciler confirms or fails the transfer
         if (err instanceof PaymentError || (err as { code?: string }).code) return pw.sendError(res, err, offer, svc.route, origin, version, attempt);
         throw err;
       }

@@ -10,7 +10,7 @@ import { ChainError, ConfigError, PaymentError, Server402Error, SettlementError,
 import { createChainReader } from "../../chain/reader.js";
 import { chainChecker, type PaymentChecker } from "../../core/checker.js";
 import type { FacilitatorSettler } from "../../chain/facilitator.js";
-import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt } from "../../core/engine.js";
+import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt, type X402Replay } from "../../core/engine.js";
 import { DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
@@ -407,6 +407,9 @@ function makeMiddleware(
     try {
       attempt = await engine.verifyX402(version, decodeHeader(raw, name), offer, route.options.serviceId, route.options.acceptOverpayment);
     } catch (err) {
+      // issue 14 B10: a retry of an authorization whose answer was held while its settlement was pending
+      const replay = await engine.replayX402(err, offer);
+      if (replay) return sendReplay(req, res, next, replay, version, offer, route, base);
       return sendError(res, err, offer, route, base, version);
     }
     const responseHeader = version === 2 ? HEADER.v2Response : HEADER.v1Response;
@@ -417,6 +420,10 @@ function makeMiddleware(
         const result = await engine.settleX402(attempt);
         res.setHeader(responseHeader, encodeHeader(settleResponse(attempt, result)));
       } catch (err) {
+        if (err instanceof SettlementError && err.pending) {
+          await engine.holdAnswer(attempt, "run"); // issue 14 B10: the handler runs for a retry once the transfer is confirmed
+          res.setHeader("Retry-After", "5");
+        }
         return sendError(res, err, offer, route, base, version, attempt);
       }
       return next();
@@ -436,9 +443,30 @@ function makeMiddleware(
       appendCacheControlPrivate(res);
       buffered.flush();
     } catch (err) {
+      // issue 14 B10: a retry with the same payment gets the held answer once the transfer is confirmed
+      if (err instanceof SettlementError && err.pending) await engine.holdAnswer(attempt, buffered.held());
       buffered.discard();
+      if (err instanceof SettlementError && err.pending) res.setHeader("Retry-After", "5");
       sendError(res, err, offer, route, base, version, attempt);
     }
+  }
+
+  /** Issue 14 B10: answer a retry with the held paid answer, or "pending" again. */
+  function sendReplay(req: Request, res: Response, next: NextFunction, replay: X402Replay, version: 1 | 2, offer: Offer, route: ResolvedRoute<Request>, base: string) {
+    if (replay.kind === "pending") {
+      res.setHeader("Retry-After", "5");
+      return sendError(res, replay.error, offer, route, base, version);
+    }
+    if (replay.kind === "run") {
+      requestPayments.set(req, replay.info);
+      res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(replay.response));
+      return next();
+    }
+    res.statusCode = replay.answer.status;
+    for (const [name, v] of Object.entries(replay.answer.headers)) res.setHeader(name, v);
+    res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(replay.response));
+    appendCacheControlPrivate(res);
+    res.end(Buffer.from(replay.answer.body, "base64"));
   }
 
   /** Everything but the token path: build the offer, then x402 or a 402. */
