@@ -10,7 +10,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
-import { ConfigError, StoreError } from "../errors.js";
+import { StoreError } from "../errors.js";
 import { requireOptional } from "../optional.js";
 import type { LedgerEntry, NonceState, OutboxItem, ReserveResult, Store, StoredPayment } from "./store.js";
 import {
