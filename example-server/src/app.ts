@@ -19,6 +19,8 @@ import { corsMiddleware } from "./observability/cors.js";
 import { healthRouter } from "./observability/health.js";
 import { loggerOf, requestLogging } from "./observability/logging.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
+import { createActivity } from "./web/activity.js";
+import { webRouter } from "./web/router.js";
 
 /** What the app is built from. */
 export interface AppDeps {
@@ -75,6 +77,7 @@ export function createApp(deps: AppDeps): App {
   const services = deps.services ?? defaultServices;
   const logger = deps.logger ?? pino({ level: "silent" });
   const metrics = createMetrics();
+  const activity = createActivity();
   const app = express();
   app.disable("x-powered-by");
   if (config.publicUrl === undefined) app.set("trust proxy", "loopback");
@@ -95,6 +98,7 @@ export function createApp(deps: AppDeps): App {
       // issue 14 B11: a record of money that moved which the store refused (kept in the outbox, retried) is logged
       if (e.type === "record_failed") logger.error({ event: e }, "settlement record not stored yet; kept in the outbox");
       else if (e.type === "reconciled") logger.info({ event: e }, "settlement reconciled");
+      activity.onEvent(e);
       deps.onEvent?.(e);
     },
     routes: routeTable(services),
@@ -143,6 +147,9 @@ export function createApp(deps: AppDeps): App {
       payers: chain.accounts.payers.map((p) => ({ address: p.address, privateKey: p.privateKey })),
     });
   });
+
+  // Pages for people (web/): `/`, service pages, `/admin`; requests preferring JSON fall through.
+  app.use(webRouter({ services, paywall: pw, store: deps.store, metrics, activity, adminKey: config.adminKey, devchain: () => app.locals.devchain !== undefined }));
 
   app.use((req, res) => {
     res.status(404).json({ error: "not_found", message: `no route ${req.method} ${req.path.slice(0, 200)}; see ${PATHS.services}.` });

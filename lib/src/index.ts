@@ -29,5 +29,6 @@ export { chainChecker, type PaymentChecker } from "./core/checker.js";
 export { PaymentEngine, type PaymentInfo, type X402PaymentInfo, type TokenPaymentInfo, type PaymentEvent } from "./core/engine.js";
 export type { RouteOptions, PaymentOptions, SettlementMode, ResolvedRoute } from "./core/options.js";
 export { paywall, requirePayment, type PaywallOptions, type PaywallMiddleware } from "./adapters/express/paywall.js";
+export { PAYWALL_PAGE_CSP, type PaywallPageOptions, type PaywallPageContext, type PaywallPageSetting } from "./adapters/express/paywall-page.js";
 export { paymentsRouter, type PaymentsRouterOptions, type PaymentsApiOptions } from "./adapters/express/payments-router.js";
 export { toPublicPayment, type PublicPayment } from "./core/payment-object.js";

@@ -22,6 +22,7 @@ import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
 import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, requestPath, RouteTable } from "../routes.js";
+import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -34,7 +35,7 @@ declare global {
 }
 
 /** Options of `paywall()`. */
-export interface PaywallOptions extends PaymentOptions {
+export interface PaywallOptions extends PaymentOptions, PaywallPageSetting {
   /** Route table: `{ "POST /api/x": { price: "$0.20", ... } }`. Keys are matched against the mount-relative path. */
   routes: Record<string, RouteOptions<Request>>;
   /**
@@ -236,7 +237,7 @@ export function paywall(options: PaywallOptions): PaywallMiddleware {
 }
 
 /** The same engine on one route: `app.post(path, requirePayment({ price, payTo, settler }), handler)`. */
-export function requirePayment(options: PaymentOptions & RouteOptions<Request>): PaywallMiddleware {
+export function requirePayment(options: PaymentOptions & RouteOptions<Request> & PaywallPageSetting): PaywallMiddleware {
   const { engine, table } = build(options, { "/*": options });
   const route = table.routes[0]!.value;
   return makeMiddleware(engine, table, options, () => route);
@@ -254,6 +255,8 @@ function makeMiddleware(
   const leases = new LeaseKeeper(engine.store, options.tokenLeaseMs ?? 120_000);
   const acceptTokens = options.acceptTokens !== false;
   const paymentsPath = options.paymentsPath ?? DEFAULT_PAYMENTS_PATH;
+  // The HTML 402 page for browsers (paywall-page.ts); undefined when `paywallPage: false`.
+  const page = createPaywallPage((options as PaywallPageSetting).paywallPage, { offerFor, paymentRequired, served: (r) => engine.paymentRequired(r) });
 
   async function offerFor(route: ResolvedRoute<Request>, resource: string, req?: Request): Promise<Offer> {
     let price = route.staticPrice;
@@ -488,6 +491,7 @@ function makeMiddleware(
     // OPTIONS too: a key without a verb covers it (CORS preflights are a CORS middleware's, mounted before)
     const method = req.method;
     const rawPath = requestPath(req);
+    if (page !== undefined && page.asset(req, res, method, rawPath)) return;
     if (api?.(req, res, next, rawPath)) return;
     const path = normalizePath(rawPath);
     const route = pick(method, path);
@@ -500,6 +504,7 @@ function makeMiddleware(
     const resource = resourceUrl(req, base, path);
     const v2 = headerValue(headers[HEADER.v2Payment]);
     const v1 = headerValue(headers[HEADER.v1Payment]);
+    if (v2 === undefined && v1 === undefined && page !== undefined && page.wants(method, headers)) return page.send(req, res, next, route, resource, base);
     if (v2 === undefined && v1 === undefined && route.staticPrice) {
       // hot path: an unpaid request for a static price is answered from the cache
       const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT));
