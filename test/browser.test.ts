@@ -70,7 +70,12 @@ describe("issue 19: people in a browser (chromium)", function () {
   const settledTx: string[] = [];
 
   before(async function () {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)`);
+    if (!existsSync(CHROMIUM)) {
+      // CI installs it (.ci/run) and must run these tests; elsewhere say how to get them and skip.
+      if (process.env.CI) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)`);
+      console.log(`    browser tests skipped: ${CHROMIUM} is missing (apt-get install -y chromium to run them)`);
+      return this.skip();
+    }
     chain = await startDevChain();
     server = await startExampleApp(chain, { env: { ADMIN_KEY } });
     browser = await launchBrowser();
