@@ -9,11 +9,11 @@ import type { AddressInfo } from "node:net";
 import express, { type Request, type Response } from "express";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import type { Hex } from "viem";
-import { MemoryStore, paywall, relayerSettler, generatePaymentToken, hashToken, type PaywallOptions, type Store } from "server402";
+import { MemoryStore, paywall, relayerSettler, generatePaymentToken, hashToken, SettlementError, type PaywallOptions, type Store } from "server402";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { publicClient } from "./support/paid-app.js";
 import { paidPayment } from "./store-conformance.js";
-import { v1Header } from "./support/sign.js";
+import { signAuthorization, v1Header } from "./support/sign.js";
 
 const PRICE = 10_000n; // $0.01
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -193,6 +193,30 @@ describe("Abuse limits (issue 14, A5–A7; real chain)", function () {
     } finally {
       await app.close();
     }
+  });
+
+  it("A6 one balance, many payments: the relayer simulates a transfer whose pre-check read the chain more than 2 s ago, and broadcasts nothing that would revert", async () => {
+    const settler = relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey, pollingIntervalMs: 5 });
+    const client = publicClient(chain);
+    const { signature, authorization: a } = await signAuthorization(parts(await fundedKey(0n)));
+    const sent = () => client.getTransactionCount({ address: chain.accounts.relayer.address, blockTag: "pending" });
+    const before = await sent();
+    await assert.rejects(
+      settler.settle({
+        authorization: { from: a.from, to: a.to, value: BigInt(a.value), validAfter: BigInt(a.validAfter), validBefore: BigInt(a.validBefore), nonce: a.nonce },
+        signature,
+        asset: chain.usdc,
+        chainId: chain.chainId,
+        network: "eip155:84532",
+        x402Version: 1,
+        payload: {},
+        requirements: {},
+        prechecked: true,
+        precheckedAt: Date.now() - 5000,
+      }),
+      (err: SettlementError) => err.reason === "invalid_exact_evm_insufficient_balance" && err.transaction === undefined,
+    );
+    assert.equal(await sent(), before, "transactions broadcast");
   });
 
   it("A5 never-charged work without limit: attackers re-sending failing authorizations run the handler at most 1 + 2 times each, and paying requests are served meanwhile", async () => {

@@ -185,6 +185,7 @@ export class PaymentEngine {
         payload: decoded.payload,
         requirements: version === 1 ? toRequirementsV1(offer) : toRequirementsV2(offer),
       };
+      const checkedAt = this.now();
       const balance = this.checker ? await this.precheck(request, lockKey, payerKey, expiresAt) : undefined;
       // The lock, checked in the same step against the payer's other payments: their locked and
       // pending amounts plus this one must be covered by the balance just read (A6), at most
@@ -202,7 +203,7 @@ export class PaymentEngine {
       // (a settled one may have moved the balance after it was read): otherwise the settler simulates.
       if (this.checker) {
         request.prechecked = this.checker.onChain === true && claim.others === 0;
-        request.precheckedAt = this.now();
+        request.precheckedAt = checkedAt;
       }
       const info: X402PaymentInfo = {
         method: "x402",
