@@ -274,7 +274,7 @@ describe("Abuse limits (issue 14, A5–A7; real chain)", function () {
   });
 
   it("A5 never-charged work without limit: one payer has at most 4 paid runs in flight", async () => {
-    const app = await startWorkApp(chain, { workMs: 150, slots: 20 });
+    const app = await startWorkApp(chain, { workMs: 500, slots: 20 });
     try {
       const key = chain.accounts.payers[4]!.privateKey;
       const headers = await Promise.all(Array.from({ length: 12 }, () => v1Header(parts(key))));
@@ -282,8 +282,9 @@ describe("Abuse limits (issue 14, A5–A7; real chain)", function () {
       const payer = privateKeyToAccount(key).address.toLowerCase();
       console.log(`      A5 figures: 12 parallel payments of one payer: most in flight ${app.maxConcurrent.get(payer)}`);
       assert.ok(app.maxConcurrent.get(payer)! <= 4, `in flight: ${app.maxConcurrent.get(payer)}`);
-      assert.equal(results.filter((r) => r.status === 422).length, 4);
-      for (const r of results.filter((r) => r.status !== 422)) assert.equal(r.body.error, "too_many_in_flight");
+      // the runs may overlap less than fully (arrivals spread), so only the bound is exact
+      assert.ok(results.some((r) => r.body.error === "too_many_in_flight"), JSON.stringify(results));
+      for (const r of results.filter((r) => r.status !== 422)) assert.deepEqual([r.status, r.body.error], [429, "too_many_in_flight"]);
     } finally {
       await app.close();
     }
