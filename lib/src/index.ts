@@ -26,6 +26,7 @@ export { generatePaymentToken, hashToken, isWellFormedToken } from "./state/toke
 
 // core + adapters
 export { chainChecker, type PaymentChecker } from "./core/checker.js";
+export type { AbuseLimits } from "./core/limits.js";
 export { PaymentEngine, type PaymentInfo, type X402PaymentInfo, type TokenPaymentInfo, type PaymentEvent } from "./core/engine.js";
 export type { RouteOptions, PaymentOptions, SettlementMode, ResolvedRoute } from "./core/options.js";
 export { paywall, requirePayment, type PaywallOptions, type PaywallMiddleware } from "./adapters/express/paywall.js";

@@ -87,6 +87,8 @@ interface Sent {
 const FEE_CACHE_MS = 1000;
 /** Gas limit for a pre-checked EOA `transferWithAuthorization` (≈ 66–84k used; unused gas is not paid). */
 const EOA_TRANSFER_GAS = 150_000n;
+/** How old a pre-check's chain reading may be for it to vouch for a transfer; older ones are simulated again. */
+const PRECHECK_FRESH_MS = 2000;
 /** Pending settlements remembered for retries (oldest forgotten first). */
 const MAX_UNRESOLVED = 10_000;
 /** Revert shapes of EIP-3009 tokens: Error(string) and known custom errors. */
@@ -330,7 +332,9 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
     // with a 65-byte signature verified locally skips the estimate: a fixed
     // limit above any EIP-3009 EOA transfer saves a round trip. A race lost to
     // another spender then reverts on-chain (reported, never charged twice).
-    const precheckedEoa = req.prechecked === true && size(req.signature) === 65;
+    // A reading older than PRECHECK_FRESH_MS (a slow handler ran since) does not vouch: simulate.
+    const fresh = req.precheckedAt === undefined || Date.now() - req.precheckedAt <= PRECHECK_FRESH_MS;
+    const precheckedEoa = req.prechecked === true && fresh && size(req.signature) === 65;
     const [gas, fee] = await Promise.all([
       precheckedEoa ? EOA_TRANSFER_GAS : simulate(req.asset, data),
       fees().catch((err: unknown) => Promise.reject(rpcFailure("fee lookup", err))),

@@ -40,6 +40,8 @@ export interface SettleRequest {
    * for this request; a settler may then skip its own simulation.
    */
   prechecked?: boolean;
+  /** When that pre-check read the chain (ms epoch); a settler trusts an old reading less. */
+  precheckedAt?: number;
 }
 
 /** A completed settlement. */

@@ -12,8 +12,9 @@ import { decodeV1, decodeV2, type DecodedPayment } from "../protocol/payload.js"
 import { toRequirementsV1, toRequirementsV2, type Offer } from "../protocol/requirements.js";
 import { verifyAuthorization } from "../protocol/verify.js";
 import type { SettleResponse } from "../protocol/types.js";
-import type { LedgerEntry, ReserveResult, Store, StoredPayment } from "../state/store.js";
+import type { LedgerEntry, PayerClaimFailure, ReserveResult, Store, StoredPayment } from "../state/store.js";
 import { hashToken, isWellFormedToken } from "../state/tokens.js";
+import { ExpiringMap, resolveLimits, TokenBucket, type AbuseLimits, type ResolvedLimits } from "./limits.js";
 import { Reconciler, requestToJson, type PaidPayment, type SettlementRecord } from "./reconciler.js";
 
 /** What a paid handler sees as `req.payment`. */
@@ -63,6 +64,8 @@ export interface X402Attempt {
 export interface TokenAttempt {
   reservationId: string;
   info: TokenPaymentInfo;
+  /** The token's hash: its failed runs are counted under it (see `AbuseLimits.maxRetries`). */
+  tokenHash: string;
 }
 
 /** Something that happened, for metrics and logs. Never carries secrets. */
@@ -95,6 +98,8 @@ export interface EngineOptions {
   heldAnswerMaxBytes?: number;
   /** Longest time a held answer is kept (ms); never past its authorization's lock. Default 1 hour. */
   heldAnswerTtlMs?: number;
+  /** Limits against never-charged work and unpaid traffic; see `AbuseLimits` for the defaults. */
+  abuseLimits?: AbuseLimits;
 }
 
 /** A confirmed x402 settlement: whether its records were all stored now (else the outbox keeps them), and the prepaid payment it paid. */
@@ -153,6 +158,20 @@ export class PaymentEngine {
   private readonly reconciler: Reconciler;
   private readonly heldMaxBytes: number;
   private readonly heldTtlMs: number;
+  // --- abuse limits (issue 14, A5–A7): what this process remembers to refuse before any store write or RPC ---
+  private readonly limits: ResolvedLimits;
+  /** lockKey → refusal, for authorizations found used or out of retries (until their lock would expire) */
+  private readonly deadNonces = new ExpiringMap<PaymentError>();
+  /** payer key → the smallest value found not covered by its balance */
+  private readonly shortOfFunds = new ExpiringMap<bigint>();
+  /** payer keys whose pre-check passed in the last 10 minutes: their checks are not throttled */
+  private readonly goodPayers = new ExpiringMap<true>();
+  /** lockKeys being verified in this process right now */
+  private readonly verifying = new Set<string>();
+  /** pre-checks of payers not in `goodPayers` */
+  private readonly newPayerChecks: TokenBucket;
+  /** token hash → consecutive failed runs, and until when it is refused */
+  private readonly tokenFailures = new ExpiringMap<{ count: number; until: number; cooldown: number }>();
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -163,6 +182,8 @@ export class PaymentEngine {
     this.emit = opts.onEvent ?? (() => {});
     this.observed = opts.onEvent !== undefined;
     this.now = opts.now ?? Date.now;
+    this.limits = resolveLimits(opts.abuseLimits);
+    this.newPayerChecks = new TokenBucket(this.limits.newPayerChecksPerSecond, 2 * this.limits.newPayerChecksPerSecond, this.now());
     const st = opts.store;
     if (typeof st.reserveCallSync === "function" && typeof st.commitCallSync === "function" && typeof st.releaseCallSync === "function") {
       this.syncStore = st as SyncTokenStore;
@@ -190,6 +211,7 @@ export class PaymentEngine {
    */
   async verifyX402(version: 1 | 2, raw: Record<string, unknown>, offer: Offer, serviceId?: string, acceptOverpayment = false): Promise<X402Attempt> {
     let locked: string | undefined;
+    let verifying: string | undefined;
     try {
       const decoded = version === 1 ? decodeV1(raw, offer) : decodeV2(raw, offer);
       const auth = decoded.authorization;
@@ -208,15 +230,14 @@ export class PaymentEngine {
         amountRule: version === 2 ? "exact" : "atLeast",
         now: BigInt(Math.floor(this.now() / 1000)),
       });
-      const lockKey = `${offer.network.chainId}:${offer.asset.address}:${auth.from}:${auth.nonce}`.toLowerCase();
-      const expiresAt = Number(auth.validBefore + BigInt(this.lockMargin)) * 1000;
-      if (!(await this.store.claimNonce(lockKey, Math.min(expiresAt, 8.64e15)))) {
-        const prior = await this.store.getNonce(lockKey);
-        const what = prior?.state === "locked" ? "is being used by another request right now" : "was already used";
-        const ref: HeldRef = { lockKey, payer, version };
-        throw Object.assign(new PaymentError("duplicate_settlement", `this payment authorization ${what}; sign a new payment.`), { [HELD_REF]: ref });
-      }
-      locked = lockKey;
+      const payerKey = `${offer.network.chainId}:${offer.asset.address}:${auth.from}`.toLowerCase();
+      const lockKey = `${payerKey}:${auth.nonce.toLowerCase()}`;
+      const expiresAt = Math.min(Number(auth.validBefore + BigInt(this.lockMargin)) * 1000, 8.64e15);
+      // Refuse what this process already knows, then what the store knows, before any write or RPC.
+      this.refuseLocally(lockKey, payerKey, auth.value);
+      this.verifying.add((verifying = lockKey));
+      const prior = await this.store.getNonce(lockKey);
+      if (prior) throw withHeldRef(duplicate(prior.state === "locked"), { lockKey, payer, version });
       const request: SettleRequest = {
         authorization: auth,
         signature: decoded.signature,
@@ -228,9 +249,28 @@ export class PaymentEngine {
         payload: decoded.payload,
         requirements: version === 1 ? toRequirementsV1(offer) : toRequirementsV2(offer),
       };
+      const checkedAt = this.now();
+      const balance = this.checker ? await this.precheck(request, lockKey, payerKey, expiresAt) : undefined;
+      // The lock, checked in the same step against the payer's other payments: their locked and
+      // pending amounts plus this one must be covered by the balance just read (A6), at most
+      // maxInFlightPerPayer may run at once, and a given-back authorization only maxRetries times (A5).
+      const claim = await this.store.claimPayerNonce(lockKey, expiresAt, {
+        payer: payerKey,
+        amount: auth.value.toString(),
+        balance: balance?.toString(),
+        maxInFlight: this.limits.maxInFlightPerPayer,
+        maxRetries: this.limits.maxRetries,
+      });
+      if (!claim.ok) {
+        const refusal = this.claimRefusal(claim.reason, claim.held, lockKey, expiresAt, auth.value, balance);
+        throw claim.reason === "used" || claim.reason === "in_use" ? withHeldRef(refusal, { lockKey, payer, version }) : refusal;
+      }
+      locked = lockKey;
+      // The pre-check vouches for the transfer only when no other payment of this payer was live
+      // (a settled one may have moved the balance after it was read): otherwise the settler simulates.
       if (this.checker) {
-        await this.checker.check(request);
-        request.prechecked = this.checker.onChain === true;
+        request.prechecked = this.checker.onChain === true && claim.others === 0;
+        request.precheckedAt = checkedAt;
       }
       const info: X402PaymentInfo = {
         method: "x402",
@@ -249,6 +289,67 @@ export class PaymentEngine {
       if (locked) await this.store.releaseNonce(locked).catch(() => {});
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "verify", resource: offer.resource });
       throw err;
+    } finally {
+      if (verifying) this.verifying.delete(verifying);
+    }
+  }
+
+  /** Throw what this process already knows about an authorization or its payer (A7). */
+  private refuseLocally(lockKey: string, payerKey: string, value: bigint): void {
+    const now = this.now();
+    const dead = this.deadNonces.get(lockKey, now);
+    if (dead) throw dead;
+    if (this.verifying.has(lockKey)) throw duplicate(true);
+    const short = this.shortOfFunds.get(payerKey, now);
+    if (short !== undefined && value >= short) {
+      throw new PaymentError("insufficient_funds", `the payer's balance was found below ${short} moments ago; fund the payer and try again.`);
+    }
+  }
+
+  /**
+   * Run the pre-handler check. Payers not seen paying recently spend the
+   * new-payer budget, unless their check passes (A7). Returns the balance the
+   * check read, when it says.
+   */
+  private async precheck(request: SettleRequest, lockKey: string, payerKey: string, expiresAt: number): Promise<bigint | undefined> {
+    const known = this.goodPayers.get(payerKey, this.now()) !== undefined;
+    if (!known && !this.newPayerChecks.take(this.now())) {
+      throw new PaymentError("chain_check_busy", "too many payments from new payers are being checked; retry in a second.", 503);
+    }
+    try {
+      const state = await this.checker!.check(request);
+      if (!known) this.newPayerChecks.refund();
+      this.goodPayers.set(payerKey, true, this.now() + 600_000);
+      return state?.balance;
+    } catch (err) {
+      if (err instanceof PaymentError && err.reason === "insufficient_funds") {
+        this.shortOfFunds.set(payerKey, request.authorization.value, this.now() + this.limits.insufficientFundsMemoryMs);
+        this.goodPayers.delete(payerKey);
+      } else if (err instanceof PaymentError && err.reason === "invalid_exact_evm_nonce_already_used") {
+        this.deadNonces.set(lockKey, err, expiresAt);
+      } else if (!known) {
+        this.newPayerChecks.refund(); // the chain did not answer: not the payer's doing
+      }
+      throw err;
+    }
+  }
+
+  /** The error for a refused claim; remembers authorizations that can never pass again. */
+  private claimRefusal(reason: PayerClaimFailure, held: string | undefined, lockKey: string, expiresAt: number, value: bigint, balance?: bigint): PaymentError {
+    switch (reason) {
+      case "in_use":
+        return duplicate(true);
+      case "used":
+        return duplicate(false);
+      case "retries_exhausted": {
+        const err = new PaymentError("retries_exhausted", `this payment authorization already failed ${this.limits.maxRetries + 1} times without being charged; sign a new payment.`);
+        this.deadNonces.set(lockKey, err, expiresAt);
+        return err;
+      }
+      case "too_many_in_flight":
+        return new PaymentError("too_many_in_flight", `this payer already has ${this.limits.maxInFlightPerPayer} paid requests running; wait for one to finish.`, 429);
+      case "insufficient_funds":
+        return new PaymentError("insufficient_funds", `payer balance ${balance} does not cover ${value} plus ${held ?? 0} already held for this payer's unsettled payments.`);
     }
   }
 
@@ -396,9 +497,12 @@ export class PaymentEngine {
     return undefined;
   }
 
-  /** Give the lock back: the request failed and nothing was charged. */
+  /**
+   * Give the lock back: the request failed and nothing was charged. The run
+   * counts against the authorization: after `maxRetries` retries it is refused.
+   */
   async releaseX402(attempt: X402Attempt): Promise<void> {
-    await this.store.releaseNonce(attempt.lockKey).catch(() => {});
+    await this.store.giveBackNonce(attempt.lockKey).catch(() => this.store.releaseNonce(attempt.lockKey).catch(() => {}));
   }
 
   /**
@@ -409,7 +513,7 @@ export class PaymentEngine {
    */
   async reserveToken(token: string, serviceId: string, resource: string): Promise<TokenAttempt> {
     const tokenHash = this.tokenHashOf(token, resource);
-    return this.tokenAttempt(await this.store.reserveCall(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource);
+    return this.tokenAttempt(await this.store.reserveCall(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource, tokenHash);
   }
 
   /**
@@ -426,7 +530,7 @@ export class PaymentEngine {
     const store = this.syncStore;
     if (!store) throw new TypeError("server402: this store has no reserveCallSync; use reserveToken().");
     const tokenHash = this.tokenHashOf(token, resource);
-    return this.tokenAttempt(store.reserveCallSync(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource);
+    return this.tokenAttempt(store.reserveCallSync(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource, tokenHash);
   }
 
   private tokenHashOf(token: string, resource: string): string {
@@ -434,10 +538,40 @@ export class PaymentEngine {
       this.emit({ type: "failed", method: "token", reason: "unknown_token", stage: "verify", resource });
       throw new PaymentError("unknown_token", "X-Payment-Token is not a well-formed server402 token.");
     }
-    return hashToken(token);
+    const tokenHash = hashToken(token);
+    if (this.tokenFailures.size !== 0) this.refuseFailingToken(tokenHash, resource);
+    return tokenHash;
   }
 
-  private tokenAttempt(r: ReserveResult, resource: string): TokenAttempt {
+  /** A token whose call was given back after more than `maxRetries` failed runs in a row waits for its cooldown (A5). */
+  private refuseFailingToken(tokenHash: string, resource: string): void {
+    const now = this.now();
+    const f = this.tokenFailures.get(tokenHash, now);
+    if (!f || f.until <= now) return;
+    this.emit({ type: "failed", method: "token", reason: "retries_exhausted", stage: "verify", resource });
+    const seconds = Math.ceil((f.until - now) / 1000);
+    const err = new PaymentError("retries_exhausted", `this token's call failed ${this.limits.maxRetries + 1} times in a row without being used; try again in ${seconds} s.`, 429);
+    throw Object.assign(err, { retryAfter: seconds });
+  }
+
+  /** Count a token call given back after a failed run, or forget the failures once a call is used. */
+  private tokenRun(tokenHash: string, used: boolean): void {
+    const now = this.now();
+    if (used) {
+      if (this.tokenFailures.size !== 0) this.tokenFailures.delete(tokenHash);
+      return;
+    }
+    const f = this.tokenFailures.get(tokenHash, now) ?? { count: 0, until: 0, cooldown: this.limits.tokenRetryCooldownMs };
+    if (++f.count > this.limits.maxRetries) {
+      f.count = 0;
+      f.until = now + f.cooldown;
+      f.cooldown *= 2;
+    }
+    // forgotten a day after the last failure
+    this.tokenFailures.set(tokenHash, f, now + Math.max(86_400_000, f.until - now));
+  }
+
+  private tokenAttempt(r: ReserveResult, resource: string, tokenHash: string): TokenAttempt {
     if (!r.ok) {
       this.emit({ type: "failed", method: "token", reason: r.reason, stage: "verify", resource });
       const err = new PaymentError(r.reason, TOKEN_MESSAGES[r.reason]);
@@ -448,6 +582,7 @@ export class PaymentEngine {
     if (this.observed) this.emit({ type: "verified", method: "token", resource });
     return {
       reservationId: r.reservationId,
+      tokenHash,
       info: {
         method: "token",
         paymentId: p.paymentId,
@@ -473,14 +608,17 @@ export class PaymentEngine {
       return;
     }
     try {
-      if (!used) store.releaseCallSync(attempt.reservationId);
-      else if (store.commitCallSync(attempt.reservationId)) this.tokenSettled(attempt, resource);
+      if (!used) {
+        this.tokenRun(attempt.tokenHash, false);
+        store.releaseCallSync(attempt.reservationId);
+      } else if (store.commitCallSync(attempt.reservationId)) this.tokenSettled(attempt, resource);
     } catch (err) {
       if (used) this.commitFailed(err, resource);
     }
   }
 
   private tokenSettled(attempt: TokenAttempt, resource: string): void {
+    this.tokenRun(attempt.tokenHash, true);
     if (this.observed) this.emit({ type: "settled", method: "token", amount: attempt.info.amount, asset: attempt.info.asset ?? "", durationMs: 0, resource });
   }
 
@@ -507,8 +645,20 @@ export class PaymentEngine {
 
   /** Give the reserved call back (the handler failed). */
   async releaseToken(attempt: TokenAttempt): Promise<void> {
+    this.tokenRun(attempt.tokenHash, false);
     await this.store.releaseCall(attempt.reservationId).catch(() => {});
   }
+}
+
+/** A refused copy of an authorization that is locked (`inUse`) or was used. */
+/** Marks a duplicate-authorization refusal with what `replayX402` needs to find a held answer. */
+function withHeldRef(err: PaymentError, ref: HeldRef): PaymentError {
+  return Object.assign(err, { [HELD_REF]: ref });
+}
+
+function duplicate(inUse: boolean): PaymentError {
+  const what = inUse ? "is being used by another request right now" : "was already used";
+  return new PaymentError("duplicate_settlement", `this payment authorization ${what}; sign a new payment.`);
 }
 
 const TOKEN_MESSAGES: Record<string, string> = {

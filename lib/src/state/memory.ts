@@ -4,7 +4,7 @@
  * inside one tick, so each is atomic. Expired state is dropped lazily and by
  * an unref'd timer, so memory stays bounded under sustained traffic.
  */
-import type { LedgerEntry, NonceState, OutboxItem, ReservedPayment, ReserveResult, Store, StoredPayment } from "./store.js";
+import { payerClaimRefusal, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerHold, type ReservedPayment, type ReserveResult, type Store, type StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -30,6 +30,9 @@ interface NonceRecord {
   state: NonceState;
   transaction?: string;
   expiresAt: number;
+  /** Set by `claimPayerNonce`: the payer's key and this payment's value. */
+  payer?: string;
+  amount?: string;
 }
 
 /**
@@ -154,6 +157,10 @@ const OPTIONAL_FIELDS = ["paidAt", ...OPTIONAL_STRING_FIELDS] as const;
 /** A `Store` kept in this process's memory. Not shared, not durable. */
 export class MemoryStore implements Store {
   private readonly nonces = new Map<string, NonceRecord>();
+  /** payer key → keys of the nonces claimed for it by `claimPayerNonce` (pruned as they expire) */
+  private readonly payerNonces = new Map<string, Set<string>>();
+  /** nonce key → failed runs given back, until the lock would have expired */
+  private readonly givenBack = new Map<string, { count: number; expiresAt: number }>();
   private readonly payments = new Map<string, PaymentRecord>();
   /** tokenHash → paymentId */
   private readonly tokens = new Map<string, string>();
@@ -178,6 +185,7 @@ export class MemoryStore implements Store {
    */
   sweep(now = Date.now()): void {
     for (const [key, n] of this.nonces) if (n.expiresAt <= now) this.nonces.delete(key);
+    this.sweepPayerNonces(now);
     for (const [paymentId, leases] of this.leases) {
       leases.dropEnded(now - RESERVATION_GC_MS);
       if (leases.size === 0) this.leases.delete(paymentId);
@@ -227,6 +235,45 @@ export class MemoryStore implements Store {
     const n = this.liveNonce(key);
     if (!n) return undefined;
     return n.transaction === undefined ? { state: n.state } : { state: n.state, transaction: n.transaction };
+  }
+
+  // --- Abuse limits of x402 payments: a payer's held payments and given-back runs ---
+  async claimPayerNonce(key: string, expiresAt: number, hold: PayerHold): Promise<PayerClaim> {
+    const prior = this.liveNonce(key);
+    if (prior) return { ok: false, reason: prior.state === "locked" ? "in_use" : "used" };
+    const now = Date.now();
+    const back = this.givenBack.get(key);
+    const keys = this.payerNonces.get(hold.payer);
+    const others: { state: NonceState; amount: string }[] = [];
+    for (const k of keys ?? []) {
+      const n = this.liveNonce(k);
+      if (n?.payer === hold.payer) others.push({ state: n.state, amount: n.amount ?? "0" });
+      else keys!.delete(k);
+    }
+    const refusal = payerClaimRefusal(hold, back && back.expiresAt > now ? back.count : 0, others);
+    if (refusal) return { ok: false, ...refusal };
+    this.nonces.set(key, { state: "locked", expiresAt, payer: hold.payer, amount: hold.amount });
+    if (keys) keys.add(key);
+    else this.payerNonces.set(hold.payer, new Set([key]));
+    return { ok: true, others: others.length };
+  }
+
+  async giveBackNonce(key: string): Promise<number> {
+    const n = this.nonces.get(key);
+    const back = this.givenBack.get(key);
+    const count = (back && back.expiresAt > Date.now() ? back.count : 0) + 1;
+    if (n?.state !== "locked") return count - 1;
+    this.nonces.delete(key);
+    this.givenBack.set(key, { count, expiresAt: Math.max(n.expiresAt, back?.expiresAt ?? 0) });
+    return count;
+  }
+
+  private sweepPayerNonces(now: number): void {
+    for (const [key, b] of this.givenBack) if (b.expiresAt <= now) this.givenBack.delete(key);
+    for (const [payer, keys] of this.payerNonces) {
+      for (const k of keys) if (!this.nonces.has(k)) keys.delete(k);
+      if (keys.size === 0) this.payerNonces.delete(payer);
+    }
   }
 
   async createPayment(payment: StoredPayment): Promise<void> {

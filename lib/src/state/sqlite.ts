@@ -12,7 +12,7 @@ import { dirname } from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
 import { StoreError } from "../errors.js";
 import { requireOptional } from "../optional.js";
-import type { LedgerEntry, NonceState, OutboxItem, ReserveResult, Store, StoredPayment } from "./store.js";
+import { payerClaimRefusal, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerHold, type ReserveResult, type Store, type StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -343,6 +343,69 @@ export class SqliteStore implements Store {
       if (!row) return undefined;
       return row.transaction === null ? { state: row.state } : { state: row.state, transaction: row.transaction };
     });
+  }
+
+  // --- Abuse limits of x402 payments: a payer's held payments and given-back runs ---
+  // Their tables are created on first use (IF NOT EXISTS), so they need no schema migration; rows
+  // whose nonce is gone are deleted with it (payer_nonces) or at expiry (given_back), at most once a minute.
+  private abuse?: ReturnType<SqliteStore["prepareAbuse"]>;
+  private abuseSweptAt = 0;
+
+  private prepareAbuse() {
+    const db = this.db;
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS payer_nonces (key TEXT PRIMARY KEY, payer TEXT NOT NULL, amount TEXT NOT NULL) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS payer_nonces_payer ON payer_nonces (payer);
+      CREATE TABLE IF NOT EXISTS given_back (key TEXT PRIMARY KEY, count INTEGER NOT NULL, expiresAt INTEGER NOT NULL) WITHOUT ROWID;
+    `);
+    const s = {
+      nonce: db.prepare("SELECT state, expiresAt FROM nonces WHERE key = ? AND expiresAt > ?"),
+      givenBack: db.prepare("SELECT count FROM given_back WHERE key = ? AND expiresAt > ?").pluck(),
+      others: db.prepare("SELECT n.state, p.amount FROM payer_nonces p JOIN nonces n ON n.key = p.key WHERE p.payer = ? AND n.expiresAt > ?"),
+      claim: db.prepare(
+        `INSERT INTO nonces (key, state, expiresAt) VALUES (?, 'locked', ?)
+         ON CONFLICT (key) DO UPDATE SET state = 'locked', "transaction" = NULL, expiresAt = excluded.expiresAt`,
+      ),
+      hold: db.prepare("INSERT OR REPLACE INTO payer_nonces (key, payer, amount) VALUES (?, ?, ?)"),
+      release: db.prepare("DELETE FROM nonces WHERE key = ? AND state = 'locked' RETURNING expiresAt").pluck(),
+      countBack: db.prepare(
+        `INSERT INTO given_back (key, count, expiresAt) VALUES (?, 1, ?)
+         ON CONFLICT (key) DO UPDATE SET count = CASE WHEN given_back.expiresAt > ? THEN given_back.count + 1 ELSE 1 END,
+           expiresAt = max(given_back.expiresAt, excluded.expiresAt)
+         RETURNING count`,
+      ).pluck(),
+      sweepHolds: db.prepare("DELETE FROM payer_nonces WHERE key NOT IN (SELECT key FROM nonces)"),
+      sweepBack: db.prepare("DELETE FROM given_back WHERE expiresAt <= ?"),
+    };
+    const claim = db.transaction((key: string, expiresAt: number, hold: PayerHold, now: number): PayerClaim => {
+      if (now - this.abuseSweptAt > 60_000) {
+        this.abuseSweptAt = now;
+        s.sweepHolds.run();
+        s.sweepBack.run(now);
+      }
+      const prior = s.nonce.get(key, now) as { state: NonceState } | undefined;
+      if (prior) return { ok: false, reason: prior.state === "locked" ? "in_use" : "used" };
+      const others = s.others.all(hold.payer, now) as { state: NonceState; amount: string }[];
+      const refusal = payerClaimRefusal(hold, (s.givenBack.get(key, now) as number | undefined) ?? 0, others);
+      if (refusal) return { ok: false, ...refusal };
+      s.claim.run(key, expiresAt);
+      s.hold.run(key, hold.payer, hold.amount);
+      return { ok: true, others: others.length };
+    });
+    const giveBack = db.transaction((key: string, now: number): number => {
+      const expiresAt = s.release.get(key) as number | undefined;
+      if (expiresAt === undefined) return (s.givenBack.get(key, now) as number | undefined) ?? 0;
+      return s.countBack.get(key, expiresAt, now) as number;
+    });
+    return { claim, giveBack };
+  }
+
+  claimPayerNonce(key: string, expiresAt: number, hold: PayerHold): Promise<PayerClaim> {
+    return this.run("claimPayerNonce", () => (this.abuse ??= this.prepareAbuse()).claim.immediate(key, expiresAt, hold, Date.now()));
+  }
+
+  giveBackNonce(key: string): Promise<number> {
+    return this.run("giveBackNonce", () => (this.abuse ??= this.prepareAbuse()).giveBack.immediate(key, Date.now()));
   }
 
   createPayment(payment: StoredPayment): Promise<void> {

@@ -164,6 +164,7 @@ function build(options: PaymentOptions, routes: Record<string, RouteOptions<Requ
     checker: defaultChecker(options, Object.values(resolved)[0]?.network.chainId ?? 84532),
     tokenLeaseMs: options.tokenLeaseMs,
     onEvent: options.onEvent,
+    abuseLimits: options.abuseLimits,
   });
   return { engine, table: new RouteTable(resolved) };
 }
@@ -315,6 +316,14 @@ function makeMiddleware(
   function sendError(res: Response, err: unknown, offer: Offer, route: ResolvedRoute<Request>, base: string, version?: 1 | 2, attempt?: X402Attempt) {
     if (attempt && err instanceof Error && (err instanceof SettlementError || err instanceof PaymentError)) {
       res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(settleResponse(attempt, err)));
+    }
+    if (err instanceof PaymentError && (err.status === 429 || err.status === 503)) {
+      // a refusal that is no payment problem (too much at once): its own status, and when to retry
+      res.statusCode = err.status;
+      res.setHeader("Content-Type", "application/json; charset=utf-8");
+      res.setHeader("Cache-Control", "no-store");
+      res.setHeader("Retry-After", String((err as PaymentError & { retryAfter?: number }).retryAfter ?? 1));
+      return void res.end(JSON.stringify({ error: err.reason, message: err.message }));
     }
     if (err instanceof PaymentError) {
       const payment = (err as PaymentError & { payment?: StoredPayment }).payment;
