@@ -33,6 +33,8 @@ export interface Config {
   tokenLeaseMs: number;
   imageAllowHosts: string[];
   imageMaxBytes: number;
+  /** Largest pixel count of one image, checked from its header before decoding. */
+  imageMaxPixels: number;
   imageTimeoutMs: number;
   compareTimeoutMs: number;
   bodyLimitBytes: number;
@@ -156,6 +158,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     tokenLeaseMs: int("TOKEN_LEASE_MS", 120_000, 1000, 3_600_000),
     imageAllowHosts: (str("IMAGE_FETCH_ALLOW_HOSTS") ?? "").split(",").map((s) => s.trim()).filter(Boolean),
     imageMaxBytes: int("IMAGE_MAX_BYTES", 5 * 1024 * 1024, 1024, 50 * 1024 * 1024),
+    imageMaxPixels: int("IMAGE_MAX_PIXELS", 4096 * 4096, 1024, 100_000_000),
     imageTimeoutMs: int("IMAGE_FETCH_TIMEOUT_MS", 10_000, 100, 120_000),
     compareTimeoutMs: int("COMPARE_TIMEOUT_MS", 30_000, 1000, 300_000),
     bodyLimitBytes: int("BODY_LIMIT_BYTES", 15 * 1024 * 1024, 1024, 100 * 1024 * 1024),

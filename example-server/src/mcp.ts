@@ -68,7 +68,7 @@ function buildServer(deps: McpDeps, origin: string): McpServer {
       inputSchema: zodShapeOf(s.inputSchema as { properties?: Record<string, unknown> }),
       annotations: { readOnlyHint: true, openWorldHint: true },
       resource: `${origin}${PATHS.mcp}#${s.mcpToolName}`,
-      validate: (args) => parseFaceInput(args, deps.compare.imageMaxBytes),
+      validate: (args) => parseFaceInput(args, deps.compare.imageMaxBytes, deps.compare.imageMaxPixels),
       handler: async (_args, ctx) => {
         try {
           const out = await runComparison(ctx.validated as FaceInput, deps.compare, ctx.signal);

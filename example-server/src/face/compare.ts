@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { FACE_INPUT_KEYS } from "../service.js";
 import { FaceError, type FaceEngine } from "../engine/types.js";
-import { decodeImageData, fetchImage, MAX_IMAGE_URL_LENGTH } from "../images/index.js";
+import { decodeImageData, DEFAULT_MAX_IMAGE_PIXELS, fetchImage, MAX_IMAGE_URL_LENGTH } from "../images/index.js";
 
 /** A validated request: each side is either a URL to fetch or decoded bytes. */
 export interface FaceInput {
@@ -21,6 +21,8 @@ export interface CompareDeps {
   /** Hosts exempt from the private-address rule (tests, controlled deployments). */
   imageAllowHosts?: readonly string[];
   imageMaxBytes: number;
+  /** Largest pixel count of one image, read from its header before any decoding (default 4096 × 4096). */
+  imageMaxPixels?: number;
   imageTimeoutMs: number;
   /** Overall deadline of one comparison, ms. */
   compareTimeoutMs: number;
@@ -39,7 +41,7 @@ function requestIdOf(res: Response): string {
  * Validate a CompareFace body. Throws FaceError("invalid_input" | "invalid_image" | "image_too_large")
  * naming the wrong key. Shared by HTTP and MCP.
  */
-export function parseFaceInput(body: unknown, maxBytes: number): FaceInput {
+export function parseFaceInput(body: unknown, maxBytes: number, maxPixels: number = DEFAULT_MAX_IMAGE_PIXELS): FaceInput {
   if (!body || typeof body !== "object" || Array.isArray(body)) {
     throw new FaceError("invalid_input", `send a JSON object with keys ${FACE_INPUT_KEYS.join(", ")}.`);
   }
@@ -72,7 +74,7 @@ export function parseFaceInput(body: unknown, maxBytes: number): FaceInput {
     }
     if (typeof data !== "string" || data.length === 0) throw new FaceError("invalid_input", `ImageData${s} must be a non-empty base64 string.`);
     try {
-      return { bytes: decodeImageData(data, maxBytes).bytes };
+      return { bytes: decodeImageData(data, maxBytes, maxPixels).bytes };
     } catch (err) {
       if (err instanceof FaceError) throw new FaceError(err.code, `ImageData${s}: ${err.message}`);
       throw err;
@@ -86,10 +88,10 @@ export function parseFaceInput(body: unknown, maxBytes: number): FaceInput {
 }
 
 /** Middleware: validate the body before the paywall; 400 on any problem. */
-export function validateFaceRequest(maxBytes: number): RequestHandler {
+export function validateFaceRequest(maxBytes: number, maxPixels?: number): RequestHandler {
   return (req: Request, res: Response, next: NextFunction) => {
     try {
-      res.locals.faceInput = parseFaceInput(req.body, maxBytes);
+      res.locals.faceInput = parseFaceInput(req.body, maxBytes, maxPixels);
       next();
     } catch (err) {
       if (err instanceof FaceError) return faceError(res, err, requestIdOf(res));
@@ -105,7 +107,7 @@ export async function runComparison(input: FaceInput, deps: CompareDeps, signal?
   const load = async (s: FaceInput["a"], name: string) => {
     if ("bytes" in s) return s.bytes;
     try {
-      return (await fetchImage(s.url, { maxBytes: deps.imageMaxBytes, timeoutMs: deps.imageTimeoutMs, allowHosts: deps.imageAllowHosts, signal: combined })).bytes;
+      return (await fetchImage(s.url, { maxBytes: deps.imageMaxBytes, maxPixels: deps.imageMaxPixels, timeoutMs: deps.imageTimeoutMs, allowHosts: deps.imageAllowHosts, signal: combined })).bytes;
     } catch (err) {
       if (err instanceof FaceError) throw new FaceError(err.code, `ImageURL${name}: ${err.message}`, { cause: err });
       throw err;

@@ -5,7 +5,7 @@
  */
 import { timingSafeEqual, createHash } from "node:crypto";
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from "express";
-import { ConfigError, PaymentError } from "../../errors.js";
+import { ChainError, ConfigError, PaymentError, StoreError } from "../../errors.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { DEFAULT_PAYMENTS_PATH, type ResolvedRoute } from "../../core/options.js";
 import type { X402Attempt } from "../../core/engine.js";
@@ -55,6 +55,22 @@ const ID = /^pay_[A-Za-z0-9_-]{8,64}$/;
 
 function json(res: Response, status: number, body: unknown) {
   res.status(status).set("Cache-Control", "no-store").json(body);
+}
+
+/** Seconds a client is asked to wait after a store or chain outage. */
+const OUTAGE_RETRY_AFTER_S = 5;
+
+/**
+ * An outage of the store (503) or the chain (502) answers with its code and
+ * Retry-After, never a 500; anything else goes to the app's error handler.
+ */
+function failed(res: Response, next: NextFunction, err: unknown): void {
+  const status = err instanceof StoreError ? 503 : err instanceof ChainError ? 502 : 0;
+  if (!status) return next(err);
+  if (res.headersSent) return void res.destroy();
+  res.setHeader("Retry-After", String(OUTAGE_RETRY_AFTER_S));
+  const what = err instanceof StoreError ? "the payment store is unavailable" : "the chain could not be reached";
+  json(res, status, { error: (err as StoreError).code, message: `${what}; nothing was charged. Try again in a few seconds.` });
 }
 
 /**
@@ -181,7 +197,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
         use: { header: "X-Payment-Token", mcpArgument: "paymentToken" },
       });
     } catch (err) {
-      next(err);
+      failed(res, next, err);
     }
   }
 
@@ -190,7 +206,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       const p = await load(id, res);
       if (p) json(res, 200, toPublicPayment(p, Date.now()));
     } catch (err) {
-      next(err);
+      failed(res, next, err);
     }
   }
 
@@ -230,7 +246,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
         throw err;
       }
     } catch (err) {
-      next(err);
+      failed(res, next, err);
     } finally {
       if (lock) await store.releaseNonce(lock).catch(() => {});
     }
@@ -253,7 +269,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       }
       json(res, 200, toPublicPayment(r!.payment, now));
     } catch (err) {
-      next(err);
+      failed(res, next, err);
     }
   }
 
@@ -268,7 +284,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       const entries = await store.listLedger({ afterId, limit: lim });
       json(res, 200, { entries, nextAfterId: entries.length ? entries[entries.length - 1]!.id : afterId });
     } catch (err) {
-      next(err);
+      failed(res, next, err);
     }
   }
 

@@ -1,0 +1,202 @@
+/**
+ * Issue 14 (money safety), the example server's cases: image pixel bombs
+ * refused before decoding (A5), unpaid big bodies answered from the headers
+ * (A8), store outages answered 503 (B12), rate limits and forged hosts (C15)
+ * and disclosure (C16). Real dev chain, real Alibaba SDK against its
+ * emulator, real HTTP.
+ */
+import assert from "node:assert/strict";
+import { createServer, request, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { deflateSync } from "node:zlib";
+import express from "express";
+import { paywall, relayerSettler } from "server402";
+import { RedisStore } from "server402/redis";
+import { startDevChain, type DevChain } from "server402/devchain";
+import { IMAGE_A, IMAGE_B, startExampleApp, type ExampleApp } from "./support/example-app.js";
+
+const ADMIN_KEY = "admin-key-0123456789abcdef";
+const FACE = "/api/tools/face-comparison";
+const json = (b: unknown, headers: Record<string, string> = {}) => ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(b) });
+
+/** A valid grayscale PNG of width × height black pixels: tiny on disk, huge once decoded. */
+function pngBomb(width: number, height: number): Buffer {
+  const chunk = (type: string, data: Buffer) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 0; // grayscale
+  const raw = Buffer.alloc((width + 1) * height); // filter byte 0 + zero pixels per row
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", ihdr), chunk("IDAT", deflateSync(raw, { level: 9 })), chunk("IEND", Buffer.alloc(0))]);
+}
+
+function crc32(buf: Buffer): number {
+  let c = 0xffffffff;
+  for (const byte of buf) {
+    c ^= byte;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  }
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** A prepaid face-comparison token, paid by the operator's confirmation. */
+async function paidToken(url: string): Promise<{ token: string; paymentId: string }> {
+  const created = await fetch(`${url}/api/payments`, json({ serviceId: "face-comparison" }));
+  assert.equal(created.status, 201, await created.clone().text());
+  const p = await created.json();
+  const confirmed = await fetch(`${url}/api/payments/${p.paymentId}/confirm`, json({ provider: "test" }, { authorization: `Bearer ${ADMIN_KEY}` }));
+  assert.equal(confirmed.status, 200, await confirmed.clone().text());
+  return { token: p.token, paymentId: p.paymentId };
+}
+
+/**
+ * Send only the headers and the first `sent` bytes of a body that claims
+ * `length` bytes, and wait up to `ms` for an answer (the rest never comes).
+ */
+function partialPost(url: string, path: string, headers: Record<string, string>, length: number, sent: number, ms: number): Promise<{ status: number; body: string } | "no answer"> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json", "content-length": String(length), ...headers } });
+    const timer = setTimeout(() => {
+      req.destroy();
+      resolve("no answer");
+    }, ms);
+    req.on("response", (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => (body += d));
+      res.on("end", () => {
+        clearTimeout(timer);
+        req.destroy();
+        resolve({ status: res.statusCode!, body });
+      });
+    });
+    req.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    req.write(`{"ImageDataA":"${"A".repeat(Math.max(0, sent - 16))}`);
+  });
+}
+
+describe("issue 14: money safety of the example server", function () {
+  this.timeout(60_000);
+  let chain: DevChain;
+  let app: ExampleApp;
+  let images: Server;
+  let imagesUrl: string;
+  const bomb = pngBomb(7000, 7000);
+
+  before(async () => {
+    chain = await startDevChain();
+    images = createServer((req, res) => {
+      if (req.url === "/bomb.png") return void res.writeHead(200, { "content-type": "image/png" }).end(bomb);
+      res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => images.listen(0, "127.0.0.1", r));
+    imagesUrl = `http://127.0.0.1:${(images.address() as AddressInfo).port}`;
+    app = await startExampleApp(chain, { env: { ADMIN_KEY, IMAGE_FETCH_ALLOW_HOSTS: "127.0.0.1" } });
+  });
+  after(async () => {
+    await app?.close();
+    images?.close();
+    await chain?.stop();
+  });
+
+  it("A5 image pixel bomb: a 49-megapixel PNG is refused with 413 from its header, before any engine run, and the paid call is kept", async () => {
+    assert.ok(bomb.length < 200_000, `the bomb is small (${bomb.length} bytes)`);
+    const { token, paymentId } = await paidToken(app.url);
+    const before = app.emulator.attempts().length;
+    const inline = await fetch(`${app.url}${FACE}`, json({ ImageDataA: bomb.toString("base64"), ImageDataB: IMAGE_B }, { "x-payment-token": token }));
+    const inlineBody = await inline.json();
+    assert.equal(inline.status, 413, JSON.stringify(inlineBody));
+    assert.equal(inlineBody.code, "image_too_large");
+    assert.match(inlineBody.message, /ImageDataA.*7000×7000 pixels/);
+    const byUrl = await fetch(`${app.url}${FACE}`, json({ ImageURLA: `${imagesUrl}/bomb.png`, ImageDataB: IMAGE_B }, { "x-payment-token": token }));
+    const byUrlBody = await byUrl.json();
+    assert.equal(byUrl.status, 413, JSON.stringify(byUrlBody));
+    assert.equal(byUrlBody.code, "image_too_large");
+    assert.equal(app.emulator.attempts().length, before, "the engine never ran");
+    const state = await (await fetch(`${app.url}/api/payments/${paymentId}`)).json();
+    assert.equal(state.callsRemaining, 1, "nothing was charged");
+  });
+
+  it("A8 unpaid big bodies: an unpaid request is answered 402 from its headers without reading its body; 413 by Content-Length; a paid malformed request is still 400 and not charged", async () => {
+    // 13 MB announced, 1 KB sent: the server can only answer if it does not wait for the body.
+    const unpaid = await partialPost(app.url, FACE, {}, 13_000_000, 1024, 3000);
+    assert.notEqual(unpaid, "no answer", "the unpaid request was answered without its body");
+    assert.equal((unpaid as { status: number }).status, 402);
+    const tooLarge = await partialPost(app.url, FACE, {}, 16 * 1024 * 1024, 1024, 3000);
+    assert.notEqual(tooLarge, "no answer");
+    assert.equal((tooLarge as { status: number }).status, 413);
+    assert.equal(JSON.parse((tooLarge as { body: string }).body).error, "body_too_large");
+
+    const { token, paymentId } = await paidToken(app.url);
+    const bad = await fetch(`${app.url}${FACE}`, json({ ImageURLA: "ftp://x/a.jpg", ImageDataB: IMAGE_B }, { "x-payment-token": token }));
+    assert.equal(bad.status, 400);
+    const state = await (await fetch(`${app.url}/api/payments/${paymentId}`)).json();
+    assert.equal(state.callsRemaining, 1, "a 400 is never charged");
+    const good = await fetch(`${app.url}${FACE}`, json({ ImageDataA: IMAGE_A, ImageDataB: IMAGE_B }, { "x-payment-token": token }));
+    assert.equal(good.status, 200, await good.clone().text());
+  });
+});
+
+describe("issue 14: B12 store outage", function () {
+  this.timeout(60_000);
+  let chain: DevChain;
+  let app: ExampleApp;
+  before(async () => {
+    chain = await startDevChain();
+    app = await startExampleApp(chain, { env: { STORE: "redis", REDIS_URL: "redis://127.0.0.1:1", ADMIN_KEY } });
+  });
+  after(async () => {
+    await app?.close();
+    await chain?.stop();
+  });
+
+  it("B12 store outage = 500: with Redis down the example server's payments API answers 503 store_unavailable with Retry-After", async () => {
+    for (const [method, path, body] of [
+      ["POST", "/api/payments", { serviceId: "face-comparison" }],
+      ["GET", "/api/payments/pay_0123456789abcdef", undefined],
+      ["POST", "/api/payments/pay_0123456789abcdef/pay", undefined],
+    ] as const) {
+      const res = await fetch(`${app.url}${path}`, { method, headers: { "content-type": "application/json", "x-payment": "e30=" }, body: body ? JSON.stringify(body) : undefined });
+      const b = await res.json();
+      assert.equal(res.status, 503, `${method} ${path}: ${JSON.stringify(b)}`);
+      assert.equal(b.error, "store_unavailable");
+      assert.equal(res.headers.get("retry-after"), "5");
+    }
+  });
+
+  it("B12 store outage = 500: the library's payments API alone (no app error handler) answers 503, not Express's HTML 500", async () => {
+    const store = new RedisStore({ url: "redis://127.0.0.1:1" });
+    const pw = paywall({
+      payTo: chain.accounts.payTo.address,
+      network: "base-sepolia",
+      store,
+      checker: false,
+      settler: relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey as `0x${string}` }),
+      routes: { "POST /thing": { price: "$0.01", serviceId: "thing" } },
+      payments: {},
+    });
+    const lib = express().use(pw);
+    const server = lib.listen(0, "127.0.0.1");
+    await new Promise((r) => server.once("listening", r));
+    try {
+      const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/api/payments`, json({ serviceId: "thing" }));
+      assert.equal(res.status, 503, await res.clone().text());
+      assert.equal((await res.json()).error, "store_unavailable");
+      assert.equal(res.headers.get("retry-after"), "5");
+    } finally {
+      server.close();
+      await store.close();
+    }
+  });
+});
