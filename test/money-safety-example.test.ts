@@ -13,9 +13,9 @@ import express from "express";
 import { paywall, relayerSettler } from "server402";
 import { RedisStore } from "server402/redis";
 import { startDevChain, type DevChain } from "server402/devchain";
+import { paidToken, TEST_ADMIN_KEY as ADMIN_KEY } from "./support/paid-token.js";
 import { IMAGE_A, IMAGE_B, startExampleApp, type ExampleApp } from "./support/example-app.js";
 
-const ADMIN_KEY = "admin-key-0123456789abcdef";
 const FACE = "/api/tools/face-comparison";
 const json = (b: unknown, headers: Record<string, string> = {}) => ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(b) });
 
@@ -45,16 +45,6 @@ function crc32(buf: Buffer): number {
     for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
   }
   return (c ^ 0xffffffff) >>> 0;
-}
-
-/** A prepaid face-comparison token, paid by the operator's confirmation. */
-async function paidToken(url: string): Promise<{ token: string; paymentId: string }> {
-  const created = await fetch(`${url}/api/payments`, json({ serviceId: "face-comparison" }));
-  assert.equal(created.status, 201, await created.clone().text());
-  const p = await created.json();
-  const confirmed = await fetch(`${url}/api/payments/${p.paymentId}/confirm`, json({ provider: "test" }, { authorization: `Bearer ${ADMIN_KEY}` }));
-  assert.equal(confirmed.status, 200, await confirmed.clone().text());
-  return { token: p.token, paymentId: p.paymentId };
 }
 
 /**

@@ -17,7 +17,7 @@ import { discoveryRouter } from "./discovery/router.js";
 import { mcpRouter } from "./mcp.js";
 import { corsMiddleware } from "./observability/cors.js";
 import { healthRouter } from "./observability/health.js";
-import { loggerOf, requestLogging } from "./observability/logging.js";
+import { cappedLogger, loggerOf, requestLogging } from "./observability/logging.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 
 /** What the app is built from. */
@@ -73,7 +73,7 @@ export function routeTable(services: readonly ServiceSpec[] = defaultServices): 
 export function createApp(deps: AppDeps): App {
   const { config } = deps;
   const services = deps.services ?? defaultServices;
-  const logger = deps.logger ?? pino({ level: "silent" });
+  const logger = cappedLogger(deps.logger ?? pino({ level: "silent" }));
   const metrics = createMetrics();
   const app = express();
   app.disable("x-powered-by");
@@ -123,7 +123,7 @@ export function createApp(deps: AppDeps): App {
     const paths = [s.endpoint, ...s.legacyEndpoints];
     app.post(paths, unpaid, faceJson, validateFaceRequest(config.imageMaxBytes, config.imageMaxPixels));
   }
-  app.use(mcpRouter({ services, paywall: pw, compare: compareDeps, bodyLimitBytes: config.bodyLimitBytes, onError: (err) => onError(err) }));
+  app.use(mcpRouter({ services, paywall: pw, compare: compareDeps, bodyLimitBytes: config.bodyLimitBytes, timeoutMs: config.mcpTimeoutMs, onError: (err) => onError(err) }));
   app.use(pw);
   for (const s of services) {
     app.post([s.endpoint, ...s.legacyEndpoints], compareHandler(compareDeps, (err) => onError(err)));

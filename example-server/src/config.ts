@@ -37,6 +37,8 @@ export interface Config {
   imageMaxPixels: number;
   imageTimeoutMs: number;
   compareTimeoutMs: number;
+  /** Longest an MCP POST may take before it is answered with a timeout error. */
+  mcpTimeoutMs: number;
   bodyLimitBytes: number;
   logLevel: string;
   corsOrigins: string;
@@ -122,6 +124,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const adminKey = str("ADMIN_KEY");
   if (adminKey && adminKey.length < 16) problems.push("ADMIN_KEY must be at least 16 characters (e.g. `openssl rand -hex 32`).");
 
+  const compareTimeoutMs = int("COMPARE_TIMEOUT_MS", 30_000, 1000, 300_000);
   const config: Config = {
     port: int("PORT", 4020, 0, 65535),
     host: str("HOST") ?? "127.0.0.1",
@@ -160,7 +163,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     imageMaxBytes: int("IMAGE_MAX_BYTES", 5 * 1024 * 1024, 1024, 50 * 1024 * 1024),
     imageMaxPixels: int("IMAGE_MAX_PIXELS", 4096 * 4096, 1024, 100_000_000),
     imageTimeoutMs: int("IMAGE_FETCH_TIMEOUT_MS", 10_000, 100, 120_000),
-    compareTimeoutMs: int("COMPARE_TIMEOUT_MS", 30_000, 1000, 300_000),
+    compareTimeoutMs,
+    mcpTimeoutMs: int("MCP_TIMEOUT_MS", compareTimeoutMs + 35_000, 1000, 600_000),
     bodyLimitBytes: int("BODY_LIMIT_BYTES", 15 * 1024 * 1024, 1024, 100 * 1024 * 1024),
     logLevel: oneOf("LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const, "info"),
     corsOrigins: str("CORS_ORIGINS") ?? "*",

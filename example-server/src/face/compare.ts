@@ -132,7 +132,7 @@ export function compareHandler(deps: CompareDeps, onError?: (err: unknown) => vo
       res.status(200).json(out);
     } catch (err) {
       const fe = err instanceof FaceError ? err : new FaceError("upstream_error", "the face engine failed unexpectedly.", { cause: err });
-      if (!(err instanceof FaceError)) onError?.(err);
+      if (!(err instanceof FaceError) && !abort.signal.aborted) onError?.(err);
       faceError(res, fe, requestIdOf(res));
     } finally {
       res.off("close", onClose);
