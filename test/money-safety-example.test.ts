@@ -10,7 +10,7 @@ import { createServer, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { deflateSync } from "node:zlib";
 import express from "express";
-import { paywall, relayerSettler } from "server402";
+import { MemoryStore, paywall, relayerSettler } from "server402";
 import { RedisStore } from "server402/redis";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { paidToken, TEST_ADMIN_KEY as ADMIN_KEY } from "./support/paid-token.js";
@@ -187,6 +187,128 @@ describe("issue 14: B12 store outage", function () {
     } finally {
       server.close();
       await store.close();
+    }
+  });
+});
+
+/** One HTTP request with headers fetch() cannot set (Host). */
+function raw(url: string, method: string, path: string, headers: Record<string, string>, body?: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${url}${path}`, { method, headers: { "content-type": "application/json", ...headers } }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => (text += d));
+      res.on("end", () => resolve({ status: res.statusCode!, text }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+describe("issue 14: C15 rate limits and hosts, C16 metrics", function () {
+  this.timeout(60_000);
+  let chain: DevChain;
+  let app: ExampleApp;
+  const METRICS_TOKEN = "metrics-token-0123456789abcdef";
+  before(async () => {
+    chain = await startDevChain();
+    app = await startExampleApp(chain, { env: { ADMIN_KEY, METRICS_TOKEN } });
+  });
+  after(async () => {
+    await app?.close();
+    await chain?.stop();
+  });
+
+  it("C15 rate limits behind trust proxy: random X-Forwarded-For values from one client do not bypass the creation limit (30 per minute)", async () => {
+    let created = 0;
+    let limited = 0;
+    for (let i = 0; i < 40; i++) {
+      const xff = `203.0.113.${i + 1}, 198.51.100.${i + 1}`;
+      const res = await fetch(`${app.url}/api/payments`, json({ serviceId: "face-comparison" }, { "x-forwarded-for": xff }));
+      if (res.status === 201) created++;
+      else if (res.status === 429) limited++;
+      await res.arrayBuffer();
+    }
+    assert.equal(created, 30, `created ${created}, limited ${limited}`);
+    assert.equal(limited, 10);
+  });
+
+  it("C15 forged Host: without PUBLIC_URL a forged Host or X-Forwarded-Host never reaches the 402 resource or pay.url", async () => {
+    for (const headers of [{ host: "evil.example" }, { "x-forwarded-host": "evil.example", "x-forwarded-proto": "https" }] as Array<Record<string, string>>) {
+      const r402 = await raw(app.url, "POST", FACE, headers, JSON.stringify({ ImageDataA: IMAGE_A, ImageDataB: IMAGE_B }));
+      assert.doesNotMatch(r402.text, /evil/, `${JSON.stringify(headers)} → ${r402.status} ${r402.text.slice(0, 300)}`);
+      const created = await raw(app.url, "POST", "/api/payments", headers, JSON.stringify({ serviceId: "face-comparison" }));
+      assert.doesNotMatch(created.text, /evil/, `${JSON.stringify(headers)} → ${created.status}`);
+      if (headers.host) {
+        assert.equal(r402.status, 400);
+        assert.equal(JSON.parse(r402.text).error, "invalid_host");
+      }
+    }
+    const ok = await raw(app.url, "POST", FACE, {}, JSON.stringify({ ImageDataA: IMAGE_A, ImageDataB: IMAGE_B }));
+    assert.equal(ok.status, 402, "the server's own name is answered");
+  });
+
+  it("C15 forged Host: outside the dev chain a server listening for other machines needs PUBLIC_URL or ALLOWED_HOSTS, and TRUST_PROXY=true is refused", async () => {
+    const { loadConfig, ConfigurationError } = await import("../example-server/src/config.js");
+    const prod = { DEVCHAIN: "off", RPC_URL: "http://127.0.0.1:8545", PAY_TO: chain.accounts.payTo.address, RELAYER_PRIVATE_KEY: chain.accounts.relayer.privateKey, HOST: "0.0.0.0" };
+    assert.throws(() => loadConfig(prod), (e: unknown) => e instanceof ConfigurationError && e.problems.some((p) => /PUBLIC_URL/.test(p)));
+    assert.equal(loadConfig({ ...prod, PUBLIC_URL: "https://faces.example.com" }).allowedHosts, undefined);
+    assert.deepEqual(loadConfig({ ...prod, ALLOWED_HOSTS: "Faces.example.com" }).allowedHosts, ["faces.example.com"]);
+    assert.throws(() => loadConfig({ ...prod, PUBLIC_URL: "https://faces.example.com", TRUST_PROXY: "true" }), (e: unknown) => e instanceof ConfigurationError && e.problems.some((p) => /TRUST_PROXY/.test(p)));
+    assert.equal(loadConfig({ ...prod, PUBLIC_URL: "https://faces.example.com", TRUST_PROXY: "1" }).trustProxy, 1);
+  });
+
+  it("C16 disclosure: /metrics (revenue) needs Authorization: Bearer <METRICS_TOKEN>", async () => {
+    const anonymous = await fetch(`${app.url}/metrics`);
+    assert.equal(anonymous.status, 401);
+    assert.doesNotMatch(await anonymous.text(), /revenue/);
+    const wrong = await fetch(`${app.url}/metrics`, { headers: { authorization: "Bearer not-the-metrics-token-at-all" } });
+    assert.equal(wrong.status, 401);
+    const scraper = await fetch(`${app.url}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } });
+    assert.equal(scraper.status, 200);
+    assert.match(await scraper.text(), /server402_revenue_atomic_total/);
+  });
+});
+
+describe("issue 14: C15 unpaid payments per client (library)", function () {
+  this.timeout(30_000);
+  let chain: DevChain;
+  before(async () => {
+    chain = await startDevChain();
+  });
+  after(async () => {
+    await chain?.stop();
+  });
+
+  it("C15 rate limits behind trust proxy: one client (an IPv6 /64 counts as one) cannot hold more than maxPendingPerClient unpaid payments; paying one frees a place", async () => {
+    const pw = paywall({
+      payTo: chain.accounts.payTo.address,
+      network: "base-sepolia",
+      store: new MemoryStore(),
+      checker: false,
+      settler: relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey as `0x${string}` }),
+      routes: { "POST /thing": { price: "$0.01", serviceId: "thing" } },
+      payments: { adminKey: ADMIN_KEY, maxPendingPerClient: 3, createLimit: { max: 1000, windowMs: 60_000 } },
+    });
+    const lib = express().set("trust proxy", true).use(pw);
+    const server = lib.listen(0, "127.0.0.1");
+    await new Promise((r) => server.once("listening", r));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const create = (ip: string) => fetch(`${base}/api/payments`, json({ serviceId: "thing" }, { "x-forwarded-for": ip }));
+    try {
+      const first = [];
+      for (const ip of ["2001:db8:1:2::a", "2001:db8:1:2:ffff::b", "2001:0db8:0001:0002::c"]) first.push(await create(ip));
+      assert.deepEqual(first.map((r) => r.status), [201, 201, 201]);
+      const fourth = await create("2001:db8:1:2::d");
+      assert.equal(fourth.status, 429);
+      assert.equal((await fourth.json()).error, "too_many_pending_for_client");
+      assert.equal((await create("2001:db8:1:3::a")).status, 201, "another /64 is another client");
+      const paid = await first[0]!.json();
+      const confirm = await fetch(`${base}/api/payments/${paid.paymentId}/confirm`, json({}, { authorization: `Bearer ${ADMIN_KEY}` }));
+      assert.equal(confirm.status, 200);
+      assert.equal((await create("2001:db8:1:2::e")).status, 201, "a paid payment no longer counts");
+    } finally {
+      server.close();
     }
   });
 });

@@ -74,10 +74,11 @@ export function createApp(deps: AppDeps): App {
   const { config } = deps;
   const services = deps.services ?? defaultServices;
   const logger = cappedLogger(deps.logger ?? pino({ level: "silent" }));
-  const metrics = createMetrics();
+  const metrics = createMetrics({ bearerToken: config.metricsToken, public: config.devchain });
   const app = express();
   app.disable("x-powered-by");
-  if (config.publicUrl === undefined) app.set("trust proxy", "loopback");
+  // Only the configured proxies' X-Forwarded-* are believed (rate limits by client, Host); see TRUST_PROXY.
+  app.set("trust proxy", config.trustProxy);
 
   const pw = paywall({
     payTo: deps.payTo,
@@ -114,6 +115,7 @@ export function createApp(deps: AppDeps): App {
   app.use(metrics.timing);
   app.use(corsMiddleware(config.corsOrigins));
   app.use(healthRouter({ store: deps.store, engine: deps.engine, rpcUrl: deps.rpcUrl, chainId: deps.chainId }));
+  if (config.allowedHosts) app.use(allowedHostsOnly(config.allowedHosts));
   app.get(PATHS.metrics, metrics.handler);
   app.use(discoveryRouter(services, pw));
 
@@ -168,6 +170,19 @@ function unpaidFromHeaders(pw: PaywallMiddleware, bodyLimitBytes: number): Reque
       return void res.status(413).set("Cache-Control", "no-store").json({ error: "body_too_large", message: `the request body is larger than ${bodyLimitBytes} bytes.` });
     }
     pw(req, res, next);
+  };
+}
+
+/**
+ * Without PUBLIC_URL the origin of payment URLs comes from the request's
+ * Host (or a trusted proxy's X-Forwarded-Host): answer only the names the
+ * operator allowed, so a forged one never reaches a 402 or a payment's URL.
+ */
+function allowedHostsOnly(allowed: readonly string[]): RequestHandler {
+  const names = new Set(allowed);
+  return (req, res, next) => {
+    if (names.has(req.hostname?.toLowerCase() ?? "")) return next();
+    res.status(400).set("Cache-Control", "no-store").json({ error: "invalid_host", message: "this server does not answer for that host name." });
   };
 }
 
