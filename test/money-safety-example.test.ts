@@ -13,7 +13,11 @@ import express from "express";
 import { MemoryStore, paywall, relayerSettler } from "server402";
 import { RedisStore } from "server402/redis";
 import { startDevChain, type DevChain } from "server402/devchain";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { paidToken, TEST_ADMIN_KEY as ADMIN_KEY } from "./support/paid-token.js";
+import { v1Header } from "./support/sign.js";
+import { clientMessage } from "../example-server/src/face/compare.js";
+import { FaceError } from "../example-server/src/engine/types.js";
 import { IMAGE_A, IMAGE_B, startExampleApp, type ExampleApp } from "./support/example-app.js";
 
 const FACE = "/api/tools/face-comparison";
@@ -88,6 +92,7 @@ describe("issue 14: money safety of the example server", function () {
     chain = await startDevChain();
     images = createServer((req, res) => {
       if (req.url === "/bomb.png") return void res.writeHead(200, { "content-type": "image/png" }).end(bomb);
+      if (req.url === "/teapot") return void res.writeHead(418, "internal-secret-banner").end("internal-secret-body");
       res.writeHead(404).end();
     });
     await new Promise<void>((r) => images.listen(0, "127.0.0.1", r));
@@ -116,6 +121,16 @@ describe("issue 14: money safety of the example server", function () {
     assert.equal(app.emulator.attempts().length, before, "the engine never ran");
     const state = await (await fetch(`${app.url}/api/payments/${paymentId}`)).json();
     assert.equal(state.callsRemaining, 1, "nothing was charged");
+  });
+
+  it("C16 disclosure: an image server's status line and body never reach the client", async () => {
+    const { token } = await paidToken(app.url);
+    const res = await fetch(`${app.url}${FACE}`, json({ ImageURLA: `${imagesUrl}/teapot`, ImageDataB: IMAGE_B }, { "x-payment-token": token }));
+    const text = await res.text();
+    assert.equal(res.status, 400, text);
+    assert.equal(JSON.parse(text).code, "image_fetch_failed");
+    assert.match(text, /HTTP 418/);
+    assert.doesNotMatch(text, /internal-secret/);
   });
 
   it("A8 unpaid big bodies: an unpaid request is answered 402 from its headers without reading its body; 413 by Content-Length; a paid malformed request is still 400 and not charged", async () => {
@@ -310,5 +325,59 @@ describe("issue 14: C15 unpaid payments per client (library)", function () {
     } finally {
       server.close();
     }
+  });
+});
+
+describe("issue 14: C16 disclosure (library)", function () {
+  this.timeout(60_000);
+  let chain: DevChain;
+  before(async () => {
+    chain = await startDevChain();
+  });
+  after(async () => {
+    await chain?.stop();
+  });
+
+  /** A paid request to a one-route app settled by `settler`: status and body text. */
+  async function paidThrough(rpcUrl: string, relayerKey: `0x${string}`, payer: number): Promise<{ status: number; text: string }> {
+    const pw = paywall({
+      payTo: chain.accounts.payTo.address,
+      network: "base-sepolia",
+      store: new MemoryStore(),
+      checker: false,
+      settler: relayerSettler({ rpcUrl, chainId: chain.chainId, privateKey: relayerKey }),
+      routes: { "GET /thing": { price: "$0.01" } },
+    });
+    const server = express().use(pw).get("/thing", (_req, res) => void res.json({ ok: true })).listen(0, "127.0.0.1");
+    await new Promise((r) => server.once("listening", r));
+    try {
+      const header = await v1Header({ privateKey: chain.accounts.payers[payer]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n });
+      const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/thing`, { headers: { "X-PAYMENT": header } });
+      return { status: res.status, text: await res.text() };
+    } finally {
+      server.close();
+    }
+  }
+
+  it("C16 disclosure: decoder or upstream text wrapped in a FaceError (libvips, Alibaba) reaches clients only as a plain message per code", () => {
+    const vips = new FaceError("invalid_image", "image A is not a valid image: VipsJpeg: Corrupt JPEG data: premature end of data segment", { cause: new Error("VipsJpeg: Corrupt JPEG data") });
+    assert.doesNotMatch(clientMessage(vips), /Vips|Corrupt/);
+    assert.match(clientMessage(vips), /could not be decoded/);
+    const ours = new FaceError("image_fetch_failed", "ImageURLA: the server answered HTTP 404", { cause: new FaceError("image_fetch_failed", "the server answered HTTP 404") });
+    assert.equal(clientMessage(ours), ours.message, "this server's own messages pass");
+  });
+
+  it("C16 disclosure: a relayer out of gas answers 502 without its address or the node's \"insufficient funds for gas\"", async () => {
+    const key = generatePrivateKey();
+    const r = await paidThrough(chain.rpcUrl, key, 6);
+    assert.equal(r.status, 502, r.text);
+    assert.doesNotMatch(r.text, new RegExp(privateKeyToAccount(key).address.slice(2), "i"));
+    assert.doesNotMatch(r.text, /insufficient funds/i);
+  });
+
+  it("C16 disclosure: an unreachable RPC answers without naming the RPC origin", async () => {
+    const r = await paidThrough("http://127.0.0.1:1/secret-path", chain.accounts.relayer.privateKey as `0x${string}`, 7);
+    assert.ok(r.status === 502 || r.status === 504, `${r.status} ${r.text}`);
+    assert.doesNotMatch(r.text, /127\.0\.0\.1:1|secret-path/);
   });
 });

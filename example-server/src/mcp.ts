@@ -16,7 +16,7 @@ import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import type { PaywallMiddleware } from "server402";
 import { registerPaidTool } from "server402/mcp";
-import { parseFaceInput, runComparison, type CompareDeps, type FaceInput } from "./face/compare.js";
+import { clientMessage, parseFaceInput, runComparison, type CompareDeps, type FaceInput } from "./face/compare.js";
 import { FaceError } from "./engine/types.js";
 import { formatUsdCents, PATHS, pricingOf, routeOf, type ServiceSpec } from "./discovery/catalog.js";
 
@@ -59,8 +59,8 @@ export function zodShapeOf(schema: { properties?: Record<string, unknown> }): z.
 }
 
 function faceToolError(err: FaceError): CallToolResult {
-  const body = { code: err.code, message: err.message, ...(err.upstreamRequestId ? { upstreamRequestId: err.upstreamRequestId } : {}) };
-  return { isError: true, content: [{ type: "text", text: `${err.code}: ${err.message}` }], structuredContent: body };
+  const body = { code: err.code, message: clientMessage(err), ...(err.upstreamRequestId ? { upstreamRequestId: err.upstreamRequestId } : {}) };
+  return { isError: true, content: [{ type: "text", text: `${err.code}: ${body.message}` }], structuredContent: body };
 }
 
 function buildServer(deps: McpDeps, origin: string): McpServer {

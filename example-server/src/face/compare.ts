@@ -6,7 +6,8 @@
 import { randomUUID } from "node:crypto";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { FACE_INPUT_KEYS } from "../service.js";
-import { FaceError, type FaceEngine } from "../engine/types.js";
+import type { Logger } from "pino";
+import { FaceError, type FaceEngine, type FaceErrorCode } from "../engine/types.js";
 import { decodeImageData, DEFAULT_MAX_IMAGE_PIXELS, fetchImage, MAX_IMAGE_URL_LENGTH } from "../images/index.js";
 
 /** A validated request: each side is either a URL to fetch or decoded bytes. */
@@ -28,9 +29,36 @@ export interface CompareDeps {
   compareTimeoutMs: number;
 }
 
-/** The error envelope, with the same shape as a success. */
+/** What a client is told when an error's own text came from an engine, a decoder or an upstream service. */
+const PLAIN_MESSAGES: Record<FaceErrorCode, string> = {
+  invalid_input: "the face engine refused the request.",
+  invalid_image: "one of the images could not be decoded; send a JPEG, PNG, BMP or WEBP image.",
+  image_too_large: "one of the images is too large for the face engine.",
+  no_face: "no face found in one of the images.",
+  low_quality: "a face's quality is below the threshold.",
+  image_fetch_failed: "an image could not be fetched.",
+  image_url_forbidden: "an image URL was refused.",
+  upstream_throttled: "the face engine is busy; retry later.",
+  upstream_error: "the face engine failed.",
+  upstream_timeout: "the face engine did not answer in time.",
+  engine_misconfigured: "the face engine is misconfigured on this server.",
+  engine_unavailable: "the face engine is unavailable; retry later.",
+};
+
+/**
+ * The message a client may see: this server's own text, or a plain message
+ * per code when the error wraps a lower-level one (decoder, engine, upstream
+ * text such as libvips errors or status lines). The full error goes to the logs.
+ */
+export function clientMessage(err: FaceError): string {
+  return err.cause === undefined || err.cause instanceof FaceError ? err.message : PLAIN_MESSAGES[err.code];
+}
+
+/** The error envelope, with the same shape as a success; details the client does not get are logged. */
 export function faceError(res: Response, err: FaceError, requestId: string): void {
-  res.status(err.status).json({ code: err.code, content: "", data: null, message: err.message, requestId });
+  const message = clientMessage(err);
+  if (message !== err.message) (res.locals.log as Logger | undefined)?.warn({ err }, "face comparison failed");
+  res.status(err.status).json({ code: err.code, content: "", data: null, message, requestId });
 }
 
 function requestIdOf(res: Response): string {
