@@ -132,7 +132,8 @@ export function mcpRouter(deps: McpDeps): Router {
   const timeoutMs = deps.timeoutMs ?? deps.compare.compareTimeoutMs + 35_000;
   router.post(PATHS.mcp, body, async (req: Request, res, next) => {
     const messages = withoutSelfCancelled(req.body);
-    if (Array.isArray(messages) && messages.length === 0) return void res.status(202).end();
+    // Only a batch emptied by the filter is answered here (202, as for notifications); an empty batch stays the SDK's to refuse.
+    if (messages !== req.body && Array.isArray(messages) && messages.length === 0) return void res.status(202).end();
     const server = buildServer(deps, deps.paywall.origin(req));
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     // The bound on every POST: closing the server aborts its tool calls (an aborted call is never charged), then the timeout is answered.
