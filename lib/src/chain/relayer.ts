@@ -267,14 +267,15 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
         } catch (err) {
           nextNonce = undefined;
           if (!rejectedByNode(err)) {
-            throw new SettlementError("settlement_pending", `broadcast of ${hash} via ${where} has unknown outcome: ${describe(err)}`, {
+            throw new SettlementError("settlement_pending", `transaction ${hash} was sent; its outcome is not known yet.`, {
               transaction: hash,
               pending: true,
               cause: err,
+              detail: `broadcast of ${hash} via ${where} has unknown outcome: ${describe(err)}`,
             });
           }
           if (attempt === 0 && /nonce too low|nonce.*too small|replacement transaction underpriced/i.test(describe(err))) continue;
-          throw new SettlementError("unexpected_settle_error", `relayer ${account.address} could not broadcast: ${describe(err)}`, { cause: err });
+          throw new SettlementError("unexpected_settle_error", "the settlement wallet could not send the transfer; nothing was charged.", { cause: err, detail: `relayer ${account.address} could not broadcast: ${describe(err)}` });
         }
       }
     };
@@ -299,10 +300,11 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
       if (performance.now() + delay > deadline) {
         nextNonce = undefined; // if the transaction was dropped, the next send must not leave a nonce gap
         const why = lastError ? ` (last RPC error: ${describe(lastError)})` : "";
-        throw new SettlementError("settlement_pending", `no receipt for ${hash} within ${receiptTimeoutMs} ms${why}`, {
+        throw new SettlementError("settlement_pending", `no receipt for ${hash} within ${receiptTimeoutMs} ms.`, {
           transaction: hash,
           pending: true,
           cause: lastError,
+          detail: `no receipt for ${hash} within ${receiptTimeoutMs} ms${why}`,
         });
       }
       await new Promise((r) => setTimeout(r, delay));
@@ -377,7 +379,7 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
         return checkedResult(req, hash, receipt);
       } catch (err) {
         if (err instanceof SettlementError) throw err;
-        throw new SettlementError("unexpected_settle_error", `settle failed: ${describe(err)}`, { cause: err });
+        throw new SettlementError("unexpected_settle_error", "settlement failed unexpectedly.", { cause: err, detail: `settle failed: ${describe(err)}` });
       } finally {
         inFlight.delete(key);
       }
@@ -415,7 +417,7 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
   };
 
   function rpcFailure(step: string, err: unknown): SettlementError {
-    return new SettlementError("unexpected_settle_error", `${step} via ${where} failed: ${describe(err)}`, { cause: err });
+    return new SettlementError("unexpected_settle_error", `${step} failed: the chain RPC could not be reached.`, { cause: err, detail: `${step} via ${where} failed: ${describe(err)}` });
   }
 }
 
