@@ -10,7 +10,8 @@ import type { SettleRequest, SettleResult, Settler } from "../chain/settler.js";
 import type { PaymentChecker } from "./checker.js";
 import { decodeV1, decodeV2, type DecodedPayment } from "../protocol/payload.js";
 import { toRequirementsV1, toRequirementsV2, type Offer } from "../protocol/requirements.js";
-import { verifyAuthorization } from "../protocol/verify.js";
+import { verifyPayer } from "../protocol/verify.js";
+import type { SmartWalletVerifier } from "../chain/smart-wallet.js";
 import type { SettleResponse } from "../protocol/types.js";
 import type { LedgerEntry, ReserveResult, Store } from "../state/store.js";
 import { hashToken, isWellFormedToken } from "../state/tokens.js";
@@ -84,6 +85,8 @@ export interface EngineOptions {
   onEvent?: (e: PaymentEvent) => void;
   /** Current time in ms (tests). */
   now?: () => number;
+  /** Slow path for smart-wallet signatures (ERC-1271 / ERC-6492); without it only EOA signatures are accepted. */
+  smartWallets?: SmartWalletVerifier;
 }
 
 /** A store with the same-tick token calls. */
@@ -106,6 +109,7 @@ export class PaymentEngine {
   private readonly emit: (e: PaymentEvent) => void;
   private readonly now: () => number;
   private readonly syncStore?: SyncTokenStore;
+  private readonly smartWallets?: SmartWalletVerifier;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -116,6 +120,7 @@ export class PaymentEngine {
     this.emit = opts.onEvent ?? (() => {});
     this.observed = opts.onEvent !== undefined;
     this.now = opts.now ?? Date.now;
+    this.smartWallets = opts.smartWallets;
     const st = opts.store;
     if (typeof st.reserveCallSync === "function" && typeof st.commitCallSync === "function" && typeof st.releaseCallSync === "function") {
       this.syncStore = st as SyncTokenStore;
@@ -143,13 +148,14 @@ export class PaymentEngine {
           `authorization.value ${auth.value} is more than the price ${offer.amount}; sign exactly the price (this resource does not take overpayments).`,
         );
       }
-      const payer = await verifyAuthorization(auth, decoded.signature, {
+      const { payer, kind: signatureKind } = await verifyPayer(auth, decoded.signature, {
         asset: offer.asset,
         chainId: offer.network.chainId,
         payTo: offer.payTo,
         amount: offer.amount,
         amountRule: version === 2 ? "exact" : "atLeast",
         now: BigInt(Math.floor(this.now() / 1000)),
+        smartWallets: this.smartWallets,
       });
       const lockKey = `${offer.network.chainId}:${offer.asset.address}:${auth.from}:${auth.nonce}`.toLowerCase();
       const expiresAt = Number(auth.validBefore + BigInt(this.lockMargin)) * 1000;
@@ -162,6 +168,7 @@ export class PaymentEngine {
       const request: SettleRequest = {
         authorization: auth,
         signature: decoded.signature,
+        signatureKind,
         asset: offer.asset.address,
         chainId: offer.network.chainId,
         network: offer.network.caip2,
