@@ -176,6 +176,18 @@ describe("smart-wallet payments (issue 17.1: ERC-1271 and ERC-6492)", function (
     assert.equal(await relayerNonce(), nonce + 3);
   });
 
+  it("17.1 two payments at once from one counterfactual wallet, through a factory that reverts once the wallet exists: deployed once, both settled", async () => {
+    const w = await newWallet(1, false);
+    const strict = encodeFunctionData({ abi: FACTORY.abi, functionName: "deployStrict", args: [w.owners.map((o) => o.address), w.salt] });
+    const wrap = async (td: TypedData) => serializeErc6492Signature({ address: factory, data: strict, signature: await w.sign(td) });
+    const [before, payToBefore] = await Promise.all([chain.balanceOf(w.address), chain.balanceOf(chain.accounts.payTo.address)]);
+    const answers = await Promise.all([0, 1].map(() => walletFetch(w.address, wrap)(`${app.url}/weather`)));
+    const texts = await Promise.all(answers.map((r) => r.text()));
+    assert.deepEqual(answers.map((r) => r.status), [200, 200], texts.join("\n"));
+    assert.equal(await chain.balanceOf(w.address), before - 2n * PRICE);
+    assert.equal(await chain.balanceOf(chain.accounts.payTo.address), payToBefore + 2n * PRICE);
+  });
+
   it("17.1 the EOA fast path stays local: a 65-byte EOA signature never reaches the smart-wallet path", async () => {
     const calls: Address[] = [];
     const spy: SmartWalletVerifier = { verify: async (from) => (calls.push(from), "erc1271") };

@@ -68,6 +68,12 @@ contract TestWalletFactory {
         return Create2.computeAddress(salt, keccak256(abi.encodePacked(type(TestSmartWallet).creationCode, abi.encode(owners))));
     }
 
+    /// @notice Like `deploy`, but reverts when the wallet exists (as a bare CREATE2 factory does).
+    function deployStrict(address[] calldata owners, bytes32 salt) external returns (address wallet) {
+        wallet = address(new TestSmartWallet{salt: salt}(owners));
+        emit WalletDeployed(wallet);
+    }
+
     /// @notice Deploy a PermissiveWallet (hostile tests).
     function deployPermissive(bytes32 salt) external returns (address wallet) {
         wallet = address(new PermissiveWallet{salt: salt}());

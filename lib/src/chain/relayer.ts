@@ -333,19 +333,22 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
     if (wrapped && !(await deployed())) {
       const failed = (why: string, cause?: unknown) =>
         new SettlementError("smart_wallet_deployment_failed", `ERC-6492 deployment of ${from} through ${wrapped.factory} ${why}`, { cause });
-      let gas: bigint;
       try {
-        gas = hexToBigInt(await rpc<Hex>("eth_estimateGas", [{ from: account.address, to: wrapped.factory, data: wrapped.factoryData }]));
-      } catch (err) {
-        throw revertText(err) !== undefined ? failed(`would revert: ${revertText(err)}`, err) : rpcFailure("deployment simulation", err);
-      }
-      if (gas > MAX_DEPLOY_GAS) throw failed(`needs ${gas} gas, more than ${MAX_DEPLOY_GAS}`);
-      try {
+        let gas: bigint;
+        try {
+          gas = hexToBigInt(await rpc<Hex>("eth_estimateGas", [{ from: account.address, to: wrapped.factory, data: wrapped.factoryData }]));
+        } catch (err) {
+          throw revertText(err) !== undefined ? failed(`would revert: ${revertText(err)}`, err) : rpcFailure("deployment simulation", err);
+        }
+        if (gas > MAX_DEPLOY_GAS) throw failed(`needs ${gas} gas, more than ${MAX_DEPLOY_GAS}`);
         const { hash, receipt } = await broadcast(wrapped.factory, wrapped.factoryData, gas + gas / 4n, await fees());
         if (hexToNumber((receipt ?? (await waitForReceipt(hash))).status) !== 1) throw failed(`reverted (${hash})`);
       } catch (err) {
-        // nothing was charged yet: a deployment that failed or is still pending never leaves the payment pending
-        throw err instanceof SettlementError && err.reason === "smart_wallet_deployment_failed" ? err : failed(`failed: ${describe(err)}`, err);
+        // a concurrent payment from the same wallet may have deployed it first: then go on. Else nothing was
+        // charged yet, so a deployment that failed or is still pending never leaves the payment pending.
+        if (!(await deployed().catch(() => false))) {
+          throw err instanceof SettlementError && !err.pending ? err : failed(`failed: ${describe(err)}`, err);
+        }
       }
       if (!(await deployed())) throw failed("left no code at the payer's address");
     }
