@@ -11,11 +11,13 @@ export { parseMoney, resolvePrice, formatUnitsExact, usdCents, type PriceInput, 
 export { encodeHeader, decodeHeader } from "./protocol/encoding.js";
 export { toRequirementsV1, toRequirementsV2, toPaymentRequiredV2, type Offer } from "./protocol/requirements.js";
 export { authorizationDigest, verifyAuthorization, recoveryBackend, TRANSFER_WITH_AUTHORIZATION_TYPES } from "./protocol/verify.js";
+export { verifyPayer, type VerifiedPayer } from "./protocol/verify.js";
 export * from "./protocol/types.js";
 
 // chain
 export type { Settler, SettleRequest, SettleResult, ChainReader, ExactAuthorization } from "./chain/settler.js";
 export { createChainReader } from "./chain/reader.js";
+export { smartWalletVerifier, MAX_SIGNATURE_BYTES, type SmartWalletVerifier, type SignatureKind } from "./chain/smart-wallet.js";
 export { relayerSettler } from "./chain/relayer.js";
 export { facilitatorSettler, type FacilitatorOptions, type FacilitatorSettler } from "./chain/facilitator.js";
 

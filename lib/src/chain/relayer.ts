@@ -37,6 +37,7 @@ import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
 import { SettlementError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
 import { rpcOrigin } from "./reader.js";
+import { bytesSettleCall, MAX_DEPLOY_GAS, needsBytesForm, parseErc6492 } from "./smart-wallet.js";
 import type { ExactAuthorization, SettleRequest, SettleResult, Settler } from "./settler.js";
 
 export interface RelayerSettlerOptions {
@@ -328,15 +329,46 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
     return undefined;
   };
 
+  // --- smart wallets (ERC-1271 / ERC-6492): deploy a counterfactual wallet through its factory, then the `bytes signature` form ---
+  const smartWalletCall = async (req: SettleRequest): Promise<Hex> => {
+    const wrapped = parseErc6492(req.signature);
+    const from = req.authorization.from;
+    const deployed = async () => size(await rpc<Hex>("eth_getCode", [from, "latest"]).catch((err: unknown) => Promise.reject(rpcFailure("code lookup", err)))) > 0;
+    if (wrapped && !(await deployed())) {
+      const failed = (why: string, cause?: unknown) =>
+        new SettlementError("smart_wallet_deployment_failed", `ERC-6492 deployment of ${from} through ${wrapped.factory} ${why}`, { cause });
+      try {
+        let gas: bigint;
+        try {
+          gas = hexToBigInt(await rpc<Hex>("eth_estimateGas", [{ from: account.address, to: wrapped.factory, data: wrapped.factoryData }]));
+        } catch (err) {
+          throw revertText(err) !== undefined ? failed(`would revert: ${revertText(err)}`, err) : rpcFailure("deployment simulation", err);
+        }
+        if (gas > MAX_DEPLOY_GAS) throw failed(`needs ${gas} gas, more than ${MAX_DEPLOY_GAS}`);
+        const { hash, receipt } = await broadcast(wrapped.factory, wrapped.factoryData, gas + gas / 4n, await fees());
+        if (hexToNumber((receipt ?? (await waitForReceipt(hash))).status) !== 1) throw failed(`reverted (${hash})`);
+      } catch (err) {
+        // a concurrent payment from the same wallet may have deployed it first: then go on. Else nothing was
+        // charged yet, so a deployment that failed or is still pending never leaves the payment pending.
+        if (!(await deployed().catch(() => false))) {
+          throw err instanceof SettlementError && !err.pending ? err : failed(`failed: ${describe(err)}`, err);
+        }
+      }
+      if (!(await deployed())) throw failed("left no code at the payer's address");
+    }
+    return bytesSettleCall(req.authorization, wrapped?.signature ?? req.signature);
+  };
+
   const submit = async (req: SettleRequest, key: string): Promise<Sent> => {
-    const data = encodeSettleCall(req.authorization, req.signature);
+    const smartWallet = needsBytesForm(req);
+    const data = smartWallet ? await smartWalletCall(req) : encodeSettleCall(req.authorization, req.signature);
     // A payment checked on-chain moments ago (nonce unused, balance covers it)
     // with a 65-byte signature verified locally skips the estimate: a fixed
     // limit above any EIP-3009 EOA transfer saves a round trip. A race lost to
     // another spender then reverts on-chain (reported, never charged twice).
     // A reading older than PRECHECK_FRESH_MS (a slow handler ran since) does not vouch: simulate.
     const fresh = req.precheckedAt === undefined || Date.now() - req.precheckedAt <= PRECHECK_FRESH_MS;
-    const precheckedEoa = req.prechecked === true && fresh && size(req.signature) === 65;
+    const precheckedEoa = req.prechecked === true && fresh && !smartWallet && size(req.signature) === 65;
     const [gas, fee] = await Promise.all([
       precheckedEoa ? EOA_TRANSFER_GAS : simulate(req.asset, data),
       fees().catch((err: unknown) => Promise.reject(rpcFailure("fee lookup", err))),

@@ -5,6 +5,7 @@
  * `facilitatorSettler` (an x402 facilitator does it over HTTP).
  */
 import type { Address, Hex } from "viem";
+import type { SignatureKind } from "./smart-wallet.js";
 
 /** The EIP-3009 TransferWithAuthorization message, integers as bigint. */
 export interface ExactAuthorization {
@@ -21,6 +22,8 @@ export interface SettleRequest {
   authorization: ExactAuthorization;
   /** 65-byte EOA signature (or longer for smart wallets). */
   signature: Hex;
+  /** How the signature was verified; `erc1271` / `erc6492` settle through the token's `bytes signature` form. */
+  signatureKind?: SignatureKind;
   /** Token contract address. */
   asset: Address;
   /** Chain id the authorization is signed for. */

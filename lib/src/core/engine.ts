@@ -10,7 +10,8 @@ import type { SettleRequest, SettleResult, Settler } from "../chain/settler.js";
 import type { PaymentChecker } from "./checker.js";
 import { decodeV1, decodeV2, type DecodedPayment } from "../protocol/payload.js";
 import { toRequirementsV1, toRequirementsV2, type Offer } from "../protocol/requirements.js";
-import { verifyAuthorization } from "../protocol/verify.js";
+import { verifyPayer } from "../protocol/verify.js";
+import type { SmartWalletVerifier } from "../chain/smart-wallet.js";
 import type { SettleResponse } from "../protocol/types.js";
 import type { LedgerEntry, PayerClaimFailure, ReserveResult, Store, StoredPayment } from "../state/store.js";
 import { hashToken, isWellFormedToken } from "../state/tokens.js";
@@ -100,6 +101,8 @@ export interface EngineOptions {
   heldAnswerTtlMs?: number;
   /** Limits against never-charged work and unpaid traffic; see `AbuseLimits` for the defaults. */
   abuseLimits?: AbuseLimits;
+  /** Slow path for smart-wallet signatures (ERC-1271 / ERC-6492); without it only EOA signatures are accepted. */
+  smartWallets?: SmartWalletVerifier;
 }
 
 /** A confirmed x402 settlement: whether its records were all stored now (else the outbox keeps them), and the prepaid payment it paid. */
@@ -172,6 +175,7 @@ export class PaymentEngine {
   private readonly newPayerChecks: TokenBucket;
   /** token hash → consecutive failed runs, and until when it is refused */
   private readonly tokenFailures = new ExpiringMap<{ count: number; until: number; cooldown: number }>();
+  private readonly smartWallets?: SmartWalletVerifier;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -184,6 +188,7 @@ export class PaymentEngine {
     this.now = opts.now ?? Date.now;
     this.limits = resolveLimits(opts.abuseLimits);
     this.newPayerChecks = new TokenBucket(this.limits.newPayerChecksPerSecond, 2 * this.limits.newPayerChecksPerSecond, this.now());
+    this.smartWallets = opts.smartWallets && this.budgeted(opts.smartWallets);
     const st = opts.store;
     if (typeof st.reserveCallSync === "function" && typeof st.commitCallSync === "function" && typeof st.releaseCallSync === "function") {
       this.syncStore = st as SyncTokenStore;
@@ -222,13 +227,14 @@ export class PaymentEngine {
           `authorization.value ${auth.value} is more than the price ${offer.amount}; sign exactly the price (this resource does not take overpayments).`,
         );
       }
-      const payer = await verifyAuthorization(auth, decoded.signature, {
+      const { payer, kind: signatureKind } = await verifyPayer(auth, decoded.signature, {
         asset: offer.asset,
         chainId: offer.network.chainId,
         payTo: offer.payTo,
         amount: offer.amount,
         amountRule: version === 2 ? "exact" : "atLeast",
         now: BigInt(Math.floor(this.now() / 1000)),
+        smartWallets: this.smartWallets,
       });
       const payerKey = `${offer.network.chainId}:${offer.asset.address}:${auth.from}`.toLowerCase();
       const lockKey = `${payerKey}:${auth.nonce.toLowerCase()}`;
@@ -241,6 +247,7 @@ export class PaymentEngine {
       const request: SettleRequest = {
         authorization: auth,
         signature: decoded.signature,
+        signatureKind,
         asset: offer.asset.address,
         chainId: offer.network.chainId,
         network: offer.network.caip2,
@@ -304,6 +311,29 @@ export class PaymentEngine {
     if (short !== undefined && value >= short) {
       throw new PaymentError("insufficient_funds", `the payer's balance was found below ${short} moments ago; fund the payer and try again.`);
     }
+  }
+
+  /**
+   * A smart-wallet check is a chain call made for any signature that is not the payer's own EOA
+   * signature, so unpaid traffic could send forged bytes to burn the RPC quota: such calls draw on
+   * the new payers' check budget (A7), and one that confirms the signature gives its token back.
+   */
+  private budgeted(wallets: SmartWalletVerifier): SmartWalletVerifier {
+    return {
+      verify: async (from, digest, signature) => {
+        if (!this.newPayerChecks.take(this.now())) {
+          throw new PaymentError("chain_check_busy", "too many payments from new payers are being checked; retry in a second.", 503);
+        }
+        try {
+          const kind = await wallets.verify(from, digest, signature);
+          this.newPayerChecks.refund();
+          return kind;
+        } catch (err) {
+          if (!(err instanceof PaymentError)) this.newPayerChecks.refund(); // the chain did not answer: not the payer's doing
+          throw err;
+        }
+      },
+    };
   }
 
   /**

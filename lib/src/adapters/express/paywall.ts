@@ -8,6 +8,7 @@ import { IncomingMessage } from "node:http";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { ChainError, ConfigError, PaymentError, Server402Error, SettlementError, StoreError } from "../../errors.js";
 import { createChainReader } from "../../chain/reader.js";
+import { smartWalletVerifier } from "../../chain/smart-wallet.js";
 import { chainChecker, type PaymentChecker } from "../../core/checker.js";
 import type { FacilitatorSettler } from "../../chain/facilitator.js";
 import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt, type X402Replay } from "../../core/engine.js";
@@ -165,6 +166,8 @@ function build(options: PaymentOptions, routes: Record<string, RouteOptions<Requ
     tokenLeaseMs: options.tokenLeaseMs,
     onEvent: options.onEvent,
     abuseLimits: options.abuseLimits,
+    // smart-wallet signatures (ERC-1271 / ERC-6492) are checked on-chain through rpcUrl; without it only EOAs pay
+    smartWallets: options.rpcUrl ? smartWalletVerifier({ rpcUrl: options.rpcUrl }) : undefined,
   });
   return { engine, table: new RouteTable(resolved) };
 }
