@@ -358,4 +358,29 @@ describe("Abuse limits (issue 14, A5–A7; real chain)", function () {
       await rpc.close();
     }
   });
+
+  it("A7 cheap refusals: forged signatures (not the payer's key) take the smart-wallet chain check only within the new payers' budget", async () => {
+    const rpc = await countingRpc(chain.rpcUrl);
+    const app = await startWorkApp(chain, { rpcUrl: rpc.url });
+    try {
+      // each signature recovers to some other key than `from`, so only a smart wallet at `from` could have made it
+      const headers = await Promise.all(Array.from({ length: 300 }, () => v1Header({ ...parts(generatePrivateKey()), from: privateKeyToAccount(generatePrivateKey()).address })));
+      const started = performance.now();
+      const rpcBefore = rpc.requests;
+      const statuses = new Map<string, number>();
+      for (let i = 0; i < headers.length; i += 50) {
+        const batch = await Promise.all(headers.slice(i, i + 50).map((h) => post(app.url, { "x-payment": h }, {})));
+        for (const r of batch) statuses.set(`${r.status} ${r.body.error}`, (statuses.get(`${r.status} ${r.body.error}`) ?? 0) + 1);
+      }
+      const seconds = (performance.now() - started) / 1000;
+      const floodRpc = rpc.requests - rpcBefore;
+      console.log(`      A7 figures: 300 forged signatures in ${seconds.toFixed(2)} s → ${floodRpc} RPC requests; answers ${JSON.stringify(Object.fromEntries(statuses))}`);
+      assert.equal(statuses.get("200 undefined"), undefined, "no forged signature is paid");
+      assert.ok(floodRpc <= 20 + 10 * seconds + 2, `RPC requests during the flood: ${floodRpc} in ${seconds.toFixed(2)} s`);
+      assert.ok((statuses.get("503 chain_check_busy") ?? 0) > 0, JSON.stringify(Object.fromEntries(statuses)));
+    } finally {
+      await app.close();
+      await rpc.close();
+    }
+  });
 });
