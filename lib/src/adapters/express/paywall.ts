@@ -444,7 +444,7 @@ function makeMiddleware(
       const result = await engine.settleX402(attempt);
       res.setHeader(responseHeader, encodeHeader(settleResponse(attempt, result)));
       appendCacheControlPrivate(res);
-      buffered.flush();
+      buffered.flush([responseHeader, "cache-control"]);
     } catch (err) {
       // issue 14 B10: a retry with the same payment gets the held answer once the transfer is confirmed
       if (err instanceof SettlementError && err.pending) await engine.holdAnswer(attempt, buffered.held());

@@ -1,0 +1,81 @@
+/**
+ * Attacks on the landed issue 14 fixes (paywall path): combinations the
+ * per-case tests do not cover, each against a small app built on the library
+ * paying on the dev chain.
+ */
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import express, { type Express } from "express";
+import { startDevChain, type DevChain } from "server402/devchain";
+import { paywall } from "../lib/src/adapters/express/paywall.js";
+import { relayerSettler } from "../lib/src/chain/relayer.js";
+import { MemoryStore } from "../lib/src/state/memory.js";
+import { v1Header } from "./support/sign.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Serve `app` on a loopback port. */
+async function listen(app: Express): Promise<{ url: string; close(): Promise<void> }> {
+  const server = app.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const close = () => (server.closeAllConnections(), new Promise<void>((r) => server.close(() => r())));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close };
+}
+
+describe("attack: Express paywall on the dev chain", function () {
+  this.timeout(120_000);
+  let chain: DevChain;
+  before(async () => {
+    chain = await startDevChain();
+  });
+  after(async () => {
+    await chain?.stop();
+  });
+
+  function paidApp(setup: (a: Express) => void) {
+    const a = express();
+    a.set("env", "test");
+    const store = new MemoryStore();
+    a.use(
+      paywall({
+        payTo: chain.accounts.payTo.address,
+        rpcUrl: chain.rpcUrl,
+        store,
+        settler: relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey, pollingIntervalMs: 5 }),
+        routes: { "GET /paid": { price: "$0.01" } },
+      }),
+    );
+    setup(a);
+    return { store, listening: listen(a) };
+  }
+  const header = (payer: number) => v1Header({ privateKey: chain.accounts.payers[payer]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n });
+
+  it("attack: an error raised after the handler ended its answer (during settlement) does not turn a charged answer into a 500", async function () {
+    const { listening } = paidApp((a) => {
+      a.get("/paid", async (_req, res) => {
+        res.type("text/plain").send("PAID-CONTENT");
+        await sleep(1); // e.g. an audit write after answering that fails
+        throw new Error("audit failed");
+      });
+      a.use((_err: unknown, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+        res.status(500).json({ error: "internal_error" });
+      });
+    });
+    const srv = await listening;
+    try {
+      const before = await chain.balanceOf(chain.accounts.payTo.address);
+      const res = await fetch(`${srv.url}/paid`, { headers: { "x-payment": await header(4) } });
+      const text = await res.text();
+      const charged = (await chain.balanceOf(chain.accounts.payTo.address)) - before;
+      // charged ⇒ the paid answer was delivered, whole
+      if (charged > 0n) {
+        assert.equal(res.status, 200, `charged ${charged} and answered ${res.status} ${text}`);
+        assert.equal(text, "PAID-CONTENT");
+        assert.match(res.headers.get("content-type") ?? "", /text\/plain/);
+      } else assert.ok(res.status >= 400);
+    } finally {
+      await srv.close();
+    }
+  });
+});
