@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import { connect } from "node:net";
 import type { AddressInfo } from "node:net";
 import express, { type Express } from "express";
 import { startDevChain, type DevChain } from "server402/devchain";
@@ -74,6 +75,46 @@ describe("attack: Express paywall on the dev chain", function () {
         assert.equal(text, "PAID-CONTENT");
         assert.match(res.headers.get("content-type") ?? "", /text\/plain/);
       } else assert.ok(res.status >= 400);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
+/** A request line sent as written (no client normalises the target); resolves with the status line and body. */
+function rawGet(url: string, target: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const c = connect(Number(port), hostname, () => {
+      const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+      c.write(`GET ${target} HTTP/1.1\r\nHost: ${hostname}\r\n${extra}Connection: close\r\n\r\n`);
+    });
+    let data = "";
+    c.on("data", (b: Buffer) => (data += b.toString()));
+    c.on("error", reject);
+    c.on("end", () => resolve({ status: Number(data.split(" ")[1]), body: data.slice(data.indexOf("\r\n\r\n") + 4) }));
+  });
+}
+
+/** A settler for apps whose tests must never reach settlement: any call fails the test. */
+const noSettle = { kind: "none", settle: () => Promise.reject(new Error("this test must not settle")) };
+
+describe("attack: Express paywall, no chain needed", function () {
+  it("attack: an encoded slash or a backslash in a route parameter (/items/a%2Fb, /items/a\\b) does not skip the paywall", async function () {
+    let runs = 0;
+    const a = express();
+    a.use(paywall({ payTo: "0x2222222222222222222222222222222222222222", settler: noSettle, checker: false, routes: { "GET /items/:id": { price: "$0.01" } } }));
+    a.get("/items/:id", (req, res) => {
+      runs++;
+      res.send(`PAID item ${String(req.params.id)}`);
+    });
+    const srv = await listen(a);
+    try {
+      for (const target of ["/items/42", "/items/42%2F", "/items/a%2Fb", "/items/a%2fb", "/items/a%5Cb", "/items/a\\b"]) {
+        const res = await rawGet(srv.url, target);
+        assert.equal(res.status, 402, `${target}: ${res.status} ${res.body.slice(0, 80)}`);
+      }
+      assert.equal(runs, 0);
     } finally {
       await srv.close();
     }
