@@ -12,6 +12,8 @@ import { startDevChain, type DevChain } from "server402/devchain";
 import { paywall } from "../lib/src/adapters/express/paywall.js";
 import { relayerSettler } from "../lib/src/chain/relayer.js";
 import { MemoryStore } from "../lib/src/state/memory.js";
+import { generatePaymentToken, hashToken } from "../lib/src/state/tokens.js";
+import { samplePayment } from "./store-conformance.js";
 import { v1Header } from "./support/sign.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -115,6 +117,49 @@ describe("attack: Express paywall, no chain needed", function () {
         assert.equal(res.status, 402, `${target}: ${res.status} ${res.body.slice(0, 80)}`);
       }
       assert.equal(runs, 0);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
+describe("attack: token path, no chain needed", function () {
+  it("attack: a token-paid stream that fails after its 200 went out, with an error handler that sets 500, still uses the call", async function () {
+    const store = new MemoryStore();
+    const token = generatePaymentToken();
+    const p = samplePayment({ tokenHash: hashToken(token), serviceId: "svc", maxCalls: 1 });
+    await store.createPayment(p);
+    await store.markPaid(p.paymentId, { paidAt: Date.now() });
+    let runs = 0;
+    const a = express();
+    a.set("env", "test");
+    a.use(paywall({ payTo: "0x2222222222222222222222222222222222222222", settler: noSettle, checker: false, store, routes: { "GET /feed": { price: "$0.01", serviceId: "svc" } } }));
+    a.get("/feed", async (_req, res) => {
+      runs++;
+      // the head explicitly, or implicitly by the first write
+      if (runs % 2) res.writeHead(200, { "content-type": "text/plain" });
+      else res.type("text/plain");
+      res.write("PAID-1\n");
+      await sleep(10);
+      res.write("PAID-2\n");
+      throw new Error("the source failed mid-stream");
+    });
+    // a common error handler: status first, then a body it cannot send any more
+    a.use((_err: unknown, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      res.status(500);
+      if (res.headersSent) return void res.end();
+      res.json({ error: "internal_error" });
+    });
+    const srv = await listen(a);
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const res = await rawGet(srv.url, "/feed", { "x-payment-token": token });
+        statuses.push(res.status);
+        await sleep(50);
+      }
+      assert.deepEqual(statuses, [200, 402, 402, 402], `runs ${runs}`);
+      assert.equal((await store.getPayment(p.paymentId))!.callsUsed, 1);
     } finally {
       await srv.close();
     }

@@ -378,12 +378,22 @@ function makeMiddleware(
     addListener.call(res, "close", () => {
       if (!attempt) return void (gone = true);
       leases.untrack(attempt);
-      engine.finishToken(attempt, advertised, res.headersSent && res.statusCode < 400);
+      engine.finishToken(attempt, advertised, res.headersSent && (sentStatus ?? res.statusCode) < 400);
     });
+    // The status that went on the wire: an error handler may set 500 on `res` after a streamed 200 was
+    // sent (the client got paid bytes). Node sends every head through `writeHead` (write, end and
+    // flushHeaders call it), so the first one that succeeds is the wire's.
+    let sentStatus: number | undefined;
     const admit = (reserved: TokenAttempt): void => {
       // the response closed while the call was being reserved: give the call back, run nothing
       if (gone) return engine.finishToken(reserved, advertised, false);
       attempt = reserved;
+      const writeHead = res.writeHead;
+      res.writeHead = function (this: Response, ...args: unknown[]) {
+        const out = (writeHead as (...a: unknown[]) => Response).apply(this, args);
+        sentStatus ??= this.statusCode;
+        return out;
+      } as Response["writeHead"];
       leases.track(reserved);
       requestPayments.set(req, reserved.info);
       next();
