@@ -81,6 +81,39 @@ describe("attack: Express paywall on the dev chain", function () {
       await srv.close();
     }
   });
+
+  it("attack: a client that goes away while its payment settles gets the paid answer on a retry with the same payment (charged once)", async function () {
+    const relayer = relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey, pollingIntervalMs: 5 });
+    // a slow chain: the transfer takes 400 ms to confirm
+    const slow = { kind: relayer.kind, settle: async (r: Parameters<typeof relayer.settle>[0]) => (await sleep(400), relayer.settle(r)) };
+    let runs = 0;
+    const a = express();
+    a.use(paywall({ payTo: chain.accounts.payTo.address, rpcUrl: chain.rpcUrl, settler: slow, routes: { "GET /paid": { price: "$0.01" } } }));
+    a.get("/paid", (_req, res) => {
+      runs++;
+      res.type("text/plain").send("PAID-CONTENT");
+    });
+    const srv = await listen(a);
+    try {
+      const payment = await v1Header({ privateKey: chain.accounts.payers[5]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n });
+      const before = await chain.balanceOf(chain.accounts.payTo.address);
+      const gone = new AbortController();
+      const first = fetch(`${srv.url}/paid`, { headers: { "x-payment": payment }, signal: gone.signal }).catch((e: Error) => e);
+      await sleep(150); // the handler answered; the transfer is being settled
+      gone.abort();
+      assert.ok((await first) instanceof Error);
+      await sleep(800);
+      assert.equal((await chain.balanceOf(chain.accounts.payTo.address)) - before, 10_000n, "the first request was charged");
+      const retry = await fetch(`${srv.url}/paid`, { headers: { "x-payment": payment } });
+      const text = await retry.text();
+      assert.equal(retry.status, 200, text);
+      assert.equal(text, "PAID-CONTENT");
+      assert.equal((await chain.balanceOf(chain.accounts.payTo.address)) - before, 10_000n, "charged once");
+      assert.equal(runs, 1);
+    } finally {
+      await srv.close();
+    }
+  });
 });
 
 /** A request line sent as written (no client normalises the target); resolves with the status line and body. */

@@ -452,6 +452,8 @@ function makeMiddleware(
     }
     try {
       const result = await engine.settleX402(attempt);
+      // the client went away while the transfer was settled: keep its paid answer for a retry with the same payment
+      if (res.destroyed) return engine.holdAnswer(attempt, buffered.held());
       res.setHeader(responseHeader, encodeHeader(settleResponse(attempt, result)));
       appendCacheControlPrivate(res);
       buffered.flush([responseHeader, "cache-control"]);
