@@ -58,16 +58,28 @@ export function requestPath(req: { readonly url: string; readonly path: string }
 /** Anything normalizePath would change: query, hash, escapes, backslashes, double or trailing slashes. */
 const NEEDS_NORMALIZING = /[?#%\\]|\/\/|.\/$/;
 
-/** Normalise a request path: no query/hash, percent-decoded, `\` → `/`, single slashes, no trailing slash. */
+/** `s` percent-decoded, or as written when it is not valid percent-encoding. */
+function decodeOrKeep(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s; // it simply will not match a decoded key
+  }
+}
+
+/**
+ * Normalise a request path: no query/hash, percent-decoded, single slashes, no trailing slash. An
+ * encoded slash or backslash (`%2F`, `%5C`) stays encoded and a backslash stays one: Express matches
+ * them inside one segment (`/items/a%2Fb` reaches `/items/:id`), so they must not split it here.
+ */
 export function normalizePath(path: string): string {
   if (!NEEDS_NORMALIZING.test(path)) return path || "/";
   let p = path.split(/[?#]/, 1)[0]!;
-  try {
-    p = decodeURIComponent(p);
-  } catch {
-    /* keep the raw path: it simply will not match a decoded key */
-  }
-  p = p.replace(/\\/g, "/").replace(/\/{2,}/g, "/");
+  p = p
+    .split(/(%2f|%5c)/i)
+    .map((part, i) => (i % 2 ? part : decodeOrKeep(part)))
+    .join("");
+  p = p.replace(/\/{2,}/g, "/");
   if (p.length > 1 && p.endsWith("/")) p = p.slice(0, -1);
   return p || "/";
 }

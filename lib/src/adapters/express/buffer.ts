@@ -14,8 +14,12 @@ export interface BufferedResponse {
   readonly done: Promise<{ closed: boolean }>;
   /** Status the handler chose. */
   status(): number;
-  /** Send what the handler wrote. */
-  flush(): void;
+  /**
+   * Send what the handler wrote. Once the handler ended its answer, that answer is final: what
+   * the app changed after `end()` (an error handler's status and headers) is undone, except the
+   * headers named in `keep` (the caller's own, set after the answer ended).
+   */
+  flush(keep?: readonly string[]): void;
   /** Drop what the handler wrote (and its headers) so another answer can be sent. */
   discard(): void;
   /** A copy of what the handler wrote (status, headers, body), to keep for a retry while settlement is pending (issue 14 B10). */
@@ -34,18 +38,21 @@ export function bufferResponse(res: ServerResponse): BufferedResponse {
   /** Headers set before the handler ran (kept), and when it began a successful answer. */
   const headersBefore = res.getHeaders();
   let headersAtSuccess: ReturnType<ServerResponse["getHeaders"]> | undefined;
+  /** Status and headers when the handler called `end()`: later writes are ignored, later changes undone. */
+  let ended: { status: number; headers: ReturnType<ServerResponse["getHeaders"]> } | undefined;
   let resolve!: (v: { closed: boolean }) => void;
   const done = new Promise<{ closed: boolean }>((r) => (resolve = r));
   const onClose = () => resolve({ closed: true });
   res.once("close", onClose);
 
   const push = (chunk: unknown, encoding?: unknown) => {
-    if (chunk === undefined || chunk === null || typeof chunk === "function") return;
+    if (ended || chunk === undefined || chunk === null || typeof chunk === "function") return;
     chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string, typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8"));
     asError.push(res.statusCode >= 400);
     if (res.statusCode < 400) headersAtSuccess ??= res.getHeaders();
   };
   res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+    if (ended) return this;
     headArgs = args;
     if (typeof args[0] === "number") res.statusCode = args[0];
     if (res.statusCode < 400) headersAtSuccess ??= res.getHeaders();
@@ -62,6 +69,8 @@ export function bufferResponse(res: ServerResponse): BufferedResponse {
     push(chunk, encoding);
     const callback = [chunk, encoding, cb].find((a) => typeof a === "function");
     if (callback) process.nextTick(callback as () => void);
+    if (ended) return this;
+    ended = { status: res.statusCode, headers: res.getHeaders() };
     res.off("close", onClose);
     resolve({ closed: false });
     return this;
@@ -75,9 +84,15 @@ export function bufferResponse(res: ServerResponse): BufferedResponse {
   };
   return {
     done,
-    status: () => res.statusCode,
-    flush() {
+    status: () => ended?.status ?? res.statusCode,
+    flush(keep = []) {
       restore();
+      if (ended) {
+        const kept = new Set(keep.map((k) => k.toLowerCase()));
+        res.statusCode = ended.status;
+        for (const name of res.getHeaderNames()) if (!(name in ended.headers) && !kept.has(name)) res.removeHeader(name);
+        for (const [name, v] of Object.entries(ended.headers)) if (v !== undefined && !kept.has(name)) res.setHeader(name, v);
+      }
       let body = chunks;
       if (res.statusCode >= 400 && (asError.includes(false) || (typeof headArgs?.[0] === "number" && headArgs[0] < 400))) {
         // an error replaced a successful answer: drop that answer's head and bytes, send the error alone
@@ -97,10 +112,10 @@ export function bufferResponse(res: ServerResponse): BufferedResponse {
       const add = (name: string, v: unknown) => {
         if (v !== undefined && name.toLowerCase() !== "content-length") headers[name.toLowerCase()] = Array.isArray(v) ? v.map(String) : String(v);
       };
-      for (const [name, v] of Object.entries(res.getHeaders())) add(name, v);
+      for (const [name, v] of Object.entries(ended?.headers ?? res.getHeaders())) add(name, v);
       if (Array.isArray(given)) for (let i = 0; i + 1 < given.length; i += 2) add(String(given[i]), given[i + 1]);
       else if (given) for (const [name, v] of Object.entries(given)) add(name, v);
-      return { status: res.statusCode, headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
+      return { status: ended?.status ?? res.statusCode, headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
     },
     discard() {
       restore();

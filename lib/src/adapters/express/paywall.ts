@@ -390,12 +390,22 @@ function makeMiddleware(
     addListener.call(res, "close", () => {
       if (!attempt) return void (gone = true);
       leases.untrack(attempt);
-      engine.finishToken(attempt, advertised, res.headersSent && res.statusCode < 400);
+      engine.finishToken(attempt, advertised, res.headersSent && (sentStatus ?? res.statusCode) < 400);
     });
+    // The status that went on the wire: an error handler may set 500 on `res` after a streamed 200 was
+    // sent (the client got paid bytes). Node sends every head through `writeHead` (write, end and
+    // flushHeaders call it), so the first one that succeeds is the wire's.
+    let sentStatus: number | undefined;
     const admit = (reserved: TokenAttempt): void => {
       // the response closed while the call was being reserved: give the call back, run nothing
       if (gone) return engine.finishToken(reserved, advertised, false);
       attempt = reserved;
+      const writeHead = res.writeHead;
+      res.writeHead = function (this: Response, ...args: unknown[]) {
+        const out = (writeHead as (...a: unknown[]) => Response).apply(this, args);
+        sentStatus ??= this.statusCode;
+        return out;
+      } as Response["writeHead"];
       leases.track(reserved);
       requestPayments.set(req, reserved.info);
       next();
@@ -454,9 +464,11 @@ function makeMiddleware(
     }
     try {
       const result = await engine.settleX402(attempt);
+      // the client went away while the transfer was settled: keep its paid answer for a retry with the same payment
+      if (res.destroyed) return engine.holdAnswer(attempt, buffered.held());
       res.setHeader(responseHeader, encodeHeader(settleResponse(attempt, result)));
       appendCacheControlPrivate(res);
-      buffered.flush();
+      buffered.flush([responseHeader, "cache-control"]);
     } catch (err) {
       // issue 14 B10: a retry with the same payment gets the held answer once the transfer is confirmed
       if (err instanceof SettlementError && err.pending) await engine.holdAnswer(attempt, buffered.held());
