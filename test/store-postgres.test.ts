@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import pg from "pg";
 import { StoreError } from "../lib/src/errors.js";
 import { PostgresStore, POSTGRES_SCHEMA_VERSION } from "../lib/src/state/postgres.js";
+import { startFaultProxy } from "./reliability/fault-proxy.js";
 import type { ReserveResult } from "../lib/src/state/store.js";
 import { paidPayment, runStoreConformance, samplePayment } from "./store-conformance.js";
 
@@ -188,6 +189,66 @@ if (!url) {
         assert.ok((await store.reserveCall(p.tokenHash, "svc", Date.now(), 30_000)).ok);
       } finally {
         await admin.end();
+        await store.close();
+      }
+    });
+
+    it("money records written while the database is unreachable are written once it is back; new work fails fast with store_unavailable", async function () {
+      const target = new URL(url);
+      const proxy = await startFaultProxy(Number(target.port || 5432), target.hostname);
+      const viaProxy = new URL(url);
+      viaProxy.port = new URL(proxy.url).port;
+      const schema = freshSchema();
+      const store = await PostgresStore.open({ connectionString: viaProxy.toString(), schema });
+      try {
+        const p = await paidPayment(store, { maxCalls: 3 });
+        const r = await store.reserveCall(p.tokenHash, "svc", Date.now(), 30_000);
+        assert.ok(r.ok);
+        await store.claimNonce("n-outage", Date.now() + 60_000);
+        proxy.set({ kind: "down" });
+        // the call was served and the transfer made: these must land once the database is back
+        const writes = Promise.all([
+          store.appendLedger({ time: 1, method: "x402", payer: "0xp", amount: "200000", asset: "0xa", network: "n", transaction: "0xt", resource: "POST /" }),
+          store.commitCall(r.reservationId),
+          store.setNonceState("n-outage", "settled", "0xt"),
+        ]);
+        // new work is refused at once, so the client gets a 503 and is not charged
+        for (const op of [() => store.reserveCall(p.tokenHash, "svc", Date.now(), 30_000), () => store.claimNonce("n-new", Date.now() + 60_000), () => store.getPayment(p.paymentId)]) {
+          const t0 = Date.now();
+          await assert.rejects(op(), (e: unknown) => e instanceof StoreError && e.code === "store_unavailable");
+          assert.ok(Date.now() - t0 < 2500, `took ${Date.now() - t0} ms`);
+        }
+        await new Promise((res) => setTimeout(res, 1500));
+        proxy.set({ kind: "pass" });
+        const [id, committed] = await writes;
+        assert.equal(committed, true);
+        assert.deepEqual((await store.listLedger()).map((e) => e.id), [id]);
+        assert.equal((await store.getPayment(p.paymentId))!.callsUsed, 1);
+        assert.deepEqual(await store.getNonce("n-outage"), { state: "settled", transaction: "0xt" });
+      } finally {
+        await store.close();
+        await proxy.close();
+      }
+    });
+
+    it("a ledger append whose reply is lost (query timeout) and is retried is written once", async function () {
+      const schema = freshSchema();
+      const store = await PostgresStore.open({ connectionString: url, schema, queryTimeoutMs: 300 });
+      const holder = new pg.Client({ connectionString: url });
+      await holder.connect();
+      try {
+        // hold the ledger's lock: every attempt waits in the database, times out here, and is sent again
+        await holder.query("SELECT pg_advisory_lock(hashtext($1))", [`server402 ledger "${schema}"`]);
+        const append = store.appendLedger({ time: 7, method: "token", payer: "op", amount: "200000", asset: "USD", network: "off-chain", resource: "POST /p", paymentId: "pay_x" });
+        await new Promise((res) => setTimeout(res, 1200));
+        await holder.query("SELECT pg_advisory_unlock(hashtext($1))", [`server402 ledger "${schema}"`]);
+        const id = await append;
+        // the abandoned attempts finish in the database too; give them time, then count
+        await new Promise((res) => setTimeout(res, 300));
+        const { rows } = await holder.query(`SELECT id FROM "${schema}".ledger`);
+        assert.deepEqual(rows.map((r) => Number(r.id)), [id]);
+      } finally {
+        await holder.end();
         await store.close();
       }
     });

@@ -20,8 +20,13 @@
  * Outage: the pool is bounded (`max`), a connection attempt or a query that
  * takes too long fails, and every failure is a `StoreError`
  * (`store_unavailable`, which the adapters answer with 503). The pool
- * reconnects by itself once the database is back.
+ * reconnects by itself once the database is back. Writes that record money
+ * already taken (a ledger record, a nonce's final state, a served token
+ * call's commit) are retried through a short outage instead (see
+ * `recordRetryMs`); a ledger record carries a key of its own, so a retry
+ * after a lost reply does not write it twice.
  */
+import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
 import type { Pool, PoolConfig } from "pg";
 import { ConfigError, StoreError } from "../errors.js";
@@ -57,6 +62,13 @@ export interface PostgresStoreOptions {
   connectTimeoutMs?: number;
   /** How long a query may take before it fails (client side; the connection is then dropped). Default 5000 ms. */
   queryTimeoutMs?: number;
+  /**
+   * How long `appendLedger`, `setNonceState` and `commitCall` keep retrying
+   * while the database is unreachable (the money was already taken; the
+   * record must not be lost to a restart or failover). Other calls fail at
+   * once. Default 30 000 ms; 0 disables.
+   */
+  recordRetryMs?: number;
   /** How long a payment is kept after it expires. Default 30 days. */
   paymentRetentionMs?: number;
   /** How often expired nonces, old reservations and old payments are deleted. Default 60 000 ms. */
@@ -124,7 +136,8 @@ const MIGRATIONS: Array<(s: string) => string> = [
   CREATE TABLE ${s}.ledger (
     id bigserial PRIMARY KEY, time bigint NOT NULL, method text NOT NULL, payer text NOT NULL,
     amount numeric(78, 0) NOT NULL, asset text NOT NULL, network text NOT NULL, "transaction" text,
-    resource text NOT NULL, service_id text, payment_id text
+    resource text NOT NULL, service_id text, payment_id text,
+    entry_key text UNIQUE -- drawn by the writer, so a retried append is written once
   );
 
   -- One payment as JSON under its StoredPayment field names.
@@ -132,17 +145,22 @@ const MIGRATIONS: Array<(s: string) => string> = [
     SELECT jsonb_strip_nulls(to_jsonb(x)) FROM (SELECT ${PAYMENT_SELECT} FROM ${s}.payments WHERE payment_id = pid) x
   $$;
 
-  -- Append a ledger record. The advisory lock, held until commit, makes ids
+  -- Append a ledger record under its key, or return the id of the record
+  -- already written under it. The advisory lock, held until commit, makes ids
   -- visible in increasing order, so a reader paging by id never skips one
   -- that commits late.
-  CREATE FUNCTION ${s}.append_ledger(e jsonb) RETURNS bigint LANGUAGE plpgsql AS $$
+  CREATE FUNCTION ${s}.append_ledger(e jsonb, k text) RETURNS bigint LANGUAGE plpgsql AS $$
   DECLARE new_id bigint;
   BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('server402 ledger ' || '${s}'));
-    INSERT INTO ${s}.ledger (time, method, payer, amount, asset, network, "transaction", resource, service_id, payment_id)
+    INSERT INTO ${s}.ledger (time, method, payer, amount, asset, network, "transaction", resource, service_id, payment_id, entry_key)
     VALUES ((e->>'time')::bigint, e->>'method', e->>'payer', (e->>'amount')::numeric, e->>'asset', e->>'network',
-            e->>'transaction', e->>'resource', e->>'serviceId', e->>'paymentId')
+            e->>'transaction', e->>'resource', e->>'serviceId', e->>'paymentId', k)
+    ON CONFLICT (entry_key) DO NOTHING
     RETURNING id INTO new_id;
+    IF new_id IS NULL THEN
+      SELECT id INTO new_id FROM ${s}.ledger WHERE entry_key = k;
+    END IF;
     RETURN new_id;
   END $$;
 
@@ -233,6 +251,27 @@ const SWEEP_CHUNK = 1000;
 interface Queued extends BatchedCall {
   arg: Record<string, string | number>;
   decode: (reply: unknown) => unknown;
+  /** For a commit: retried after a lost connection until this time (ms epoch). */
+  retryUntil?: number;
+  /** Wait before the next retry, ms. */
+  retryDelayMs?: number;
+}
+
+/** First and longest wait between retries of a money record, ms. */
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 1000;
+
+/** SQLSTATEs and socket errors after which the same statement may succeed once the database is back. */
+const TRANSIENT_CODE = /^(08...|57P0[123]|53300|E(CONNREFUSED|CONNRESET|PIPE|TIMEDOUT|HOSTUNREACH|NETUNREACH|AI_AGAIN))$/;
+/** `pg`'s own connection errors carry no code, only these messages. */
+const TRANSIENT_MESSAGE = /Connection terminated|timeout exceeded when trying to connect|Query read timeout|connection error|not queryable|Connection ended/i;
+
+/** True when `err` (or the cause a `StoreError` wraps) says the database was unreachable, not that the statement was wrong. */
+export function isTransientPgError(err: unknown): boolean {
+  const e = (err instanceof StoreError ? err.cause : err) as { code?: unknown; message?: unknown } | undefined;
+  if (!e || typeof e !== "object") return false;
+  if (typeof e.code === "string") return TRANSIENT_CODE.test(e.code);
+  return typeof e.message === "string" && TRANSIENT_MESSAGE.test(e.message);
 }
 
 /** Calls per batch function call; a longer queue is split. */
@@ -265,6 +304,7 @@ export class PostgresStore implements Store {
   /** The schema as a quoted SQL identifier. */
   private readonly s: string;
   private readonly retentionMs: number;
+  private readonly recordRetryMs: number;
   private migrated = false;
   private migrating?: Promise<void>;
   private timer?: NodeJS.Timeout;
@@ -291,6 +331,7 @@ export class PostgresStore implements Store {
     this.s = `"${this.schema}"`;
     this.q = statements(this.s);
     this.retentionMs = opts.paymentRetentionMs ?? DEFAULT_PAYMENT_RETENTION_MS;
+    this.recordRetryMs = opts.recordRetryMs ?? 30_000;
     if (opts.pool) {
       this.pool = opts.pool;
       this.owned = false;
@@ -396,6 +437,19 @@ export class PostgresStore implements Store {
     }
   }
 
+  /** Run `fn` (a write that records money already taken), again after a transient failure, until `recordRetryMs` has passed. */
+  private async recording<T>(fn: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.recordRetryMs;
+    for (let delay = RETRY_FIRST_MS; ; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (this.closed || !isTransientPgError(err) || Date.now() + delay > deadline) throw err;
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
   private track(p: Promise<void>): void {
     this.inflight.add(p);
     void p.finally(() => this.inflight.delete(p));
@@ -424,7 +478,7 @@ export class PostgresStore implements Store {
   }
 
   async setNonceState(key: string, state: Exclude<NonceState, "locked">, transaction?: string): Promise<void> {
-    await this.query("setNonceState", this.q.setNonceState, [state, transaction ?? null, key, Date.now()]);
+    await this.recording(() => this.query("setNonceState", this.q.setNonceState, [state, transaction ?? null, key, Date.now()]));
   }
 
   async getNonce(key: string): Promise<{ state: NonceState; transaction?: string } | undefined> {
@@ -482,7 +536,8 @@ export class PostgresStore implements Store {
   commitCall(reservationId: string): Promise<boolean> {
     const paymentId = reservationPaymentId(reservationId);
     if (paymentId === undefined) return Promise.resolve(false);
-    return this.batched("commitCall", { o: "c", p: paymentId, r: reservationId }, (reply) => reply === true);
+    // Retried through an outage: the call was served. A retry after a lost reply answers false, the call counted once.
+    return this.batched("commitCall", { o: "c", p: paymentId, r: reservationId }, (reply) => reply === true, Date.now() + this.recordRetryMs);
   }
 
   releaseCall(reservationId: string): Promise<void> {
@@ -498,9 +553,9 @@ export class PostgresStore implements Store {
    * requests; alone, a call waits less than a millisecond. A promise settles
    * only after the batch committed.
    */
-  private batched<T>(op: string, arg: Record<string, string | number>, decode: (reply: unknown) => T): Promise<T> {
+  private batched<T>(op: string, arg: Record<string, string | number>, decode: (reply: unknown) => T, retryUntil?: number): Promise<T> {
     if (this.closed) return Promise.reject(toStoreError("PostgresStore", op, new Error("the store is closed")));
-    return new Promise<T>((resolve, reject) => this.batch.add({ op, arg, decode, resolve: resolve as (v: unknown) => void, reject }));
+    return new Promise<T>((resolve, reject) => this.batch.add({ op, arg, decode, resolve: resolve as (v: unknown) => void, reject, retryUntil }));
   }
 
   /** Send one run of queued calls and settle their promises. */
@@ -510,7 +565,16 @@ export class PostgresStore implements Store {
       const rows = await this.query("batch", this.q.batch, [JSON.stringify(calls.map((c) => c.arg))]);
       replies = rows[0]!.r as unknown[];
     } catch (err) {
-      for (const c of calls) c.reject(toStoreError("PostgresStore", c.op, err instanceof StoreError ? err.cause ?? err : err));
+      const transient = !this.closed && isTransientPgError(err);
+      for (const c of calls) {
+        const delay = c.retryDelayMs ?? RETRY_FIRST_MS;
+        if (transient && c.retryUntil !== undefined && Date.now() + delay <= c.retryUntil) {
+          c.retryDelayMs = Math.min(delay * 2, RETRY_MAX_MS);
+          setTimeout(() => this.batch.add(c), delay);
+        } else {
+          c.reject(toStoreError("PostgresStore", c.op, err instanceof StoreError ? err.cause ?? err : err));
+        }
+      }
       return;
     }
     for (let i = 0; i < calls.length; i++) {
@@ -526,7 +590,8 @@ export class PostgresStore implements Store {
   }
 
   async appendLedger(entry: LedgerEntry): Promise<number> {
-    return Number((await this.query("appendLedger", this.q.appendLedger, [JSON.stringify(ledgerBody(entry))]))[0]!.id);
+    const values = [JSON.stringify(ledgerBody(entry)), randomUUID()];
+    return Number((await this.recording(() => this.query("appendLedger", this.q.appendLedger, values)))[0]!.id);
   }
 
   async listLedger(opts: { afterId?: number; limit?: number } = {}): Promise<LedgerEntry[]> {
@@ -568,7 +633,7 @@ function statements(s: string) {
       WHERE payment_id = $1 AND status = 'pending' RETURNING ${PAYMENT_SELECT}`,
     countPending: `SELECT count(*) AS n FROM ${s}.payments WHERE status = 'pending' AND expires_at > $1`,
     batch: `SELECT ${s}.batch($1::jsonb) AS r`,
-    appendLedger: `SELECT ${s}.append_ledger($1::jsonb) AS id`,
+    appendLedger: `SELECT ${s}.append_ledger($1::jsonb, $2) AS id`,
     listLedger: `SELECT id, time, method, payer, amount::text AS amount, asset, network, "transaction",
         resource, service_id AS "serviceId", payment_id AS "paymentId"
       FROM ${s}.ledger WHERE id > $1 ORDER BY id LIMIT $2`,
