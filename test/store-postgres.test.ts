@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
+import express from "express";
 import pg from "pg";
+import request from "supertest";
+import { paywall } from "../lib/src/adapters/express/paywall.js";
+import { facilitatorSettler } from "../lib/src/chain/facilitator.js";
+import { generatePaymentToken } from "../lib/src/state/tokens.js";
 import { StoreError } from "../lib/src/errors.js";
 import { PostgresStore, POSTGRES_SCHEMA_VERSION } from "../lib/src/state/postgres.js";
 import { startFaultProxy } from "./reliability/fault-proxy.js";
@@ -302,4 +307,42 @@ describe("PostgresStore with the database down", function () {
       }
     });
   }
+});
+
+describe("PostgresStore down behind the Express adapter", function () {
+  it("the paywall and the payments API answer 503 store_unavailable, never 500", async function () {
+    const store = new PostgresStore({ connectionString: "postgres://postgres@127.0.0.1:1/test" });
+    const app = express();
+    app.use(
+      paywall({
+        payTo: "0x1111111111111111111111111111111111111111",
+        network: "base-sepolia",
+        settler: facilitatorSettler({ url: "http://127.0.0.1:9" }),
+        checker: false,
+        store,
+        payments: { adminKey: "admin-key-0123456789abcdef" },
+        routes: { "GET /weather": { price: "$0.01", serviceId: "svc" } },
+      }),
+    );
+    app.get("/weather", (_req, res) => void res.json({ ok: true }));
+    // the default Express error handler would answer 500 to anything passed on
+    app.use(((_err, _req, res, _next) => void res.status(500).json({ error: "internal_error" })) as express.ErrorRequestHandler);
+    try {
+      const admin = "Bearer admin-key-0123456789abcdef";
+      const calls: Array<[string, () => Promise<request.Response>]> = [
+        ["create", () => request(app).post("/api/payments").send({ serviceId: "svc" })],
+        ["show", () => request(app).get("/api/payments/pay_AAAAAAAAAAAAAAAAAAAAAA")],
+        ["confirm", () => request(app).post("/api/payments/pay_AAAAAAAAAAAAAAAAAAAAAA/confirm").set("authorization", admin).send({})],
+        ["ledger", () => request(app).get("/api/ledger").set("authorization", admin)],
+        ["token call", () => request(app).get("/weather").set("x-payment-token", generatePaymentToken())],
+      ];
+      for (const [what, call] of calls) {
+        const a = await call();
+        assert.equal(a.status, 503, `${what} → ${a.status} ${a.text}`);
+        assert.equal(a.body.error, "store_unavailable", `${what}: ${a.text}`);
+      }
+    } finally {
+      await store.close();
+    }
+  });
 });
