@@ -75,6 +75,7 @@ describe("reliability 9: PostgreSQL restarted under load (STORE=postgres)", func
     emulator.setDefault(behave.success(undefined, 20));
     server = await startServerProcess({
       name: "r9",
+      readyTimeoutMs: 120_000,
       // support.ts's EnvOptions predates STORE=postgres: `extra` sets it
       env: serverEnv({ chain, emulator, payTo, store: "memory", extra: { STORE: "postgres", DATABASE_URL: cluster.url, TOKEN_LEASE_MS: "20000" } }),
     });
