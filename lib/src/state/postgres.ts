@@ -164,11 +164,13 @@ const MIGRATIONS: Array<(s: string) => string> = [
     RETURN new_id;
   END $$;
 
-  -- The reserves, commits and releases of one turn of the event loop, in one
-  -- transaction. ops: [{o:'r', h:tokenHash, s:serviceId, n:now, l:leaseUntil, r:idWithoutPaymentId}
-  -- | {o:'c'|'x', p:paymentId, r:reservationId}]. Answers one element per op:
-  -- reserve {ok:true, p} | {reason, p?}; commit true|false; release null;
-  -- an op that raises an error answers {err} and is undone alone.
+  -- The reserves, commits, releases and ledger appends of one turn of the
+  -- event loop, in one transaction (one commit for all). ops: [{o:'r', h:tokenHash,
+  -- s:serviceId, n:now, l:leaseUntil, r:idWithoutPaymentId} | {o:'c'|'x', p:paymentId,
+  -- r:reservationId} | {o:'l', e:entry, k:key}]. Answers one element per op:
+  -- reserve {ok:true, p} | {reason, p?}; commit true|false; release null; append
+  -- the ledger id; an op that raises an error answers {err} and is undone alone.
+  -- Lock order: payment rows (all up front, by id), then the ledger's lock.
   -- The rejection order mirrors rejectionAt() in shared.ts.
   CREATE FUNCTION ${s}.batch(ops jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
   DECLARE
@@ -186,7 +188,7 @@ const MIGRATIONS: Array<(s: string) => string> = [
     pids := ARRAY(
       SELECT payment_id FROM ${s}.payments
       WHERE token_hash IN (SELECT o->>'h' FROM jsonb_array_elements(ops) o WHERE o->>'o' = 'r')
-      UNION SELECT o->>'p' FROM jsonb_array_elements(ops) o WHERE o->>'o' <> 'r');
+      UNION SELECT o->>'p' FROM jsonb_array_elements(ops) o WHERE o->>'o' IN ('c', 'x'));
     PERFORM 1 FROM ${s}.payments WHERE payment_id = ANY (pids) ORDER BY payment_id FOR UPDATE;
     FOR op IN SELECT * FROM jsonb_array_elements(ops) LOOP
       BEGIN
@@ -228,6 +230,8 @@ const MIGRATIONS: Array<(s: string) => string> = [
             UPDATE ${s}.payments SET calls_used = calls_used + 1 WHERE payment_id = pid;
           END IF;
           res := to_jsonb(FOUND);
+        ELSIF op->>'o' = 'l' THEN
+          res := to_jsonb(${s}.append_ledger(op->'e', op->>'k'));
         ELSIF op->>'o' = 'x' THEN
           DELETE FROM ${s}.reservations WHERE payment_id = op->>'p' AND id = op->>'r';
           res := 'null'::jsonb;
@@ -249,7 +253,7 @@ const SWEEP_CHUNK = 1000;
 
 /** A reserve, commit or release waiting for the next batch. */
 interface Queued extends BatchedCall {
-  arg: Record<string, string | number>;
+  arg: Record<string, unknown>;
   decode: (reply: unknown) => unknown;
   /** For a commit: retried after a lost connection until this time (ms epoch). */
   retryUntil?: number;
@@ -553,7 +557,7 @@ export class PostgresStore implements Store {
    * requests; alone, a call waits less than a millisecond. A promise settles
    * only after the batch committed.
    */
-  private batched<T>(op: string, arg: Record<string, string | number>, decode: (reply: unknown) => T, retryUntil?: number): Promise<T> {
+  private batched<T>(op: string, arg: Record<string, unknown>, decode: (reply: unknown) => T, retryUntil?: number): Promise<T> {
     if (this.closed) return Promise.reject(toStoreError("PostgresStore", op, new Error("the store is closed")));
     return new Promise<T>((resolve, reject) => this.batch.add({ op, arg, decode, resolve: resolve as (v: unknown) => void, reject, retryUntil }));
   }
@@ -589,9 +593,14 @@ export class PostgresStore implements Store {
     }
   }
 
-  async appendLedger(entry: LedgerEntry): Promise<number> {
-    const values = [JSON.stringify(ledgerBody(entry)), randomUUID()];
-    return Number((await this.recording(() => this.query("appendLedger", this.q.appendLedger, values)))[0]!.id);
+  /**
+   * Appends made during one turn go in the turn's batch: one commit (one
+   * fsync) for all of them, where one each would queue every append behind
+   * the previous one's commit on the ledger's lock.
+   */
+  appendLedger(entry: LedgerEntry): Promise<number> {
+    const arg = { o: "l", e: ledgerBody(entry), k: randomUUID() };
+    return this.batched("appendLedger", arg, (reply) => Number(reply), Date.now() + this.recordRetryMs);
   }
 
   async listLedger(opts: { afterId?: number; limit?: number } = {}): Promise<LedgerEntry[]> {
@@ -633,7 +642,6 @@ function statements(s: string) {
       WHERE payment_id = $1 AND status = 'pending' RETURNING ${PAYMENT_SELECT}`,
     countPending: `SELECT count(*) AS n FROM ${s}.payments WHERE status = 'pending' AND expires_at > $1`,
     batch: `SELECT ${s}.batch($1::jsonb) AS r`,
-    appendLedger: `SELECT ${s}.append_ledger($1::jsonb, $2) AS id`,
     listLedger: `SELECT id, time, method, payer, amount::text AS amount, asset, network, "transaction",
         resource, service_id AS "serviceId", payment_id AS "paymentId"
       FROM ${s}.ledger WHERE id > $1 ORDER BY id LIMIT $2`,
