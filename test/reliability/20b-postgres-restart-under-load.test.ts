@@ -59,7 +59,7 @@ interface Outcome {
   paymentId?: string;
 }
 
-describe("reliability 9: PostgreSQL restarted under load (STORE=postgres)", function () {
+describe("reliability 20b: PostgreSQL restarted under load (STORE=postgres)", function () {
   this.timeout(240_000);
   let cluster: PgCluster | string;
   let chain: DevChain;
@@ -74,7 +74,7 @@ describe("reliability 9: PostgreSQL restarted under load (STORE=postgres)", func
     emulator = await startEmulator();
     emulator.setDefault(behave.success(undefined, 20));
     server = await startServerProcess({
-      name: "r9",
+      name: "r20b",
       readyTimeoutMs: 120_000,
       // support.ts's EnvOptions predates STORE=postgres: `extra` sets it
       env: serverEnv({ chain, emulator, payTo, store: "memory", extra: { STORE: "postgres", DATABASE_URL: cluster.url, TOKEN_LEASE_MS: "20000" } }),
@@ -89,7 +89,7 @@ describe("reliability 9: PostgreSQL restarted under load (STORE=postgres)", func
 
   it("503 while it is down, then no lost and no doubled record: ledger = chain, every 200 counted once, every 503 uncharged", async function () {
     if (typeof cluster === "string") {
-      console.log(`    reliability 9 skipped: ${cluster}`);
+      console.log(`    reliability 20b skipped: ${cluster}`);
       this.skip();
     }
     const db = cluster as PgCluster;

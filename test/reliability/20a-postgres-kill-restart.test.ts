@@ -68,18 +68,18 @@ interface Run {
 }
 
 if (!DATABASE_URL) {
-  describe("reliability 8: kill -9 mid-request on STORE=postgres, restart", function () {
+  describe("reliability 20a: kill -9 mid-request on STORE=postgres, restart", function () {
     it("no paid call lost, no double charge (SKIPPED: needs DATABASE_URL)", function () {
-      console.log("    reliability 8 skipped: set DATABASE_URL (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test) to run it");
+      console.log("    reliability 20a skipped: set DATABASE_URL (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test) to run it");
       this.skip();
     });
   });
 } else {
-  describe("reliability 8: kill -9 mid-request on STORE=postgres, restart", function () {
+  describe("reliability 20a: kill -9 mid-request on STORE=postgres, restart", function () {
     this.timeout(300_000);
     let chain: DevChain;
     const runs: Partial<Record<Mode, Run>> = {};
-    const schemaPrefix = `s402_r8_${process.pid}_${Date.now().toString(36)}_`;
+    const schemaPrefix = `s402_r20a_${process.pid}_${Date.now().toString(36)}_`;
     const db = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
 
     async function crashAndRestart(mode: Mode, relayerKey: Hex, payers: Hex[]): Promise<Run> {
@@ -96,7 +96,7 @@ if (!DATABASE_URL) {
         alibabaTimeoutMs: 120_000,
         extra: { STORE: "postgres", DATABASE_URL, DATABASE_SCHEMA: schema, COMPARE_TIMEOUT_MS: "300000", TOKEN_LEASE_MS: String(LEASE_MS) },
       });
-      const first = await startServerProcess({ name: `r8-${mode}`, env, readyTimeoutMs: 120_000 });
+      const first = await startServerProcess({ name: `r20a-${mode}`, env, readyTimeoutMs: 120_000 });
 
       // Calls that complete before the kill.
       const done: Run["done"] = [];
