@@ -12,9 +12,10 @@
  * Concurrency: a token call's reserve, commit and release lock the payment's
  * row first (`FOR UPDATE`); the reservations of a payment are only changed
  * under that lock, so every process sees one order of calls per payment.
- * The calls made during one turn of the event loop go in one function call
- * (one transaction), which locks all the payment rows it needs up front in
- * payment id order, so two batches never deadlock. Housekeeping deletes with
+ * The token calls and ledger appends made during one turn of the event loop
+ * go in one function call (one transaction, one commit), which locks all the
+ * payment rows it needs up front in payment id order, then the ledger's lock,
+ * so two batches never deadlock. Housekeeping deletes with
  * `FOR UPDATE SKIP LOCKED`, so it never waits on live requests.
  *
  * Outage: the pool is bounded (`max`), a connection attempt or a query that
