@@ -5,7 +5,7 @@
  */
 import { timingSafeEqual, createHash } from "node:crypto";
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from "express";
-import { ConfigError, PaymentError, SettlementError } from "../../errors.js";
+import { ConfigError, PaymentError, SettlementError, StoreError } from "../../errors.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { DEFAULT_PAYMENTS_PATH, type ResolvedRoute } from "../../core/options.js";
 import type { X402Attempt } from "../../core/engine.js";
@@ -55,6 +55,15 @@ const ID = /^pay_[A-Za-z0-9_-]{8,64}$/;
 
 function json(res: Response, status: number, body: unknown) {
   res.status(status).set("Cache-Control", "no-store").json(body);
+}
+
+/** A store outage is a 503 with Retry-After (as on the paywall's routes, issue 14 B12); anything else goes to the app's error handler. */
+function failed(err: unknown, res: Response, next: NextFunction) {
+  if (err instanceof StoreError && !res.headersSent) {
+    res.set("Retry-After", "2");
+    return json(res, 503, { error: err.code, message: "the payment store is unavailable; nothing was charged, try again shortly." });
+  }
+  next(err);
 }
 
 /**
@@ -181,7 +190,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
         use: { header: "X-Payment-Token", mcpArgument: "paymentToken" },
       });
     } catch (err) {
-      next(err);
+      failed(err, res, next);
     }
   }
 
@@ -190,7 +199,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       const p = await load(id, res);
       if (p) json(res, 200, toPublicPayment(p, Date.now()));
     } catch (err) {
-      next(err);
+      failed(err, res, next);
     }
   }
 
@@ -235,7 +244,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
         throw err;
       }
     } catch (err) {
-      next(err);
+      failed(err, res, next);
     } finally {
       if (lock) await store.releaseNonce(lock).catch(() => {});
     }
@@ -258,7 +267,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       }
       json(res, 200, toPublicPayment(r!.payment, now));
     } catch (err) {
-      next(err);
+      failed(err, res, next);
     }
   }
 
@@ -273,7 +282,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       const entries = await store.listLedger({ afterId, limit: lim });
       json(res, 200, { entries, nextAfterId: entries.length ? entries[entries.length - 1]!.id : afterId });
     } catch (err) {
-      next(err);
+      failed(err, res, next);
     }
   }
 
