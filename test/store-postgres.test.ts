@@ -6,7 +6,7 @@ import { paywall } from "../lib/src/adapters/express/paywall.js";
 import { facilitatorSettler } from "../lib/src/chain/facilitator.js";
 import { generatePaymentToken } from "../lib/src/state/tokens.js";
 import { StoreError } from "../lib/src/errors.js";
-import { PostgresStore, POSTGRES_SCHEMA_VERSION } from "../lib/src/state/postgres.js";
+import { PostgresStore, POSTGRES_MIGRATIONS, POSTGRES_SCHEMA_VERSION } from "../lib/src/state/postgres.js";
 import { startFaultProxy } from "./reliability/fault-proxy.js";
 import type { ReserveResult } from "../lib/src/state/store.js";
 import { paidPayment, runStoreConformance, samplePayment } from "./store-conformance.js";
@@ -151,6 +151,42 @@ if (!url) {
       await assert.rejects(PostgresStore.open({ connectionString: url, schema }), (e: unknown) => e instanceof StoreError && /version 999, newer/.test(e.message));
     });
 
+    it("migration 1 → 2: a schema written at version 1 keeps its nonces and ledger, and gains payer holds, the outbox and held answers", async function () {
+      const schema = freshSchema();
+      const s = `"${schema}"`;
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      const now = Date.now();
+      try {
+        await client.query(`CREATE SCHEMA ${s}; CREATE TABLE ${s}.meta (key text PRIMARY KEY, value text NOT NULL)`);
+        await client.query(POSTGRES_MIGRATIONS[0]!(s));
+        await client.query(`INSERT INTO ${s}.meta VALUES ('schema_version', '1')`);
+        await client.query(`INSERT INTO ${s}.nonces (key, state, expires_at) VALUES ('k-locked', 'locked', $1), ('k-settled', 'settled', $1)`, [now + 60_000]);
+        await client.query(`INSERT INTO ${s}.ledger (time, method, payer, amount, asset, network, resource) VALUES (1, 'x402', '0xp', 10, '0xa', 'n', 'GET /')`);
+      } finally {
+        await client.end();
+      }
+      // three instances start on the old schema at once: one migrates, all open
+      const stores = await Promise.all([0, 1, 2].map(() => PostgresStore.open({ connectionString: url, schema })));
+      try {
+        const [a, b] = stores as [PostgresStore, PostgresStore];
+        assert.deepEqual((await a.pool.query(`SELECT value FROM ${s}.meta WHERE key = 'schema_version'`)).rows, [{ value: String(POSTGRES_SCHEMA_VERSION) }]);
+        assert.deepEqual(await b.getNonce("k-locked"), { state: "locked" });
+        assert.deepEqual(await b.claimPayerNonce("k-settled", now + 60_000, { payer: "0xp", amount: "1", maxInFlight: 1, maxRetries: 0 }), { ok: false, reason: "used" });
+        assert.deepEqual((await a.listLedger()).map((e) => [e.amount, e.resource]), [["10", "GET /"]]);
+        // the v1 nonce holds nothing for a payer; a new claim does
+        const hold = { payer: "0xp", amount: "5", balance: "5", maxInFlight: 4, maxRetries: 0 };
+        assert.deepEqual(await a.claimPayerNonce("k-new", now + 60_000, hold), { ok: true, others: 0 });
+        assert.deepEqual(await b.claimPayerNonce("k-new2", now + 60_000, hold), { ok: false, reason: "insufficient_funds", held: "5" });
+        await a.putOutbox("k-new", "{}");
+        assert.deepEqual(await b.listOutbox(5), [{ id: "k-new", record: "{}" }]);
+        await b.putHeldAnswer("k-new", "answer", now + 60_000);
+        assert.equal(await a.getHeldAnswer("k-new"), "answer");
+      } finally {
+        await Promise.all(stores.map((x) => x.close()));
+      }
+    });
+
     it("the pool stays within max: 200 concurrent operations on max 3 connections", async function () {
       const app = `s402-pool-${process.pid}-${seq}`;
       const store = await PostgresStore.open({ connectionString: withParam(url, "application_name", app), schema: freshSchema(), max: 3 });
@@ -258,13 +294,18 @@ if (!url) {
       }
     });
 
-    it("sweep deletes expired nonces, long-lapsed reservations and payments past retention", async function () {
+    it("sweep deletes expired nonces, given-back counts and held answers, long-lapsed reservations and payments past retention", async function () {
       const schema = freshSchema();
       const store = await PostgresStore.open({ connectionString: url, schema, paymentRetentionMs: 1000 });
       try {
         const now = Date.now();
         await store.claimNonce("old", now + 10);
         await store.claimNonce("live", now + 60_000);
+        // a run given back on a lock that expires at once, and a held answer past its time
+        await store.claimPayerNonce("back", now + 10, { payer: "0xp", amount: "1", maxInFlight: 1, maxRetries: 1 });
+        assert.equal(await store.giveBackNonce("back"), 1);
+        await store.putHeldAnswer("held-old", "a", now + 10);
+        await store.putHeldAnswer("held-live", "b", now + 60_000);
         const old = await paidPayment(store, { expiresAt: now + 50 });
         const kept = await paidPayment(store, { maxCalls: 2 });
         const r = await store.reserveCall(kept.tokenHash, "svc", now - 2 * 3600_000, 1000);
@@ -274,6 +315,8 @@ if (!url) {
         await store.sweep(now + 5000);
         const n = async (table: string) => Number((await store.pool.query(`SELECT count(*) AS n FROM "${schema}".${table}`)).rows[0].n);
         assert.equal(await n("nonces"), 1);
+        assert.equal(await n("given_back"), 0);
+        assert.equal(await n("held_answers"), 1);
         assert.equal(await store.getPayment(old.paymentId), undefined);
         assert.ok(await store.getPayment(kept.paymentId));
         assert.equal(await n("reservations"), 0);

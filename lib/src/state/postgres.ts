@@ -15,8 +15,10 @@
  * The token calls and ledger appends made during one turn of the event loop
  * go in one function call (one transaction, one commit), which locks all the
  * payment rows it needs up front in payment id order, then the ledger's lock,
- * so two batches never deadlock. Housekeeping deletes with
- * `FOR UPDATE SKIP LOCKED`, so it never waits on live requests.
+ * so two batches never deadlock. A payer's x402 claims (`claimPayerNonce`)
+ * are serialized by an advisory lock per payer, so two claims never count the
+ * same balance. Housekeeping deletes with `FOR UPDATE SKIP LOCKED`, so it
+ * never waits on live requests.
  *
  * Outage: the pool is bounded (`max`), a connection attempt or a query that
  * takes too long fails, and every failure is a `StoreError`
@@ -24,8 +26,9 @@
  * reconnects by itself once the database is back. Writes that record money
  * already taken (a ledger record, a nonce's final state, a served token
  * call's commit) are retried through a short outage instead (see
- * `recordRetryMs`); a ledger record carries a key of its own, so a retry
- * after a lost reply does not write it twice.
+ * `recordRetryMs`), as are the outbox and held answers; a ledger record
+ * carries a key of its own (the caller's with `appendLedgerOnce`), so a
+ * retry after a lost reply does not write it twice.
  */
 import { randomUUID } from "node:crypto";
 import type { Pool, PoolConfig } from "pg";
@@ -112,9 +115,10 @@ const PAYMENT_INSERT_COLUMNS = Object.values(PAYMENT_COLUMNS)
 
 /**
  * Migrations: entry i brings schema `s` (a quoted identifier) from version i
- * to i + 1. Never edit one that has shipped; add the next.
+ * to i + 1. Never edit one that has shipped; add the next. Exported for the
+ * tests that build an older schema.
  */
-const MIGRATIONS: Array<(s: string) => string> = [
+export const POSTGRES_MIGRATIONS: ReadonlyArray<(s: string) => string> = [
   (s) => `
   CREATE TABLE ${s}.nonces (
     key text PRIMARY KEY, state text NOT NULL, "transaction" text, expires_at bigint NOT NULL
@@ -462,7 +466,7 @@ export class PostgresStore implements Store {
           `server402: PostgreSQL schema ${this.schema} is at version ${version}, newer than this server402 supports (${POSTGRES_SCHEMA_VERSION}); upgrade server402`,
         );
       }
-      for (let v = version; v < POSTGRES_SCHEMA_VERSION; v++) await client.query(MIGRATIONS[v]!(this.s));
+      for (let v = version; v < POSTGRES_SCHEMA_VERSION; v++) await client.query(POSTGRES_MIGRATIONS[v]!(this.s));
       if (version < POSTGRES_SCHEMA_VERSION) {
         await client.query(
           `INSERT INTO ${this.s}.meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
