@@ -40,7 +40,11 @@ import {
 const DATABASE_URL = process.env.DATABASE_URL;
 const IN_FLIGHT = 4;
 const DONE_BEFORE = 3;
-/** Lease of a reserved token call; the restart must fit in it (a loaded 2-core machine restarts in 5-20 s). */
+/**
+ * Lease of a reserved token call; the restart must fit in it (a loaded 2-core machine restarts in 5-20 s).
+ * Also the handler's deadline (COMPARE_TIMEOUT_MS): the server refuses a lease shorter than it (issue 14 A4),
+ * and the hung calls are killed long before it.
+ */
 const LEASE_MS = 45_000;
 
 type Mode = "after" | "before";
@@ -94,7 +98,7 @@ if (!DATABASE_URL) {
         store: "memory", // support.ts's EnvOptions predates STORE=postgres: `extra` sets it
         settlement: mode,
         alibabaTimeoutMs: 120_000,
-        extra: { STORE: "postgres", DATABASE_URL, DATABASE_SCHEMA: schema, COMPARE_TIMEOUT_MS: "300000", TOKEN_LEASE_MS: String(LEASE_MS) },
+        extra: { STORE: "postgres", DATABASE_URL, DATABASE_SCHEMA: schema, COMPARE_TIMEOUT_MS: String(LEASE_MS), TOKEN_LEASE_MS: String(LEASE_MS) },
       });
       const first = await startServerProcess({ name: `r20a-${mode}`, env, readyTimeoutMs: 120_000 });
 

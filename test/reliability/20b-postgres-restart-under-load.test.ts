@@ -76,8 +76,9 @@ describe("reliability 20b: PostgreSQL restarted under load (STORE=postgres)", fu
     server = await startServerProcess({
       name: "r20b",
       readyTimeoutMs: 120_000,
-      // support.ts's EnvOptions predates STORE=postgres: `extra` sets it
-      env: serverEnv({ chain, emulator, payTo, store: "memory", extra: { STORE: "postgres", DATABASE_URL: cluster.url, TOKEN_LEASE_MS: "20000" } }),
+      // support.ts's EnvOptions predates STORE=postgres: `extra` sets it. The server refuses a lease
+      // shorter than the handler's deadline (issue 14 A4), so the deadline is the lease.
+      env: serverEnv({ chain, emulator, payTo, store: "memory", extra: { STORE: "postgres", DATABASE_URL: cluster.url, COMPARE_TIMEOUT_MS: "20000", TOKEN_LEASE_MS: "20000" } }),
     });
   });
   after(async () => {
