@@ -274,6 +274,8 @@ if (!url) {
 
     it("a ledger append whose reply is lost (query timeout) and is retried is written once", async function () {
       const schema = freshSchema();
+      // migrated first with the default timeout: the migrations alone can take over 300 ms on a loaded machine
+      await (await PostgresStore.open({ connectionString: url, schema })).close();
       const store = await PostgresStore.open({ connectionString: url, schema, queryTimeoutMs: 300 });
       const holder = new pg.Client({ connectionString: url });
       await holder.connect();
