@@ -355,7 +355,7 @@ describe("PostgresStore with the database down", function () {
 });
 
 describe("PostgresStore down behind the Express adapter", function () {
-  it("the paywall and the payments API answer 503 store_unavailable, never 500", async function () {
+  it("the paywall and the payments API answer 503 store_unavailable with Retry-After, never 500 (issue 14 B12)", async function () {
     const store = new PostgresStore({ connectionString: "postgres://postgres@127.0.0.1:1/test" });
     const app = express();
     app.use(
@@ -385,6 +385,7 @@ describe("PostgresStore down behind the Express adapter", function () {
         const a = await call();
         assert.equal(a.status, 503, `${what} → ${a.status} ${a.text}`);
         assert.equal(a.body.error, "store_unavailable", `${what}: ${a.text}`);
+        assert.ok(Number(a.headers["retry-after"]) > 0, `${what}: Retry-After ${a.headers["retry-after"]}`);
       }
     } finally {
       await store.close();
