@@ -191,6 +191,7 @@ describe("package: npm pack, install outside the workspace, README Quickstart wi
 import { paywall, relayerSettler, MemoryStore, PaymentError, type PaymentInfo, type Server402ErrorCode } from "server402";
 import { SqliteStore } from "server402/sqlite";
 import { RedisStore } from "server402/redis";
+import { PostgresStore } from "server402/postgres";
 import { registerPaidTool } from "server402/mcp";
 import { startDevChain, DevChainError } from "server402/devchain";
 
@@ -210,7 +211,7 @@ app.get("/weather", (req, res) => {
 });
 const code: Server402ErrorCode = new PaymentError("x", "y").code;
 const refused: unknown = new PaymentError("x", "y").payment;
-void [SqliteStore, RedisStore, registerPaidTool, startDevChain, DevChainError, code, refused];
+void [SqliteStore, RedisStore, PostgresStore, registerPaidTool, startDevChain, DevChainError, code, refused];
 `,
     );
     await run(process.execPath, [join(app, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.json"], { cwd: app, env: cleanEnv(), timeout: 120_000 }).catch((err: { stdout?: string }) => {
@@ -226,6 +227,8 @@ void [SqliteStore, RedisStore, registerPaidTool, startDevChain, DevChainError, c
       await tryIt("sqlite", () => new SqliteStore({ path: ":memory:" }));
       const { RedisStore } = await import("server402/redis");
       await tryIt("redis", () => new RedisStore({ url: "redis://127.0.0.1:1" }));
+      const { PostgresStore } = await import("server402/postgres");
+      await tryIt("postgres", () => new PostgresStore({ connectionString: "postgres://127.0.0.1:1/x" }));
     `;
     const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], { cwd: app, env: cleanEnv(), timeout: 30_000 });
     const lines = Object.fromEntries(stdout.trim().split("\n").map((l) => [l.slice(0, l.indexOf(" ")), l.slice(l.indexOf(" ") + 1)]));
@@ -233,6 +236,7 @@ void [SqliteStore, RedisStore, registerPaidTool, startDevChain, DevChainError, c
       mcp: "server402/mcp needs @modelcontextprotocol/sdk zod: npm install @modelcontextprotocol/sdk zod",
       sqlite: "SqliteStore (server402/sqlite) needs better-sqlite3: npm install better-sqlite3",
       redis: "RedisStore (server402/redis) needs ioredis: npm install ioredis",
+      postgres: "PostgresStore (server402/postgres) needs pg: npm install pg",
     };
     for (const [label, message] of Object.entries(expected)) {
       assert.deepEqual(JSON.parse(lines[label] ?? "null"), ["MissingDependencyError", "missing_dependency", message], `${label}: ${stdout}`);

@@ -31,10 +31,13 @@ export interface Config {
   facilitatorUrl?: string;
   facilitatorAuthorization?: string;
   settlement: "after" | "before";
-  store: "sqlite" | "redis" | "memory";
+  store: "sqlite" | "redis" | "postgres" | "memory";
   dataDir: string;
   sqlitePath: string;
   redisUrl?: string;
+  databaseUrl?: string;
+  /** PostgreSQL schema of the store's tables. */
+  databaseSchema: string;
   faceEngine: "local" | "alibaba";
   faceWorkers?: number;
   alibaba?: { accessKeyId: string; accessKeySecret: string; securityToken?: string; endpoint: string; protocol: "https" | "http"; regionId: string; timeoutMs: number };
@@ -138,10 +141,16 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   if (!payTo && !devchain) problems.push("PAY_TO is required (the address that receives payments) unless the embedded dev chain runs.");
 
   const dataDir = path.resolve(cwd, str("DATA_DIR") ?? "data");
-  const store = oneOf("STORE", ["sqlite", "redis", "memory"] as const, str("REDIS_URL") && !str("STORE") ? "redis" : "sqlite");
   const redisUrl = str("REDIS_URL");
+  const databaseUrl = str("DATABASE_URL");
+  // Without STORE: DATABASE_URL alone selects postgres (money records across instances), else REDIS_URL redis.
+  const store = oneOf("STORE", ["sqlite", "redis", "postgres", "memory"] as const, databaseUrl ? "postgres" : redisUrl ? "redis" : "sqlite");
   if (store === "redis" && !redisUrl) problems.push("STORE=redis needs REDIS_URL, e.g. redis://127.0.0.1:6379.");
   if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) problems.push("REDIS_URL must start with redis:// or rediss://.");
+  if (store === "postgres" && !databaseUrl) problems.push("STORE=postgres needs DATABASE_URL, e.g. postgres://user@127.0.0.1:5432/db.");
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) problems.push("DATABASE_URL must start with postgres:// or postgresql://.");
+  const databaseSchema = str("DATABASE_SCHEMA") ?? "server402";
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(databaseSchema)) problems.push("DATABASE_SCHEMA must be a plain identifier (letters, digits, _), e.g. server402.");
 
   const ak = str("ALIBABA_CLOUD_ACCESS_KEY_ID");
   const sk = str("ALIBABA_CLOUD_ACCESS_KEY_SECRET");
@@ -176,6 +185,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     dataDir,
     sqlitePath: path.resolve(dataDir, str("SQLITE_FILE") ?? "server402.sqlite"),
     redisUrl,
+    databaseUrl,
+    databaseSchema,
     faceEngine,
     faceWorkers: str("FACE_WORKERS") ? int("FACE_WORKERS", 2, 1, 64) : undefined,
     alibaba:

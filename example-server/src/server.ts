@@ -50,6 +50,10 @@ async function openStore(config: Config): Promise<Store> {
     const { RedisStore } = await import("server402/redis");
     return new RedisStore({ url: config.redisUrl! });
   }
+  if (config.store === "postgres") {
+    const { PostgresStore } = await import("server402/postgres");
+    return PostgresStore.open({ connectionString: config.databaseUrl!, schema: config.databaseSchema });
+  }
   const { SqliteStore } = await import("server402/sqlite");
   mkdirSync(config.dataDir, { recursive: true });
   return new SqliteStore({ path: config.sqlitePath });
