@@ -93,6 +93,7 @@ export function createApp(deps: AppDeps): App {
     checker: deps.checker,
     publicUrl: config.publicUrl,
     tokenLeaseMs: config.tokenLeaseMs,
+    abuseLimits: { maxRetries: config.paymentMaxRetries },
     handlerTimeoutMs: config.compareTimeoutMs,
     onEvent: (e) => {
       metrics.onEvent(e);
