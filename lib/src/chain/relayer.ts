@@ -14,14 +14,13 @@ import {
   bytesToHex,
   createPublicClient,
   decodeErrorResult,
-  encodeEventTopics,
   encodeFunctionData,
   hexToBigInt,
   hexToBytes,
   hexToNumber,
   http,
-  HttpRequestError,
   isAddressEqual,
+  HttpRequestError,
   isHex,
   keccak256,
   parseAbi,
@@ -36,6 +35,7 @@ import {
 import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
 import { SettlementError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
+import { findAuthorizationUse, isTransferLog, type RawReceipt } from "./authorization-log.js";
 import { rpcOrigin } from "./reader.js";
 import { bytesSettleCall, MAX_DEPLOY_GAS, needsBytesForm, parseErc6492 } from "./smart-wallet.js";
 import type { ExactAuthorization, SettleRequest, SettleResult, Settler } from "./settler.js";
@@ -75,10 +75,6 @@ export interface RelayerSettler extends Settler {
 }
 
 type Fees = { type: "eip1559"; maxFeePerGas: bigint; maxPriorityFeePerGas: bigint } | { type: "legacy"; gasPrice: bigint };
-interface RawReceipt {
-  status: Hex;
-  logs: { address: Address; topics: Hex[]; data: Hex }[];
-}
 /** A broadcast transaction, with its receipt when the send returned it. */
 interface Sent {
   hash: Hex;
@@ -92,6 +88,7 @@ const EOA_TRANSFER_GAS = 150_000n;
 const PRECHECK_FRESH_MS = 2000;
 /** Pending settlements remembered for retries (oldest forgotten first). */
 const MAX_UNRESOLVED = 10_000;
+const NONCE_USED = "invalid_exact_evm_nonce_already_used";
 /** Revert shapes of EIP-3009 tokens: Error(string) and known custom errors. */
 const TOKEN_ERRORS = parseAbi([
   "error Error(string message)",
@@ -408,8 +405,13 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
           throw err;
         }
         unresolved.delete(key);
-        return checkedResult(req, hash, receipt);
+        return await minedResult(req, hash, receipt, true);
       } catch (err) {
+        // simulation found the authorization used: by a third party's copy of this payment (then it is paid) or not
+        if (err instanceof SettlementError && !err.pending && err.reason === NONCE_USED) {
+          const used = await usedBy(req, undefined, true);
+          if (used) return used;
+        }
         if (err instanceof SettlementError) throw err;
         throw new SettlementError("unexpected_settle_error", "settlement failed unexpectedly.", { cause: err, detail: `settle failed: ${describe(err)}` });
       } finally {
@@ -432,7 +434,7 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
       }
       if (receipt) {
         unresolved.delete(key);
-        return checkedResult(req, hash, receipt);
+        return minedResult(req, hash, receipt);
       }
       if (tx !== null) return undefined;
       let used: boolean;
@@ -442,11 +444,49 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
       } catch (err) {
         throw rpcFailure("authorization lookup", err);
       }
-      if (used) return undefined; // another transaction used it: looked at again until it expires
+      if (used) {
+        // another transaction used it: a copy of this payment settles it; else looked at again until it expires
+        const copy = await usedBy(req);
+        if (copy) unresolved.delete(key);
+        return copy;
+      }
       unresolved.delete(key);
       throw new SettlementError("settlement_dropped", `transaction ${hash} was dropped and the authorization is unused: nothing was transferred`, { transaction: hash });
     },
   };
+
+  /**
+   * A mined transaction's checked result. When ours reverted (e.g. someone
+   * submitted the same signed authorization first), a successful use of this
+   * authorization by another transaction settles the payment with that
+   * transaction's hash: the signed (to, value) moved exactly as authorized.
+   */
+  async function minedResult(req: SettleRequest, hash: Hex, receipt: RawReceipt, thirdPartyOnly = false): Promise<SettleResult> {
+    try {
+      return checkedResult(req, hash, receipt);
+    } catch (err) {
+      const used = await usedBy(req, receipt.blockNumber === undefined ? undefined : hexToBigInt(receipt.blockNumber), thirdPartyOnly);
+      if (used) return used;
+      throw err;
+    }
+  }
+
+  /**
+   * The result of another transaction that used `req`'s authorization (up to
+   * block `toBlock`), else undefined. `thirdPartyOnly` (a fresh settle): a use
+   * by our own wallet is an earlier settlement of ours, so settling again is
+   * a replay and stays refused.
+   */
+  async function usedBy(req: SettleRequest, toBlock?: bigint, thirdPartyOnly = false): Promise<SettleResult | undefined> {
+    let found: Awaited<ReturnType<typeof findAuthorizationUse>>;
+    try {
+      found = await findAuthorizationUse(rpc, req.asset, req.authorization, toBlock);
+    } catch (err) {
+      throw rpcFailure("authorization log lookup", err);
+    }
+    if (!found || (thirdPartyOnly && (!found.from || isAddressEqual(found.from, account.address)))) return undefined;
+    return { transaction: found.transaction, network: req.network, payer: req.authorization.from };
+  }
 
   function rpcFailure(step: string, err: unknown): SettlementError {
     return new SettlementError("unexpected_settle_error", `${step} failed: the chain RPC could not be reached.`, { cause: err, detail: `${step} via ${where} failed: ${describe(err)}` });
@@ -481,19 +521,7 @@ function encodeSettleCall(a: ExactAuthorization, signature: Hex): Hex {
 
 /** True when the receipt holds Transfer(from, to, value) emitted by `asset`. */
 function hasTransferLog(receipt: RawReceipt, asset: Address, a: ExactAuthorization): boolean {
-  const [sig, from, to] = encodeEventTopics({ abi: EIP3009_ABI, eventName: "Transfer", args: { from: a.from, to: a.to } }).map((t) =>
-    String(t).toLowerCase(),
-  );
-  return receipt.logs.some(
-    (log) =>
-      isAddressEqual(log.address, asset) &&
-      log.topics[0]?.toLowerCase() === sig &&
-      log.topics[1]?.toLowerCase() === from &&
-      log.topics[2]?.toLowerCase() === to &&
-      isHex(log.data) &&
-      size(log.data) === 32 &&
-      hexToBigInt(log.data) === a.value,
-  );
+  return receipt.logs.some((log) => isTransferLog(log, asset, a));
 }
 
 /**
