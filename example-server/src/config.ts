@@ -205,7 +205,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
         : undefined,
     adminKey,
     tokenLeaseMs: int("TOKEN_LEASE_MS", 120_000, 1000, 3_600_000),
-    paymentMaxRetries: int("PAYMENT_MAX_RETRIES", 2, 0, 1000),
+    paymentMaxRetries: int("PAYMENT_MAX_RETRIES", 2, 0, 100),
     imageAllowHosts: (str("IMAGE_FETCH_ALLOW_HOSTS") ?? "").split(",").map((s) => s.trim()).filter(Boolean),
     imageMaxBytes: int("IMAGE_MAX_BYTES", 5 * 1024 * 1024, 1024, 50 * 1024 * 1024),
     imageMaxPixels: int("IMAGE_MAX_PIXELS", 4096 * 4096, 1024, 100_000_000),
