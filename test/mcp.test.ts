@@ -78,7 +78,7 @@ describe("MCP: face_comparison over Streamable HTTP (real SDK client, real chain
     assert.equal(pr.reason, "payment_required");
     assert.equal(pr.resource.url, `${app.url}/mcp#face_comparison`);
     assert.deepEqual(pr.accepts, [
-      { scheme: "exact", network: "eip155:84532", amount: "200000", asset: chain.usdc, payTo: chain.accounts.payTo.address, maxTimeoutSeconds: 300, extra: { name: "USDC", version: "2" } },
+      { scheme: "exact", network: "eip155:84532", amount: "200000", asset: chain.usdc, payTo: chain.accounts.payTo.address, maxTimeoutSeconds: 300, extra: { name: "USDC", version: "2", assetTransferMethod: "eip3009", primaryType: "TransferWithAuthorization" } },
     ]);
     assert.equal(pr.x402v1.x402Version, 1);
     const v1 = PaymentRequirementsSchema.parse(pr.x402v1.accepts[0]);

@@ -5,10 +5,23 @@
  */
 import type { Address } from "viem";
 import type { AssetInfo, NetworkInfo } from "./networks.js";
-import type { PaymentRequiredV2, PaymentRequirementsV1, PaymentRequirementsV2 } from "./types.js";
+import type { Eip712Extra, PaymentRequiredV2, PaymentRequirementsV1, PaymentRequirementsV2 } from "./types.js";
 
-/** The 402 `error` when no payment was sent (x402-express wording, which clients show). */
+/** The v1 402 `error` when no payment was sent (x402-express wording, which clients show). */
 export const NO_PAYMENT = "X-PAYMENT header is required";
+/** The same, in the v2 `PAYMENT-REQUIRED` header: it names the header a v2 client pays with. */
+export const NO_PAYMENT_V2 = "PAYMENT-SIGNATURE header is required";
+
+/**
+ * v2 `extra`: the token's EIP-712 domain, plus how to sign for it (v1 keeps
+ * x402-express 1.2.0's exact `{ name, version }`).
+ * `assetTransferMethod` is the spec's field (eip3009 is also its default);
+ * `primaryType` is what thirdweb's client reads: without it, it asks its own
+ * cloud service which method the token supports, and fails offline.
+ */
+function extraOf(offer: Offer): Eip712Extra {
+  return { name: offer.asset.eip712Name, version: offer.asset.eip712Version, assetTransferMethod: "eip3009", primaryType: "TransferWithAuthorization" };
+}
 
 /** Everything the server asks for one paid request. */
 export interface Offer {
@@ -53,7 +66,7 @@ export function toRequirementsV2(offer: Offer): PaymentRequirementsV2 {
     asset: offer.asset.address,
     payTo: offer.payTo,
     maxTimeoutSeconds: offer.maxTimeoutSeconds,
-    extra: { name: offer.asset.eip712Name, version: offer.asset.eip712Version },
+    extra: extraOf(offer),
   };
 }
 

@@ -14,7 +14,7 @@ import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAt
 import { DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
-import { NO_PAYMENT, toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
+import { NO_PAYMENT, NO_PAYMENT_V2, toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
 import { HEADER } from "../../protocol/types.js";
 import { MemoryStore } from "../../state/memory.js";
 import type { Store, StoredPayment } from "../../state/store.js";
@@ -281,10 +281,11 @@ function makeMiddleware(
         create: { method: "POST", url: `${base}${paymentsPath}`, body: { serviceId: route.options.serviceId } },
       };
     }
-    return { body, header: encodeHeader(toPaymentRequiredV2(offer, error)) };
+    // each version's `error` names the header that version pays with
+    return { body, header: encodeHeader(toPaymentRequiredV2(offer, error === NO_PAYMENT ? NO_PAYMENT_V2 : error)) };
   }
 
-  function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>) {
+  function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>, status = 402) {
     const key = !message && !extra ? cacheKey(route, base, offer.resource, offer.amount, reason) : undefined;
     let cached = key ? cache.get(key) : undefined;
     if (!cached) {
@@ -297,12 +298,12 @@ function makeMiddleware(
         cache.set(key, cached);
       }
     }
-    write402(res, cached, offer.resource);
+    write402(res, cached, offer.resource, status);
   }
 
-  function write402(res: Response, answer: { body: string; header: string }, resource: string) {
+  function write402(res: Response, answer: { body: string; header: string }, resource: string, status = 402) {
     engine.paymentRequired(resource);
-    res.statusCode = 402;
+    res.statusCode = status;
     res.setHeader("Content-Type", "application/json; charset=utf-8");
     res.setHeader("Cache-Control", "no-store");
     res.setHeader(HEADER.v2Required, answer.header);
@@ -315,7 +316,9 @@ function makeMiddleware(
     }
     if (err instanceof PaymentError) {
       const payment = (err as PaymentError & { payment?: StoredPayment }).payment;
-      return send402(res, offer, route, base, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : undefined);
+      // the v2 HTTP transport answers a malformed PAYMENT-SIGNATURE with 400 (v1's X-PAYMENT keeps 402)
+      const status = version === 2 && err.reason === "invalid_payload" ? 400 : 402;
+      return send402(res, offer, route, base, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : undefined, status);
     }
     if (err instanceof SettlementError && err.status === 402) return send402(res, offer, route, base, err.reason, `payment settlement failed: ${err.message}`);
     // An outage (store, chain, settlement infrastructure, or anything unexpected while taking the
