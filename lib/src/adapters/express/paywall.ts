@@ -148,8 +148,13 @@ class LeaseKeeper {
 /** Seconds a client should wait before retrying after a store or chain outage (Retry-After). */
 const RETRY_AFTER_SECONDS = "2";
 
-function cacheKey(route: ResolvedRoute<Request>, base: string, resource: string, amount: bigint, reason: string): string {
-  return `${route.key}|${base}|${resource}|${amount}|${reason}`;
+/**
+ * Key of a cached 402 answer. The advertised schema is part of it: on a route
+ * keyed without a verb it names the request's method (v1 `outputSchema`, v2
+ * bazaar), so a DELETE is not answered with a GET's discovery data.
+ */
+function cacheKey(route: ResolvedRoute<Request>, base: string, resource: string, amount: bigint, reason: string, schema: Record<string, unknown>): string {
+  return `${route.key}|${(schema.input as { method?: string } | undefined)?.method}|${base}|${resource}|${amount}|${reason}`;
 }
 
 /** Create the engine and resolve routes; shared by `paywall` and `requirePayment`. */
@@ -286,7 +291,7 @@ function makeMiddleware(
   }
 
   function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>, status = 402) {
-    const key = !message && !extra ? cacheKey(route, base, offer.resource, offer.amount, reason) : undefined;
+    const key = !message && !extra ? cacheKey(route, base, offer.resource, offer.amount, reason, offer.outputSchema) : undefined;
     let cached = key ? cache.get(key) : undefined;
     if (!cached) {
       const { body, header } = paymentRequired(offer, route, reason, base);
@@ -477,7 +482,7 @@ function makeMiddleware(
     const v1 = headerValue(headers[HEADER.v1Payment]);
     if (v2 === undefined && v1 === undefined && route.staticPrice) {
       // hot path: an unpaid request for a static price is answered from the cache
-      const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT));
+      const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT, route.outputSchema(method)));
       if (hit) return write402(res, hit, route.options.resource ?? resource);
     }
     return handleOffer(req, res, next, route, resource, base, v1, v2);
