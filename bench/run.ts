@@ -8,6 +8,8 @@
  *  4. paid x402 round trip on the dev chain: server402 + relayer vs x402-express + facilitator
  *  5. local face engine latency and pairs/s (bench/face-engine.ts)
  *  6. RSS across 100,000 paid requests
+ *  7. unpaid big bodies on the example server: CPU per unpaid request, 13 MB against small (bench/scenarios/unpaid-body.ts)
+ *  8. signature verification cost by kind: EOA vs ERC-1271 vs ERC-6492 (bench/scenarios/smart-wallets.ts)
  *
  * How it is measured: every HTTP contender is its own child process
  * (bench/targets/http-target.ts, compiled) serving the same route on 127.0.0.1; the
@@ -20,7 +22,7 @@
  * Environment: BENCH_SECONDS (3) BENCH_ROUNDS (5) BENCH_TOKEN_ROUNDS (9, scenario 2) BENCH_WARMUP (5)
  * BENCH_CONNECTIONS (50) BENCH_PAID_PER_ROUND (40) BENCH_VERIFY_SECONDS (1.5)
  * BENCH_RSS_REQUESTS (100000) BENCH_FACE_PAIRS (40) BENCH_FACE_WORKERS (2)
- * BENCH_ONLY ("1,2,3,4,5,6") BENCH_PIN (1: servers and load generator on separate CPUs in scenarios 1, 2, 6) REDIS_URL (scenario 2's RedisStore; skipped
+ * BENCH_ONLY ("1,2,3,4,5,6,7,8") BENCH_PIN (1: servers and load generator on separate CPUs in scenarios 1, 2, 6) REDIS_URL (scenario 2's RedisStore; skipped
  * without it). BENCH_STRICT=1 exits 1 when a goal is missed. BENCH_SOURCE=1
  * runs contenders from TS sources with tsx instead of compiled JavaScript
  * (lib/dist and bench/dist, built here).
@@ -39,6 +41,8 @@ import { scenarioVerify } from "./scenarios/verify.js";
 import { scenarioRoundTrip } from "./scenarios/roundtrip.js";
 import { scenarioFace } from "./scenarios/face.js";
 import { scenarioMemory } from "./scenarios/memory.js";
+import { scenarioUnpaidBody } from "./scenarios/unpaid-body.js";
+import { scenarioSmartWallets } from "./scenarios/smart-wallets.js";
 
 const started = new Date();
 const cpus = os.cpus();
@@ -63,7 +67,7 @@ if (!fromSource) {
 }
 
 let chain: DevChain | undefined;
-const needsChain = settings.only.some((n) => [1, 2, 4, 6].includes(n));
+const needsChain = settings.only.some((n) => [1, 2, 4, 6, 7].includes(n));
 if (needsChain) chain = await startDevChain();
 
 const plan: Array<[number, () => Promise<Scenario>]> = [
@@ -73,6 +77,8 @@ const plan: Array<[number, () => Promise<Scenario>]> = [
   [4, () => scenarioRoundTrip(chain!)],
   [5, () => scenarioFace()],
   [6, () => scenarioMemory(chain!)],
+  [7, () => scenarioUnpaidBody(chain!)],
+  [8, () => scenarioSmartWallets()],
 ];
 const results: Scenario[] = [];
 try {

@@ -1,6 +1,9 @@
 /**
  * Compile lib/contracts/TestUSDC.sol offline with solc-js and write the
- * committed artifact lib/src/devchain/TestUSDC.artifact.json.
+ * committed artifact lib/src/devchain/TestUSDC.artifact.json; also the
+ * smart-wallet contracts: lib/contracts/SignatureProbe.sol (run deployless
+ * by the library) → lib/src/chain/SignatureProbe.artifact.json, and the
+ * test wallets lib/contracts/test/TestWallets.sol → test/fixtures/smart-wallets.artifact.json.
  *
  *   npx tsx scripts/compile-token.ts
  *
@@ -84,6 +87,40 @@ export function compileTestUSDC(): TokenArtifact {
   };
 }
 
+/** Path of the deployless signature probe's artifact (creation code only). */
+export const PROBE_ARTIFACT_PATH = join(ROOT, "lib/src/chain/SignatureProbe.artifact.json");
+/** Path of the test wallets' artifact. */
+export const WALLETS_ARTIFACT_PATH = join(ROOT, "test/fixtures/smart-wallets.artifact.json");
+const WALLET_SOURCES = { probe: "lib/contracts/SignatureProbe.sol", wallets: "lib/contracts/test/TestWallets.sol" } as const;
+
+/** One compiled contract of the smart-wallet artifacts. */
+export interface ContractArtifact {
+  abi: unknown[];
+  bytecode: string;
+}
+
+/** Compile the smart-wallet sources; `sourceSha256` lets a test check the committed artifacts are current. */
+export function compileSmartWallets(): {
+  probe: { bytecode: string; sourceSha256: string; compiler: string };
+  wallets: { contracts: Record<string, ContractArtifact>; sourceSha256: string; compiler: string };
+} {
+  const sources = Object.fromEntries(Object.values(WALLET_SOURCES).map((p) => [p, { content: readFileSync(join(ROOT, p), "utf8") }]));
+  const input = { language: "Solidity", sources, settings: SETTINGS };
+  const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports })) as SolcOutput;
+  const errors = (output.errors ?? []).filter((e) => e.severity === "error");
+  if (errors.length > 0) throw new Error(`solc failed:\n${errors.map((e) => e.formattedMessage).join("\n")}`);
+  const sha = (p: string) => createHash("sha256").update(sources[p]!.content).digest("hex");
+  const compiler = solc.version() as string;
+  const probe = output.contracts[WALLET_SOURCES.probe]?.SignatureProbe;
+  if (!probe) throw new Error("solc produced no SignatureProbe");
+  const contracts: Record<string, ContractArtifact> = {};
+  for (const [name, c] of Object.entries(output.contracts[WALLET_SOURCES.wallets] ?? {})) contracts[name] = { abi: c.abi, bytecode: `0x${c.evm.bytecode.object}` };
+  return {
+    probe: { bytecode: `0x${probe.evm.bytecode.object}`, sourceSha256: sha(WALLET_SOURCES.probe), compiler },
+    wallets: { contracts, sourceSha256: sha(WALLET_SOURCES.wallets), compiler },
+  };
+}
+
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const started = performance.now();
   const artifact = compileTestUSDC();
@@ -91,4 +128,8 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   writeFileSync(ARTIFACT_PATH, `${JSON.stringify(artifact, null, 2)}\n`);
   const runtimeBytes = (artifact.deployedBytecode.length - 2) / 2;
   console.log(`wrote ${ARTIFACT_PATH} (${artifact.compiler.version}, runtime ${runtimeBytes} B) in ${Math.round(performance.now() - started)} ms`);
+  const { probe, wallets } = compileSmartWallets();
+  writeFileSync(PROBE_ARTIFACT_PATH, `${JSON.stringify(probe, null, 2)}\n`);
+  writeFileSync(WALLETS_ARTIFACT_PATH, `${JSON.stringify(wallets, null, 2)}\n`);
+  console.log(`wrote ${PROBE_ARTIFACT_PATH} and ${WALLETS_ARTIFACT_PATH}`);
 }

@@ -70,7 +70,11 @@ describe("example server: paid face comparison end to end", function () {
   const body = (b: unknown) => ({ method: "POST", headers: { "content-type": "application/json" }, body: typeof b === "string" ? b : JSON.stringify(b) });
   const pair = { ImageDataA: grace.toString("base64"), ImageDataB: astronaut.toString("base64") };
 
-  it("refuses malformed input with 400 naming the keys, before asking for payment", async () => {
+  it("refuses malformed input of a paying request with 400 naming the keys, before the paywall (an unpaid one gets 402 from its headers)", async () => {
+    const paying = (b: unknown) => {
+      const r = body(b);
+      return { ...r, headers: { ...r.headers, "x-payment-token": "tok_not_checked_before_validation" } };
+    };
     const cases: Array<[unknown, RegExp]> = [
       [{ imageUrlA: "https://x/a.jpg", ImageURLB: "https://x/b.jpg" }, /imageUrlA \(did you mean ImageURLA\?\).*expected keys are ImageURLA, ImageURLB, ImageDataA, ImageDataB, QualityScoreThreshold/],
       [{ ImageURLA: "https://x/a.jpg" }, /image B is missing/],
@@ -83,18 +87,21 @@ describe("example server: paid face comparison end to end", function () {
       [[1, 2], /JSON object/],
     ];
     for (const [b, msg] of cases) {
-      const res = await fetch(`${url}/api/tools/face-comparison`, body(b));
+      const res = await fetch(`${url}/api/tools/face-comparison`, paying(b));
       const json = await res.json();
       assert.equal(res.status, 400, JSON.stringify(json));
       assert.match(json.message, msg);
       assert.equal(res.headers.get("payment-required"), null, "a malformed request is never asked to pay");
       assert.ok(json.requestId);
     }
-    const bad = await fetch(`${url}/api/tools/face-comparison`, body("{not json"));
+    const bad = await fetch(`${url}/api/tools/face-comparison`, paying("{not json"));
     assert.equal(bad.status, 400);
     assert.equal((await bad.json()).error, "invalid_json");
-    const big = await fetch(`${url}/api/tools/face-comparison`, body({ ImageDataA: "A".repeat(2_100_000), ImageDataB: "AAAA" }));
-    assert.equal(big.status, 413);
+    assert.equal((await fetch(`${url}/api/tools/face-comparison`, body("{not json"))).status, 402, "unpaid: answered from the headers");
+    for (const send of [paying, body]) {
+      const big = await fetch(`${url}/api/tools/face-comparison`, send({ ImageDataA: "A".repeat(2_100_000), ImageDataB: "AAAA" }));
+      assert.equal(big.status, 413);
+    }
     assert.equal(emu.attempts().length, 0);
   });
 

@@ -116,7 +116,7 @@ describe("operations", function () {
     assert.equal(none.status, 404);
     assert.match(none.headers.get("x-request-id")!, /^[0-9a-f-]{36}$/);
     assert.equal((await none.json()).error, "not_found");
-    const invalid = await fetch(`${app.url}/api/tools/face-comparison`, { method: "POST", headers: { ...JSON_HEADERS, "X-Request-Id": "face-req-0001" }, body: JSON.stringify({ ImageURLA: "x" }) });
+    const invalid = await fetch(`${app.url}/api/tools/face-comparison`, { method: "POST", headers: { ...JSON_HEADERS, "X-Request-Id": "face-req-0001", "X-Payment-Token": "tok_validated_first" }, body: JSON.stringify({ ImageURLA: "x" }) });
     assert.equal(invalid.status, 400);
     assert.equal((await invalid.json()).requestId, "face-req-0001", "the error envelope carries the same id");
   });

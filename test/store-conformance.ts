@@ -3,7 +3,7 @@
  * `runStoreConformance` with a factory; every test gets a fresh, empty store.
  */
 import assert from "node:assert/strict";
-import { RESERVED_PAYMENT_FIELDS, type LedgerEntry, type Store, type StoredPayment } from "../lib/src/state/store.js";
+import { RESERVED_PAYMENT_FIELDS, type LedgerEntry, type PayerHold, type Store, type StoredPayment } from "../lib/src/state/store.js";
 import { generatePaymentToken, hashToken, newPaymentId } from "../lib/src/state/tokens.js";
 
 /** A pending 1-call payment for service `svc`, expiring in an hour, with `overrides` applied. */
@@ -125,6 +125,83 @@ export function runStoreConformance(name: string, makeStore: () => Promise<Store
         assert.equal(await store.getNonce(settled), undefined);
         assert.equal(await store.claimNonce(locked, Date.now() + 60_000), true);
         assert.deepEqual(await store.getNonce(locked), { state: "locked" });
+      });
+    });
+
+    // --- Abuse limits of x402 payments (issue 14, A5/A6): claimPayerNonce, giveBackNonce ---
+    describe("payer holds and given-back runs", function () {
+      const payerKey = () => `0xasset:0xpayer-${process.pid}-${Date.now()}-${keySeq++}`;
+      const hold = (payer: string, over: Partial<PayerHold> = {}): PayerHold => ({ payer, amount: "10000", balance: "10000", maxInFlight: 4, maxRetries: 2, ...over });
+      const later = () => Date.now() + 60_000;
+
+      it("A6: 20 parallel claims of one payer holding exactly one price: exactly one succeeds, the others see it held", async function () {
+        const payer = payerKey();
+        const results = await Promise.all(Array.from({ length: 20 }, () => store.claimPayerNonce(nonceKey(), later(), hold(payer, { maxInFlight: 100 }))));
+        assert.equal(results.filter((r) => r.ok).length, 1);
+        for (const r of results.filter((r) => !r.ok)) assert.deepEqual(r, { ok: false, reason: "insufficient_funds", held: "10000" });
+      });
+
+      it("locked and pending payments are held, settled and released ones are not; amounts beyond 2^53 add exactly", async function () {
+        const payer = payerKey();
+        const big = "9007199254740993"; // 2^53 + 1
+        const [a, b, c] = [nonceKey(), nonceKey(), nonceKey()];
+        assert.deepEqual(await store.claimPayerNonce(a, later(), hold(payer, { amount: big, balance: "18014398509481986" })), { ok: true, others: 0 });
+        assert.deepEqual(await store.claimPayerNonce(b, later(), hold(payer, { amount: big, balance: "18014398509481986" })), { ok: true, others: 1 });
+        assert.deepEqual(await store.claimPayerNonce(c, later(), hold(payer, { amount: "1", balance: "18014398509481986" })), { ok: false, reason: "insufficient_funds", held: "18014398509481986" });
+        await store.setNonceState(a, "pending", "0xtx");
+        assert.equal((await store.claimPayerNonce(c, later(), hold(payer, { amount: "1", balance: "18014398509481986" }))).ok, false);
+        await store.setNonceState(a, "settled", "0xtx");
+        await store.releaseNonce(b);
+        // a is settled (not held, still counted in `others`), b is gone
+        assert.deepEqual(await store.claimPayerNonce(c, later(), hold(payer, { amount: "1", balance: "1" })), { ok: true, others: 1 });
+        assert.deepEqual(await store.getNonce(c), { state: "locked" });
+        // without a known balance nothing is refused for funds
+        assert.equal((await store.claimPayerNonce(nonceKey(), later(), hold(payer, { balance: undefined }))).ok, true);
+      });
+
+      it("a live key is refused as in_use (locked) or used (settled); another payer is not affected", async function () {
+        const payer = payerKey();
+        const key = nonceKey();
+        assert.equal((await store.claimPayerNonce(key, later(), hold(payer))).ok, true);
+        assert.deepEqual(await store.claimPayerNonce(key, later(), hold(payerKey())), { ok: false, reason: "in_use" });
+        assert.equal(await store.claimNonce(key, later()), false);
+        await store.setNonceState(key, "settled", "0xtx");
+        assert.deepEqual(await store.claimPayerNonce(key, later(), hold(payerKey())), { ok: false, reason: "used" });
+        assert.equal((await store.claimPayerNonce(nonceKey(), later(), hold(payerKey()))).ok, true);
+      });
+
+      it("A5: at most maxInFlight locked payments per payer", async function () {
+        const payer = payerKey();
+        const keys = [nonceKey(), nonceKey(), nonceKey()];
+        const h = hold(payer, { maxInFlight: 2, balance: "1000000" });
+        assert.equal((await store.claimPayerNonce(keys[0]!, later(), h)).ok, true);
+        assert.equal((await store.claimPayerNonce(keys[1]!, later(), h)).ok, true);
+        assert.deepEqual(await store.claimPayerNonce(keys[2]!, later(), h), { ok: false, reason: "too_many_in_flight" });
+        await store.giveBackNonce(keys[0]!);
+        assert.equal((await store.claimPayerNonce(keys[2]!, later(), h)).ok, true);
+      });
+
+      it("A5: a key given back more than maxRetries times is refused; giving back an unlocked key counts nothing", async function () {
+        const payer = payerKey();
+        const key = nonceKey();
+        for (let run = 1; run <= 3; run++) {
+          assert.deepEqual(await store.claimPayerNonce(key, later(), hold(payer)), { ok: true, others: 0 }, `run ${run}`);
+          assert.equal(await store.giveBackNonce(key), run);
+          assert.equal(await store.getNonce(key), undefined);
+        }
+        assert.equal(await store.giveBackNonce(key), 3);
+        assert.deepEqual(await store.claimPayerNonce(key, later(), hold(payer)), { ok: false, reason: "retries_exhausted" });
+        assert.deepEqual(await store.claimPayerNonce(key, later(), hold(payer, { maxRetries: 3 })), { ok: true, others: 0 });
+      });
+
+      it("the given-back count ends when the lock would have expired", async function () {
+        const key = nonceKey();
+        const h = hold(payerKey(), { maxRetries: 0 });
+        assert.equal((await store.claimPayerNonce(key, Date.now() + 150, h)).ok, true);
+        assert.equal(await store.giveBackNonce(key), 1);
+        assert.deepEqual(await store.claimPayerNonce(key, Date.now() + 150, h), { ok: false, reason: "retries_exhausted" });
+        await sleep(300);
+        assert.equal((await store.claimPayerNonce(key, Date.now() + 60_000, h)).ok, true);
       });
     });
 
@@ -392,6 +469,60 @@ export function runStoreConformance(name: string, makeStore: () => Promise<Store
 
     it("ping resolves", async function () {
       await store.ping();
+    });
+
+    // ---- Settlement records (issue 14 B10/B11): outbox, once-only ledger appends, held answers ----
+    describe("settlement records", function () {
+      const ledgerEntry = (tx: string): LedgerEntry => ({ time: Date.now(), method: "x402", payer: "0xp", amount: "10", asset: "0xa", network: "eip155:84532", transaction: tx, resource: "GET /r" });
+
+      it("outbox: put replaces by id, list returns each once, delete is idempotent", async function () {
+        const a = nonceKey();
+        const b = nonceKey();
+        await store.putOutbox(a, '{"n":1}');
+        await store.putOutbox(b, '{"n":2}');
+        await store.putOutbox(a, '{"n":3}');
+        const items = await store.listOutbox(10);
+        assert.deepEqual(items.map((i) => [i.id, i.record]).sort(), [[a, '{"n":3}'], [b, '{"n":2}']].sort());
+        assert.equal((await store.listOutbox(1)).length, 1);
+        await store.deleteOutbox(a);
+        await store.deleteOutbox(a);
+        assert.deepEqual(await store.listOutbox(10), [{ id: b, record: '{"n":2}' }]);
+      });
+
+      it("appendLedgerOnce: one entry per key, also under 20 concurrent tries", async function () {
+        const key = nonceKey();
+        const ids = await Promise.all(Array.from({ length: 20 }, () => store.appendLedgerOnce(key, ledgerEntry("0xt1"))));
+        assert.equal(new Set(ids).size, 1);
+        const other = await store.appendLedgerOnce(nonceKey(), ledgerEntry("0xt2"));
+        assert.notEqual(other, ids[0]);
+        assert.equal(await store.appendLedgerOnce(key, ledgerEntry("0xt3")), ids[0]);
+        assert.deepEqual((await store.listLedger()).map((e) => e.transaction), ["0xt1", "0xt2"]);
+      });
+
+      it("releasePendingNonce deletes only a pending nonce", async function () {
+        const [locked, pending, settled] = [nonceKey(), nonceKey(), nonceKey()];
+        for (const k of [locked, pending, settled]) await store.claimNonce(k, Date.now() + 60_000);
+        await store.setNonceState(pending, "pending", "0xtx");
+        await store.setNonceState(settled, "settled", "0xtx");
+        for (const k of [locked, pending, settled]) await store.releasePendingNonce(k);
+        assert.deepEqual(await store.getNonce(locked), { state: "locked" });
+        assert.equal(await store.getNonce(pending), undefined);
+        assert.deepEqual(await store.getNonce(settled), { state: "settled", transaction: "0xtx" });
+        assert.equal(await store.claimNonce(pending, Date.now() + 60_000), true);
+      });
+
+      it("held answers: put replaces, get until expiry, delete", async function () {
+        const key = nonceKey();
+        assert.equal(await store.getHeldAnswer(key), undefined);
+        await store.putHeldAnswer(key, "a1", Date.now() + 60_000);
+        await store.putHeldAnswer(key, "a2", Date.now() + 60_000);
+        assert.equal(await store.getHeldAnswer(key), "a2");
+        await store.deleteHeldAnswer(key);
+        assert.equal(await store.getHeldAnswer(key), undefined);
+        await store.putHeldAnswer(key, "a3", Date.now() + 50);
+        await sleep(80);
+        assert.equal(await store.getHeldAnswer(key), undefined, "an expired answer is gone");
+      });
     });
   });
 }

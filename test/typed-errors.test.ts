@@ -37,9 +37,9 @@ describe("typed errors (issue 15)", function () {
     it("a facilitator nobody listens on: verify and supported reject with ChainError (chain_unavailable), settle with SettlementError", async () => {
       const f = facilitatorSettler({ url: await closedUrl() });
       for (const call of [() => f.verify(request), () => f.supported()]) {
-        await assert.rejects(call(), (e: unknown) => e instanceof ChainError && e.code === "chain_unavailable" && /^facilitator \/(verify|supported) failed: /.test(e.message));
+        await assert.rejects(call(), (e: unknown) => e instanceof ChainError && e.code === "chain_unavailable" && /^facilitator \/(verify|supported) failed: /.test(e.detail ?? e.message));
       }
-      await assert.rejects(f.settle(request), (e: unknown) => e instanceof SettlementError && e.reason === "unexpected_settle_error" && /^facilitator \/settle failed: [^]*$/.test(e.message) && !/failed: facilitator/.test(e.message));
+      await assert.rejects(f.settle(request), (e: unknown) => e instanceof SettlementError && e.reason === "unexpected_settle_error" && e.message === "the facilitator could not be reached." && /^facilitator \/settle failed: [^]*$/.test(e.detail ?? "") && !/failed: facilitator/.test(e.detail ?? ""));
     });
 
     it("answers that are not x402 (not JSON, a non-object, no isValid, no kinds) reject with ChainError", async () => {

@@ -10,6 +10,16 @@ export interface Config {
   port: number;
   host: string;
   publicUrl?: string;
+  /**
+   * Host names (lower case, without port) a request's Host may name when
+   * there is no publicUrl; others are refused, so a forged Host never reaches
+   * a 402 or a payment's URL. Undefined when publicUrl is set.
+   */
+  allowedHosts?: string[];
+  /** Express's `trust proxy`: false, a hop count, or the proxies' addresses (never true). */
+  trustProxy: false | number | string;
+  /** Bearer token /metrics requires (it shows revenue). Without it /metrics is served on the dev chain only. */
+  metricsToken?: string;
   network: string;
   /** undefined = start the embedded dev chain. */
   rpcUrl?: string;
@@ -33,8 +43,12 @@ export interface Config {
   tokenLeaseMs: number;
   imageAllowHosts: string[];
   imageMaxBytes: number;
+  /** Largest pixel count of one image, checked from its header before decoding. */
+  imageMaxPixels: number;
   imageTimeoutMs: number;
   compareTimeoutMs: number;
+  /** Longest an MCP POST may take before it is answered with a timeout error. */
+  mcpTimeoutMs: number;
   bodyLimitBytes: number;
   logLevel: string;
   corsOrigins: string;
@@ -99,6 +113,26 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   }
   const publicUrl = str("PUBLIC_URL")?.replace(/\/+$/, "");
   if (publicUrl && /^https?:\/\/[^/]+\/./.test(publicUrl)) problems.push("PUBLIC_URL must be an origin without a path, e.g. https://api.example.com.");
+  const isLoopbackHost = (h: string) => /^(localhost|127(\.\d+){3}|::1|\[::1\])$/i.test(h);
+  const host = str("HOST") ?? "127.0.0.1";
+  const allowedHostsSetting = str("ALLOWED_HOSTS")?.split(",").map((h) => h.trim().toLowerCase()).filter(Boolean);
+  if (!publicUrl && !allowedHostsSetting && !devchain && !isLoopbackHost(host)) {
+    problems.push(`HOST=${host} serves other machines: set PUBLIC_URL (the origin clients use, e.g. https://api.example.com) or ALLOWED_HOSTS (the host names clients may use), so a forged Host header never reaches payment URLs.`);
+  }
+  // Without PUBLIC_URL, only these Host names are answered: the loopback names and HOST itself unless ALLOWED_HOSTS says otherwise.
+  const allowedHosts = publicUrl ? undefined : (allowedHostsSetting ?? [...new Set(["localhost", "127.0.0.1", "::1", "[::1]", host.toLowerCase()])]);
+  const trustSetting = str("TRUST_PROXY") ?? "false";
+  let trustProxy: false | number | string = false;
+  if (/^[0-9]+$/.test(trustSetting)) trustProxy = Number(trustSetting);
+  else if (trustSetting === "true") problems.push("TRUST_PROXY=true would believe any client's X-Forwarded-For (rate limits, Host): give the number of proxies in front (e.g. 1) or their addresses (e.g. loopback, 10.0.0.0/8).");
+  else if (trustSetting !== "false") {
+    const entries = trustSetting.split(",").map((e) => e.trim());
+    if (entries.every((e) => /^(loopback|linklocal|uniquelocal|[0-9a-fA-F:.]+(\/[0-9]{1,3})?)$/.test(e))) trustProxy = entries.join(",");
+    else problems.push(`TRUST_PROXY=${JSON.stringify(trustSetting)} must be false, a number of proxy hops, or proxy addresses/CIDRs (loopback, linklocal, uniquelocal allowed).`);
+  }
+  const metricsToken = str("METRICS_TOKEN");
+  if (metricsToken && metricsToken.length < 16) problems.push("METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 32`).");
+
   const payTo = str("PAY_TO");
   if (payTo && !/^0x[0-9a-fA-F]{40}$/.test(payTo)) problems.push("PAY_TO must be an EVM address (0x followed by 40 hex digits).");
   if (!payTo && !devchain) problems.push("PAY_TO is required (the address that receives payments) unless the embedded dev chain runs.");
@@ -120,10 +154,14 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const adminKey = str("ADMIN_KEY");
   if (adminKey && adminKey.length < 16) problems.push("ADMIN_KEY must be at least 16 characters (e.g. `openssl rand -hex 32`).");
 
+  const compareTimeoutMs = int("COMPARE_TIMEOUT_MS", 30_000, 1000, 300_000);
   const config: Config = {
     port: int("PORT", 4020, 0, 65535),
-    host: str("HOST") ?? "127.0.0.1",
+    host,
     publicUrl,
+    allowedHosts,
+    trustProxy,
+    metricsToken,
     network,
     rpcUrl,
     devchain,
@@ -156,8 +194,10 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     tokenLeaseMs: int("TOKEN_LEASE_MS", 120_000, 1000, 3_600_000),
     imageAllowHosts: (str("IMAGE_FETCH_ALLOW_HOSTS") ?? "").split(",").map((s) => s.trim()).filter(Boolean),
     imageMaxBytes: int("IMAGE_MAX_BYTES", 5 * 1024 * 1024, 1024, 50 * 1024 * 1024),
+    imageMaxPixels: int("IMAGE_MAX_PIXELS", 4096 * 4096, 1024, 100_000_000),
     imageTimeoutMs: int("IMAGE_FETCH_TIMEOUT_MS", 10_000, 100, 120_000),
-    compareTimeoutMs: int("COMPARE_TIMEOUT_MS", 30_000, 1000, 300_000),
+    compareTimeoutMs,
+    mcpTimeoutMs: int("MCP_TIMEOUT_MS", compareTimeoutMs + 35_000, 1000, 600_000),
     bodyLimitBytes: int("BODY_LIMIT_BYTES", 15 * 1024 * 1024, 1024, 100 * 1024 * 1024),
     logLevel: oneOf("LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const, "info"),
     corsOrigins: str("CORS_ORIGINS") ?? "*",

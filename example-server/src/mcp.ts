@@ -16,7 +16,7 @@ import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import type { PaywallMiddleware } from "server402";
 import { registerPaidTool } from "server402/mcp";
-import { parseFaceInput, runComparison, type CompareDeps, type FaceInput } from "./face/compare.js";
+import { clientMessage, parseFaceInput, runComparison, type CompareDeps, type FaceInput } from "./face/compare.js";
 import { FaceError } from "./engine/types.js";
 import { formatUsdCents, PATHS, pricingOf, routeOf, type ServiceSpec } from "./discovery/catalog.js";
 
@@ -29,6 +29,12 @@ export interface McpDeps {
   bodyLimitBytes: number;
   /** Unexpected errors (for logs). */
   onError?: (err: unknown) => void;
+  /**
+   * Longest an MCP POST may take before it is answered with a JSON-RPC
+   * timeout error (its tool calls are aborted first, so nothing is charged).
+   * Default: the comparison deadline plus 35 s for settlement.
+   */
+  timeoutMs?: number;
 }
 
 type JsonProp = { type?: string; description?: string; maxLength?: number; minimum?: number; maximum?: number };
@@ -53,8 +59,8 @@ export function zodShapeOf(schema: { properties?: Record<string, unknown> }): z.
 }
 
 function faceToolError(err: FaceError): CallToolResult {
-  const body = { code: err.code, message: err.message, ...(err.upstreamRequestId ? { upstreamRequestId: err.upstreamRequestId } : {}) };
-  return { isError: true, content: [{ type: "text", text: `${err.code}: ${err.message}` }], structuredContent: body };
+  const body = { code: err.code, message: clientMessage(err), ...(err.upstreamRequestId ? { upstreamRequestId: err.upstreamRequestId } : {}) };
+  return { isError: true, content: [{ type: "text", text: `${err.code}: ${body.message}` }], structuredContent: body };
 }
 
 function buildServer(deps: McpDeps, origin: string): McpServer {
@@ -68,14 +74,15 @@ function buildServer(deps: McpDeps, origin: string): McpServer {
       inputSchema: zodShapeOf(s.inputSchema as { properties?: Record<string, unknown> }),
       annotations: { readOnlyHint: true, openWorldHint: true },
       resource: `${origin}${PATHS.mcp}#${s.mcpToolName}`,
-      validate: (args) => parseFaceInput(args, deps.compare.imageMaxBytes),
+      validate: (args) => parseFaceInput(args, deps.compare.imageMaxBytes, deps.compare.imageMaxPixels),
       handler: async (_args, ctx) => {
         try {
           const out = await runComparison(ctx.validated as FaceInput, deps.compare, ctx.signal);
           return { content: [{ type: "text", text: JSON.stringify(out) }], structuredContent: out };
         } catch (err) {
           if (err instanceof FaceError) return faceToolError(err);
-          deps.onError?.(err);
+          // A call the client cancelled is not an unexpected error (and its reason is the client's text).
+          if (!ctx.signal.aborted) deps.onError?.(err);
           return faceToolError(new FaceError("upstream_error", "the face engine failed unexpectedly.", { cause: err }));
         }
       },
@@ -88,22 +95,60 @@ function rpcError(code: number, message: string) {
   return { jsonrpc: "2.0", error: { code, message }, id: null };
 }
 
+type RpcId = string | number;
+const isRecord = (v: unknown): v is Record<string, unknown> => !!v && typeof v === "object" && !Array.isArray(v);
+
+/**
+ * Drop from a batch the requests it also cancels, with their
+ * `notifications/cancelled`. The SDK sends no response for a cancelled
+ * request (as MCP says), and in JSON-response mode it waits for every
+ * request of the POST before answering, so such a batch was never answered.
+ * Each POST has its own server here: a cancel can only name a request of
+ * its own batch. A request cancelled before it ran is simply not run.
+ */
+export function withoutSelfCancelled(body: unknown): unknown {
+  if (!Array.isArray(body)) return body;
+  const requestIds = new Set<RpcId>();
+  for (const m of body) if (isRecord(m) && typeof m.method === "string" && (typeof m.id === "string" || typeof m.id === "number")) requestIds.add(m.id);
+  const cancelled = new Set<RpcId>();
+  for (const m of body) {
+    const id = isRecord(m) && m.method === "notifications/cancelled" && isRecord(m.params) ? m.params.requestId : undefined;
+    if ((typeof id === "string" || typeof id === "number") && requestIds.has(id)) cancelled.add(id);
+  }
+  if (cancelled.size === 0) return body;
+  return body.filter((m) => {
+    if (!isRecord(m)) return true;
+    if (m.method === "notifications/cancelled" && isRecord(m.params)) return !cancelled.has(m.params.requestId as RpcId);
+    return !(typeof m.method === "string" && cancelled.has(m.id as RpcId));
+  });
+}
+
 /** The `/mcp` router. Throws at construction when a tool cannot be priced. */
 export function mcpRouter(deps: McpDeps): Router {
   void buildServer(deps, "http://localhost").close();
   const router = express.Router();
   const body = express.json({ limit: deps.bodyLimitBytes });
 
+  const timeoutMs = deps.timeoutMs ?? deps.compare.compareTimeoutMs + 35_000;
   router.post(PATHS.mcp, body, async (req: Request, res, next) => {
+    const messages = withoutSelfCancelled(req.body);
+    // Only a batch emptied by the filter is answered here (202, as for notifications); an empty batch stays the SDK's to refuse.
+    if (messages !== req.body && Array.isArray(messages) && messages.length === 0) return void res.status(202).end();
     const server = buildServer(deps, deps.paywall.origin(req));
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    // The bound on every POST: closing the server aborts its tool calls (an aborted call is never charged), then the timeout is answered.
+    const watchdog = setTimeout(() => {
+      void server.close().catch(() => {});
+      if (!res.headersSent) res.status(504).json(rpcError(-32001, `Request timed out: no answer within ${timeoutMs} ms; nothing was charged.`));
+    }, timeoutMs);
     res.once("close", () => {
+      clearTimeout(watchdog);
       void transport.close().catch(() => {});
       void server.close().catch(() => {});
     });
     try {
       await server.connect(transport);
-      await transport.handleRequest(req, res, req.body);
+      await transport.handleRequest(req, res, messages);
     } catch (err) {
       if (res.headersSent) return void res.destroy();
       next(err);

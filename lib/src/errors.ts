@@ -20,10 +20,16 @@ export type Server402ErrorCode =
 export class Server402Error extends Error {
   /** Stable machine-readable code, e.g. `invalid_config`. */
   readonly code: Server402ErrorCode;
-  constructor(code: Server402ErrorCode, message: string, options?: { cause?: unknown }) {
+  /**
+   * What happened in full, for logs only: it may name RPC endpoints, wallet
+   * addresses or upstream text. `message` is what clients may see.
+   */
+  readonly detail?: string;
+  constructor(code: Server402ErrorCode, message: string, options?: { cause?: unknown; detail?: string }) {
     super(message, options);
     this.name = new.target.name;
     this.code = code;
+    if (options?.detail !== undefined) this.detail = options.detail;
   }
 }
 
@@ -72,8 +78,8 @@ export class SettlementError extends Server402Error {
   readonly transaction?: string;
   /** True when the outcome is unknown (broadcast, no receipt yet). */
   readonly pending: boolean;
-  constructor(reason: string, message: string, opts: { transaction?: string; pending?: boolean; cause?: unknown } = {}) {
-    super("settlement_failed", message, { cause: opts.cause });
+  constructor(reason: string, message: string, opts: { transaction?: string; pending?: boolean; cause?: unknown; detail?: string } = {}) {
+    super("settlement_failed", message, { cause: opts.cause, detail: opts.detail });
     this.reason = reason;
     this.transaction = opts.transaction;
     this.pending = opts.pending ?? false;
@@ -100,7 +106,7 @@ export class StoreError extends Server402Error {
 
 /** A chain RPC call failed or timed out. */
 export class ChainError extends Server402Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  constructor(message: string, options?: { cause?: unknown; detail?: string }) {
     super("chain_unavailable", message, options);
   }
 }

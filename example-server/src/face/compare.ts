@@ -6,8 +6,9 @@
 import { randomUUID } from "node:crypto";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { FACE_INPUT_KEYS } from "../service.js";
-import { FaceError, type FaceEngine } from "../engine/types.js";
-import { decodeImageData, fetchImage, MAX_IMAGE_URL_LENGTH } from "../images/index.js";
+import type { Logger } from "pino";
+import { FaceError, type FaceEngine, type FaceErrorCode } from "../engine/types.js";
+import { decodeImageData, DEFAULT_MAX_IMAGE_PIXELS, fetchImage, MAX_IMAGE_URL_LENGTH } from "../images/index.js";
 
 /** A validated request: each side is either a URL to fetch or decoded bytes. */
 export interface FaceInput {
@@ -21,14 +22,43 @@ export interface CompareDeps {
   /** Hosts exempt from the private-address rule (tests, controlled deployments). */
   imageAllowHosts?: readonly string[];
   imageMaxBytes: number;
+  /** Largest pixel count of one image, read from its header before any decoding (default 4096 × 4096). */
+  imageMaxPixels?: number;
   imageTimeoutMs: number;
   /** Overall deadline of one comparison, ms. */
   compareTimeoutMs: number;
 }
 
-/** The error envelope, with the same shape as a success. */
+/** What a client is told when an error's own text came from an engine, a decoder or an upstream service. */
+const PLAIN_MESSAGES: Record<FaceErrorCode, string> = {
+  invalid_input: "the face engine refused the request.",
+  invalid_image: "one of the images could not be decoded; send a JPEG, PNG, BMP or WEBP image.",
+  image_too_large: "one of the images is too large for the face engine.",
+  no_face: "no face found in one of the images.",
+  low_quality: "a face's quality is below the threshold.",
+  image_fetch_failed: "an image could not be fetched.",
+  image_url_forbidden: "an image URL was refused.",
+  upstream_throttled: "the face engine is busy; retry later.",
+  upstream_error: "the face engine failed.",
+  upstream_timeout: "the face engine did not answer in time.",
+  engine_misconfigured: "the face engine is misconfigured on this server.",
+  engine_unavailable: "the face engine is unavailable; retry later.",
+};
+
+/**
+ * The message a client may see: this server's own text, or a plain message
+ * per code when the error wraps a lower-level one (decoder, engine, upstream
+ * text such as libvips errors or status lines). The full error goes to the logs.
+ */
+export function clientMessage(err: FaceError): string {
+  return err.cause === undefined || err.cause instanceof FaceError ? err.message : PLAIN_MESSAGES[err.code];
+}
+
+/** The error envelope, with the same shape as a success; details the client does not get are logged. */
 export function faceError(res: Response, err: FaceError, requestId: string): void {
-  res.status(err.status).json({ code: err.code, content: "", data: null, message: err.message, requestId });
+  const message = clientMessage(err);
+  if (message !== err.message) (res.locals.log as Logger | undefined)?.warn({ err }, "face comparison failed");
+  res.status(err.status).json({ code: err.code, content: "", data: null, message, requestId });
 }
 
 function requestIdOf(res: Response): string {
@@ -39,7 +69,7 @@ function requestIdOf(res: Response): string {
  * Validate a CompareFace body. Throws FaceError("invalid_input" | "invalid_image" | "image_too_large")
  * naming the wrong key. Shared by HTTP and MCP.
  */
-export function parseFaceInput(body: unknown, maxBytes: number): FaceInput {
+export function parseFaceInput(body: unknown, maxBytes: number, maxPixels: number = DEFAULT_MAX_IMAGE_PIXELS): FaceInput {
   if (!body || typeof body !== "object" || Array.isArray(body)) {
     throw new FaceError("invalid_input", `send a JSON object with keys ${FACE_INPUT_KEYS.join(", ")}.`);
   }
@@ -72,7 +102,7 @@ export function parseFaceInput(body: unknown, maxBytes: number): FaceInput {
     }
     if (typeof data !== "string" || data.length === 0) throw new FaceError("invalid_input", `ImageData${s} must be a non-empty base64 string.`);
     try {
-      return { bytes: decodeImageData(data, maxBytes).bytes };
+      return { bytes: decodeImageData(data, maxBytes, maxPixels).bytes };
     } catch (err) {
       if (err instanceof FaceError) throw new FaceError(err.code, `ImageData${s}: ${err.message}`);
       throw err;
@@ -86,10 +116,10 @@ export function parseFaceInput(body: unknown, maxBytes: number): FaceInput {
 }
 
 /** Middleware: validate the body before the paywall; 400 on any problem. */
-export function validateFaceRequest(maxBytes: number): RequestHandler {
+export function validateFaceRequest(maxBytes: number, maxPixels?: number): RequestHandler {
   return (req: Request, res: Response, next: NextFunction) => {
     try {
-      res.locals.faceInput = parseFaceInput(req.body, maxBytes);
+      res.locals.faceInput = parseFaceInput(req.body, maxBytes, maxPixels);
       next();
     } catch (err) {
       if (err instanceof FaceError) return faceError(res, err, requestIdOf(res));
@@ -105,7 +135,7 @@ export async function runComparison(input: FaceInput, deps: CompareDeps, signal?
   const load = async (s: FaceInput["a"], name: string) => {
     if ("bytes" in s) return s.bytes;
     try {
-      return (await fetchImage(s.url, { maxBytes: deps.imageMaxBytes, timeoutMs: deps.imageTimeoutMs, allowHosts: deps.imageAllowHosts, signal: combined })).bytes;
+      return (await fetchImage(s.url, { maxBytes: deps.imageMaxBytes, maxPixels: deps.imageMaxPixels, timeoutMs: deps.imageTimeoutMs, allowHosts: deps.imageAllowHosts, signal: combined })).bytes;
     } catch (err) {
       if (err instanceof FaceError) throw new FaceError(err.code, `ImageURL${name}: ${err.message}`, { cause: err });
       throw err;
@@ -130,7 +160,7 @@ export function compareHandler(deps: CompareDeps, onError?: (err: unknown) => vo
       res.status(200).json(out);
     } catch (err) {
       const fe = err instanceof FaceError ? err : new FaceError("upstream_error", "the face engine failed unexpectedly.", { cause: err });
-      if (!(err instanceof FaceError)) onError?.(err);
+      if (!(err instanceof FaceError) && !abort.signal.aborted) onError?.(err);
       faceError(res, fe, requestIdOf(res));
     } finally {
       res.off("close", onClose);

@@ -18,8 +18,8 @@ import { lookup as dnsLookup } from "node:dns/promises";
 import { isIP, type LookupFunction as NetLookupFunction } from "node:net";
 import { FaceError } from "../engine/types.js";
 import { addressKey, classifyAddress } from "./address-policy.js";
-import { DEFAULT_MAX_IMAGE_BYTES } from "./image-data.js";
-import { IMAGE_MIME, sniffImageFormat, type ImageFormat } from "./image-format.js";
+import { DEFAULT_MAX_IMAGE_PIXELS, IMAGE_MIME, sniffImageFormat, type ImageFormat } from "./image-format.js";
+import { checkImagePixels, DEFAULT_MAX_IMAGE_BYTES } from "./image-data.js";
 
 /** Default overall deadline of one {@link fetchImage} call (DNS, all redirects and the body): 10 s. */
 export const DEFAULT_FETCH_TIMEOUT_MS = 10_000;
@@ -46,6 +46,8 @@ export type ResolveHost = (hostname: string) => Promise<readonly ResolvedAddress
 export interface FetchImageOptions {
   /** Largest accepted body in bytes (default 5 MB); enforced on Content-Length and while streaming. */
   maxBytes?: number;
+  /** Largest accepted pixel count, read from the image header before decoding (default 4096 × 4096). */
+  maxPixels?: number;
   /** Overall deadline in ms across DNS, redirects and body (default 10 000). */
   timeoutMs?: number;
   /** Redirects followed before giving up (default 3). */
@@ -310,7 +312,8 @@ function requestOnce(url: URL, target: VettedTarget, ctx: Context): Promise<HopO
         return;
       }
       if (status < 200 || status > 299) {
-        settle(fetchFailed(ctx, `the server answered HTTP ${status}${res.statusMessage ? ` ${res.statusMessage}` : ""}`));
+        // Only the status code: the reason phrase and body are the image server's text, not ours to relay.
+        settle(fetchFailed(ctx, `the server answered HTTP ${status}`));
         return;
       }
       const declared = res.headers["content-length"];
@@ -462,6 +465,7 @@ export async function fetchImage(url: string, opts: FetchImageOptions = {}): Pro
             : `${where(ctx)}: the content is not a JPEG, PNG, BMP or WEBP image`,
         );
       }
+      checkImagePixels(outcome.bytes, format, opts.maxPixels ?? DEFAULT_MAX_IMAGE_PIXELS, where(ctx));
       return { bytes: outcome.bytes, contentType: IMAGE_MIME[format], format, finalUrl: current.href };
     }
   } finally {

@@ -3,7 +3,7 @@
  * before decoding, type-checked by magic bytes.
  */
 import { FaceError } from "../engine/types.js";
-import { IMAGE_MIME, sniffImageFormat, type ImageFormat } from "./image-format.js";
+import { DEFAULT_MAX_IMAGE_PIXELS, IMAGE_MIME, imageSize, sniffImageFormat, type ImageFormat } from "./image-format.js";
 
 /** Default cap on the decoded size of one image: 5 MB (5 × 1024 × 1024 bytes). */
 export const DEFAULT_MAX_IMAGE_BYTES = 5 * 1024 * 1024;
@@ -31,11 +31,12 @@ const BASE64_BODY = /^[A-Za-z0-9+/]*$/;
  * - only the standard alphabet `A–Z a–z 0–9 + /` is accepted, with `=` padding
  *   to a multiple of 4 characters; whitespace, line breaks and base64url
  *   (`-`, `_`) are refused with a message saying so (`invalid_image`);
- * - the decoded bytes must be JPEG, PNG, BMP or WEBP by magic bytes (`invalid_image`).
+ * - the decoded bytes must be JPEG, PNG, BMP or WEBP by magic bytes (`invalid_image`);
+ * - the pixel count read from the image header must not exceed `maxPixels` (see {@link checkImagePixels}).
  *
  * @throws FaceError with one of the codes above; `invalid_input` if `base64` is not a string.
  */
-export function decodeImageData(base64: string, maxBytes: number = DEFAULT_MAX_IMAGE_BYTES): DecodedImage {
+export function decodeImageData(base64: string, maxBytes: number = DEFAULT_MAX_IMAGE_BYTES, maxPixels: number = DEFAULT_MAX_IMAGE_PIXELS): DecodedImage {
   if (typeof base64 !== "string") throw new FaceError("invalid_input", "image data must be a base64 string");
   if (/^\s*data:/i.test(base64)) {
     throw new FaceError(
@@ -76,5 +77,19 @@ export function decodeImageData(base64: string, maxBytes: number = DEFAULT_MAX_I
   const bytes = Buffer.from(base64, "base64");
   const format = sniffImageFormat(bytes);
   if (!format) throw new FaceError("invalid_image", "image data is not a JPEG, PNG, BMP or WEBP image");
+  checkImagePixels(bytes, format, maxPixels, "image data");
   return { bytes, contentType: IMAGE_MIME[format], format };
+}
+
+/**
+ * Refuses an image whose header declares more than `maxPixels` pixels
+ * (`image_too_large`) before any decoder runs: a small file can decode to a
+ * huge bitmap. A header this reader cannot parse is left to the engine, which
+ * refuses what it cannot decode.
+ */
+export function checkImagePixels(bytes: Uint8Array, format: ImageFormat, maxPixels: number, what: string): void {
+  const size = imageSize(bytes, format);
+  if (size && size.width * size.height > maxPixels) {
+    throw new FaceError("image_too_large", `${what} is ${size.width}×${size.height} pixels; the limit is ${maxPixels} pixels (e.g. 4096×4096)`);
+  }
 }

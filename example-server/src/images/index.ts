@@ -12,6 +12,6 @@ export {
   type ResolveHost,
   type ResolvedAddress,
 } from "./fetch-image.js";
-export { decodeImageData, DEFAULT_MAX_IMAGE_BYTES, type DecodedImage } from "./image-data.js";
-export { sniffImageFormat, IMAGE_MIME, type ImageFormat } from "./image-format.js";
+export { decodeImageData, checkImagePixels, DEFAULT_MAX_IMAGE_BYTES, type DecodedImage } from "./image-data.js";
+export { sniffImageFormat, imageSize, IMAGE_MIME, DEFAULT_MAX_IMAGE_PIXELS, type ImageFormat, type ImageSize } from "./image-format.js";
 export { classifyAddress, parseIp, addressKey, type AddressVerdict, type ParsedIp } from "./address-policy.js";

@@ -9,7 +9,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
-import type { Logger } from "pino";
+import { stdSerializers, type Logger } from "pino";
 
 /** Paths pino censors (defence in depth: nothing logs these on purpose). */
 export const REDACT_PATHS = [
@@ -41,6 +41,25 @@ export const REDACT_PATHS = [
 /** A logger that censors {@link REDACT_PATHS}. */
 export function redactingLogger(logger: Logger): Logger {
   return logger.child({}, { redact: { paths: REDACT_PATHS, censor: "[redacted]" } });
+}
+
+/** Longest string a log line carries per field; error texts can hold client input (a cancel reason, an echoed URL). */
+export const LOG_STRING_MAX = 2048;
+
+/** `v` with every string cut to {@link LOG_STRING_MAX} characters, arrays to 20 items, nesting to 6 levels. */
+export function capForLog(v: unknown, depth = 0): unknown {
+  if (typeof v === "string") return v.length > LOG_STRING_MAX ? `${v.slice(0, LOG_STRING_MAX)}… [${v.length - LOG_STRING_MAX} more characters]` : v;
+  if (!v || typeof v !== "object") return v;
+  if (depth >= 6) return "[nested too deep]";
+  if (Array.isArray(v)) return v.slice(0, 20).map((x) => capForLog(x, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v).slice(0, 50)) out[k] = capForLog(x, depth + 1);
+  return out;
+}
+
+/** A logger whose `err` field (the only place client text can reach a line) is serialized and capped by {@link capForLog}. */
+export function cappedLogger(logger: Logger): Logger {
+  return logger.child({}, { serializers: { err: (e: unknown) => capForLog(e instanceof Error ? stdSerializers.err(e) : e) } });
 }
 
 const SANE_ID = /^[A-Za-z0-9._:-]{8,128}$/;

@@ -4,6 +4,7 @@
  * settlement latency fed by the payment engine's events, request latency by
  * an Express timing middleware.
  */
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { collectDefaultMetrics, Counter, Histogram, Registry } from "prom-client";
 import type { PaymentEvent } from "server402";
@@ -15,7 +16,7 @@ export interface Metrics {
   onEvent(e: PaymentEvent): void;
   /** Times every request into `http_request_duration_seconds`. */
   timing: RequestHandler;
-  /** `GET /metrics`. */
+  /** `GET /metrics`: with `bearerToken`, only for `Authorization: Bearer <token>`; without it, 404 unless `public`. */
   handler: RequestHandler;
 }
 
@@ -42,7 +43,7 @@ function routeLabel(req: Request): string {
 }
 
 /** Create the registry and every metric. */
-export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
+export function createMetrics(opts: { defaultMetrics?: boolean; bearerToken?: string; public?: boolean } = {}): Metrics {
   const registry = new Registry();
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
   const paymentRequired = new Counter({ name: "server402_payment_required_total", help: "402 (or MCP payment-required) answers served.", labelNames: ["resource"], registers: [registry] });
@@ -62,6 +63,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
     registers: [registry],
   });
+  // issue 14 B11: records of money that moved which the store refused (kept in the outbox and retried)
+  const recordFailures = new Counter({ name: "server402_record_failures_total", help: "Settlement records (ledger, nonce, payment, outbox, held answer) the store refused after money moved; kept and retried by the reconciler.", labelNames: ["what"], registers: [registry] });
   const httpSeconds = new Histogram({
     name: "http_request_duration_seconds",
     help: "Time from request to response finished, including paid handlers and settlement.",
@@ -89,6 +92,9 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
         case "failed":
           failed.inc({ method: e.method, reason: e.reason.slice(0, 64), stage: e.stage });
           break;
+        case "record_failed":
+          recordFailures.inc({ what: e.what });
+          break;
       }
     } catch {
       /* metrics must never break a payment */
@@ -104,7 +110,18 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
     next();
   };
 
-  const handler: RequestHandler = async (_req, res, next) => {
+  const expected = opts.bearerToken ? createHash("sha256").update(opts.bearerToken).digest() : undefined;
+  const handler: RequestHandler = async (req, res, next) => {
+    if (opts.bearerToken === undefined && opts.public === false) {
+      return void res.status(404).set("Cache-Control", "no-store").json({ error: "metrics_disabled", message: "metrics are served only with METRICS_TOKEN set (Authorization: Bearer <token>)." });
+    }
+    if (expected) {
+      const auth = req.headers.authorization;
+      const given = createHash("sha256").update(auth?.replace(/^Bearer\s+/i, "") ?? "").digest();
+      if (!auth || !/^Bearer\s+\S+$/i.test(auth) || !timingSafeEqual(given, expected)) {
+        return void res.status(401).set("WWW-Authenticate", "Bearer").set("Cache-Control", "no-store").json({ error: "unauthorized", message: "send Authorization: Bearer <METRICS_TOKEN>." });
+      }
+    }
     try {
       const text = await registry.metrics();
       res.status(200).set("Content-Type", registry.contentType).set("Cache-Control", "no-store").send(text);

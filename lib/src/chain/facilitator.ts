@@ -81,14 +81,17 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
         r = await call("settle", bodyOf(req));
       } catch (err) {
         const timedOut = err instanceof FacilitatorUnavailable && err.timedOut;
-        throw new SettlementError(timedOut ? "settlement_pending" : "unexpected_settle_error", timedOut ? `facilitator /settle did not answer within ${timeoutMs} ms; the transfer may still happen.` : (err as Error).message, { pending: timedOut, cause: err });
+        const detail = err instanceof FacilitatorUnavailable ? err.message : `facilitator /settle failed: ${(err as Error).message}`;
+        throw new SettlementError(timedOut ? "settlement_pending" : "unexpected_settle_error", timedOut ? `facilitator /settle did not answer within ${timeoutMs} ms; the transfer may still happen.` : "the facilitator could not be reached.", { pending: timedOut, cause: err, detail });
       }
       const j = r.json;
       if (j.success === true && typeof j.transaction === "string" && /^0x[0-9a-fA-F]{64}$/.test(j.transaction)) {
         return { transaction: j.transaction as Hex, network: req.network, payer: (typeof j.payer === "string" ? j.payer : req.authorization.from) as Address };
       }
       const reason = typeof j.errorReason === "string" ? j.errorReason : "unexpected_settle_error";
-      throw new SettlementError(reason, typeof j.errorMessage === "string" ? j.errorMessage : `facilitator /settle refused (HTTP ${r.status}): ${reason}`, {
+      // The facilitator's own text goes to `detail` (logs); clients get its reason code.
+      throw new SettlementError(reason, `the facilitator refused the settlement: ${reason}`, {
+        detail: `facilitator /settle refused (HTTP ${r.status}): ${reason}${typeof j.errorMessage === "string" ? `: ${j.errorMessage}` : ""}`,
         transaction: typeof j.transaction === "string" && j.transaction ? j.transaction : undefined,
         pending: reason === "settlement_pending",
       });
@@ -127,8 +130,8 @@ export async function facilitatorVerify(f: FacilitatorSettler, req: SettleReques
   try {
     r = await f.verify(req);
   } catch (err) {
-    if (err instanceof ChainError) throw err;
-    throw new ChainError(`facilitator /verify failed: ${(err as Error).message}`, { cause: err });
+    const detail = err instanceof ChainError ? err.message : `facilitator /verify failed: ${(err as Error).message}`;
+    throw new ChainError("the facilitator could not be reached.", { cause: err, detail });
   }
   if (!r.isValid) throw new PaymentError(r.invalidReason ?? "invalid_payment", `the facilitator refused the payment: ${r.invalidReason ?? "invalid"}`);
 }

@@ -43,7 +43,7 @@ export function createChainReader(opts: ChainReaderOptions): ChainReader {
     } catch (err) {
       if (err instanceof ChainError) throw err;
       const detail = err instanceof BaseError ? err.shortMessage : String(err);
-      throw new ChainError(`${what} via ${where} failed: ${detail}`, { cause: err });
+      throw new ChainError(`the chain RPC could not be reached (${what} failed).`, { cause: err, detail: `${what} via ${where} failed: ${detail}` });
     }
   }
 
@@ -82,7 +82,8 @@ export function createChainReader(opts: ChainReaderOptions): ChainReader {
     const result = (id: number): Hex => {
       const r = replies.find((x: { id?: unknown }) => x?.id === id) as { result?: Hex; error?: { message?: string } } | undefined;
       if (typeof r?.result === "string") return r.result;
-      throw new ChainError(`${id === 1 ? "authorizationState" : "balanceOf"} via ${where} failed: ${r?.error?.message ?? "no result in the batch answer"}`);
+      const what = id === 1 ? "authorizationState" : "balanceOf";
+      throw new ChainError(`the chain RPC could not answer (${what} failed).`, { detail: `${what} via ${where} failed: ${r?.error?.message ?? "no result in the batch answer"}` });
     };
     try {
       return {
@@ -91,7 +92,7 @@ export function createChainReader(opts: ChainReaderOptions): ChainReader {
       };
     } catch (err) {
       if (err instanceof ChainError) throw err;
-      throw new ChainError(`pre-check via ${where}: undecodable answer: ${err instanceof BaseError ? err.shortMessage : String(err)}`, { cause: err });
+      throw new ChainError("the chain RPC gave an undecodable answer to the pre-check.", { cause: err, detail: `pre-check via ${where}: undecodable answer: ${err instanceof BaseError ? err.shortMessage : String(err)}` });
     }
   }
 

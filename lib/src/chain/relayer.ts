@@ -37,6 +37,7 @@ import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
 import { SettlementError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
 import { rpcOrigin } from "./reader.js";
+import { bytesSettleCall, MAX_DEPLOY_GAS, needsBytesForm, parseErc6492 } from "./smart-wallet.js";
 import type { ExactAuthorization, SettleRequest, SettleResult, Settler } from "./settler.js";
 
 export interface RelayerSettlerOptions {
@@ -87,6 +88,8 @@ interface Sent {
 const FEE_CACHE_MS = 1000;
 /** Gas limit for a pre-checked EOA `transferWithAuthorization` (≈ 66–84k used; unused gas is not paid). */
 const EOA_TRANSFER_GAS = 150_000n;
+/** How old a pre-check's chain reading may be for it to vouch for a transfer; older ones are simulated again. */
+const PRECHECK_FRESH_MS = 2000;
 /** Pending settlements remembered for retries (oldest forgotten first). */
 const MAX_UNRESOLVED = 10_000;
 /** Revert shapes of EIP-3009 tokens: Error(string) and known custom errors. */
@@ -265,14 +268,15 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
         } catch (err) {
           nextNonce = undefined;
           if (!rejectedByNode(err)) {
-            throw new SettlementError("settlement_pending", `broadcast of ${hash} via ${where} has unknown outcome: ${describe(err)}`, {
+            throw new SettlementError("settlement_pending", `transaction ${hash} was sent; its outcome is not known yet.`, {
               transaction: hash,
               pending: true,
               cause: err,
+              detail: `broadcast of ${hash} via ${where} has unknown outcome: ${describe(err)}`,
             });
           }
           if (attempt === 0 && /nonce too low|nonce.*too small|replacement transaction underpriced/i.test(describe(err))) continue;
-          throw new SettlementError("unexpected_settle_error", `relayer ${account.address} could not broadcast: ${describe(err)}`, { cause: err });
+          throw new SettlementError("unexpected_settle_error", "the settlement wallet could not send the transfer; nothing was charged.", { cause: err, detail: `relayer ${account.address} could not broadcast: ${describe(err)}` });
         }
       }
     };
@@ -297,10 +301,11 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
       if (performance.now() + delay > deadline) {
         nextNonce = undefined; // if the transaction was dropped, the next send must not leave a nonce gap
         const why = lastError ? ` (last RPC error: ${describe(lastError)})` : "";
-        throw new SettlementError("settlement_pending", `no receipt for ${hash} within ${receiptTimeoutMs} ms${why}`, {
+        throw new SettlementError("settlement_pending", `no receipt for ${hash} within ${receiptTimeoutMs} ms.`, {
           transaction: hash,
           pending: true,
           cause: lastError,
+          detail: `no receipt for ${hash} within ${receiptTimeoutMs} ms${why}`,
         });
       }
       await new Promise((r) => setTimeout(r, delay));
@@ -324,13 +329,46 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
     return undefined;
   };
 
+  // --- smart wallets (ERC-1271 / ERC-6492): deploy a counterfactual wallet through its factory, then the `bytes signature` form ---
+  const smartWalletCall = async (req: SettleRequest): Promise<Hex> => {
+    const wrapped = parseErc6492(req.signature);
+    const from = req.authorization.from;
+    const deployed = async () => size(await rpc<Hex>("eth_getCode", [from, "latest"]).catch((err: unknown) => Promise.reject(rpcFailure("code lookup", err)))) > 0;
+    if (wrapped && !(await deployed())) {
+      const failed = (why: string, cause?: unknown) =>
+        new SettlementError("smart_wallet_deployment_failed", `ERC-6492 deployment of ${from} through ${wrapped.factory} ${why}`, { cause });
+      try {
+        let gas: bigint;
+        try {
+          gas = hexToBigInt(await rpc<Hex>("eth_estimateGas", [{ from: account.address, to: wrapped.factory, data: wrapped.factoryData }]));
+        } catch (err) {
+          throw revertText(err) !== undefined ? failed(`would revert: ${revertText(err)}`, err) : rpcFailure("deployment simulation", err);
+        }
+        if (gas > MAX_DEPLOY_GAS) throw failed(`needs ${gas} gas, more than ${MAX_DEPLOY_GAS}`);
+        const { hash, receipt } = await broadcast(wrapped.factory, wrapped.factoryData, gas + gas / 4n, await fees());
+        if (hexToNumber((receipt ?? (await waitForReceipt(hash))).status) !== 1) throw failed(`reverted (${hash})`);
+      } catch (err) {
+        // a concurrent payment from the same wallet may have deployed it first: then go on. Else nothing was
+        // charged yet, so a deployment that failed or is still pending never leaves the payment pending.
+        if (!(await deployed().catch(() => false))) {
+          throw err instanceof SettlementError && !err.pending ? err : failed(`failed: ${describe(err)}`, err);
+        }
+      }
+      if (!(await deployed())) throw failed("left no code at the payer's address");
+    }
+    return bytesSettleCall(req.authorization, wrapped?.signature ?? req.signature);
+  };
+
   const submit = async (req: SettleRequest, key: string): Promise<Sent> => {
-    const data = encodeSettleCall(req.authorization, req.signature);
+    const smartWallet = needsBytesForm(req);
+    const data = smartWallet ? await smartWalletCall(req) : encodeSettleCall(req.authorization, req.signature);
     // A payment checked on-chain moments ago (nonce unused, balance covers it)
     // with a 65-byte signature verified locally skips the estimate: a fixed
     // limit above any EIP-3009 EOA transfer saves a round trip. A race lost to
     // another spender then reverts on-chain (reported, never charged twice).
-    const precheckedEoa = req.prechecked === true && size(req.signature) === 65;
+    // A reading older than PRECHECK_FRESH_MS (a slow handler ran since) does not vouch: simulate.
+    const fresh = req.precheckedAt === undefined || Date.now() - req.precheckedAt <= PRECHECK_FRESH_MS;
+    const precheckedEoa = req.prechecked === true && fresh && !smartWallet && size(req.signature) === 65;
     const [gas, fee] = await Promise.all([
       precheckedEoa ? EOA_TRANSFER_GAS : simulate(req.asset, data),
       fees().catch((err: unknown) => Promise.reject(rpcFailure("fee lookup", err))),
@@ -370,25 +408,60 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
           throw err;
         }
         unresolved.delete(key);
-        if (hexToNumber(receipt.status) !== 1) {
-          throw new SettlementError("invalid_exact_evm_transaction_failed", `transaction ${hash} reverted`, { transaction: hash });
-        }
-        if (!hasTransferLog(receipt, asset, auth)) {
-          throw new SettlementError("invalid_exact_evm_transfer_event_mismatch", `transaction ${hash} has no matching Transfer log`, { transaction: hash });
-        }
-        return { transaction: hash, network: req.network, payer: auth.from };
+        return checkedResult(req, hash, receipt);
       } catch (err) {
         if (err instanceof SettlementError) throw err;
-        throw new SettlementError("unexpected_settle_error", `settle failed: ${describe(err)}`, { cause: err });
+        throw new SettlementError("unexpected_settle_error", "settlement failed unexpectedly.", { cause: err, detail: `settle failed: ${describe(err)}` });
       } finally {
         inFlight.delete(key);
       }
     },
+    async confirm(req: SettleRequest, transaction: string): Promise<SettleResult | undefined> {
+      // A pending transfer's outcome, nothing sent (issue 14 B10): mined → checked result; still known to the node → undefined;
+      // unknown to the node → dropped, which is a failure only when the authorization is still unused on chain.
+      const hash = transaction as Hex;
+      const { authorization: auth, asset } = req;
+      const key = `${asset}:${auth.from}:${auth.nonce}`.toLowerCase();
+      let receipt: RawReceipt | null;
+      let tx: unknown;
+      try {
+        receipt = await rpc<RawReceipt | null>("eth_getTransactionReceipt", [hash]);
+        tx = receipt ? undefined : await rpc<unknown>("eth_getTransactionByHash", [hash]);
+      } catch (err) {
+        throw rpcFailure("receipt lookup", err);
+      }
+      if (receipt) {
+        unresolved.delete(key);
+        return checkedResult(req, hash, receipt);
+      }
+      if (tx !== null) return undefined;
+      let used: boolean;
+      try {
+        const data = encodeFunctionData({ abi: EIP3009_ABI, functionName: "authorizationState", args: [auth.from, auth.nonce] });
+        used = hexToBigInt(await rpc<Hex>("eth_call", [{ to: asset, data }, "latest"])) !== 0n;
+      } catch (err) {
+        throw rpcFailure("authorization lookup", err);
+      }
+      if (used) return undefined; // another transaction used it: looked at again until it expires
+      unresolved.delete(key);
+      throw new SettlementError("settlement_dropped", `transaction ${hash} was dropped and the authorization is unused: nothing was transferred`, { transaction: hash });
+    },
   };
 
   function rpcFailure(step: string, err: unknown): SettlementError {
-    return new SettlementError("unexpected_settle_error", `${step} via ${where} failed: ${describe(err)}`, { cause: err });
+    return new SettlementError("unexpected_settle_error", `${step} failed: the chain RPC could not be reached.`, { cause: err, detail: `${step} via ${where} failed: ${describe(err)}` });
   }
+}
+
+/** The result of a mined settlement transaction; throws unless it succeeded with the authorized Transfer log. */
+function checkedResult(req: SettleRequest, hash: Hex, receipt: RawReceipt): SettleResult {
+  if (hexToNumber(receipt.status) !== 1) {
+    throw new SettlementError("invalid_exact_evm_transaction_failed", `transaction ${hash} reverted`, { transaction: hash });
+  }
+  if (!hasTransferLog(receipt, req.asset, req.authorization)) {
+    throw new SettlementError("invalid_exact_evm_transfer_event_mismatch", `transaction ${hash} has no matching Transfer log`, { transaction: hash });
+  }
+  return { transaction: hash, network: req.network, payer: req.authorization.from };
 }
 
 /** Calldata of `transferWithAuthorization`: (v,r,s) for 65-byte signatures, `bytes` otherwise. */

@@ -5,6 +5,7 @@
  * `facilitatorSettler` (an x402 facilitator does it over HTTP).
  */
 import type { Address, Hex } from "viem";
+import type { SignatureKind } from "./smart-wallet.js";
 
 /** The EIP-3009 TransferWithAuthorization message, integers as bigint. */
 export interface ExactAuthorization {
@@ -21,6 +22,8 @@ export interface SettleRequest {
   authorization: ExactAuthorization;
   /** 65-byte EOA signature (or longer for smart wallets). */
   signature: Hex;
+  /** How the signature was verified; `erc1271` / `erc6492` settle through the token's `bytes signature` form. */
+  signatureKind?: SignatureKind;
   /** Token contract address. */
   asset: Address;
   /** Chain id the authorization is signed for. */
@@ -40,6 +43,8 @@ export interface SettleRequest {
    * for this request; a settler may then skip its own simulation.
    */
   prechecked?: boolean;
+  /** When that pre-check read the chain (ms epoch); a settler trusts an old reading less. */
+  precheckedAt?: number;
 }
 
 /** A completed settlement. */
@@ -59,6 +64,14 @@ export interface Settler {
    * transaction was broadcast but no receipt arrived in time).
    */
   settle(req: SettleRequest): Promise<SettleResult>;
+  /**
+   * Optional: the outcome of a transfer `settle` left pending with hash
+   * `transaction`, without sending anything. Resolves the result once it is
+   * mined and checked, undefined while it may still be; throws a
+   * `SettlementError` (not pending) once it certainly failed (reverted, or
+   * dropped with the authorization unused). The reconciler uses it.
+   */
+  confirm?(req: SettleRequest, transaction: string): Promise<SettleResult | undefined>;
 }
 
 /**

@@ -8,7 +8,8 @@ import type { ChainReader, SettleRequest } from "../chain/settler.js";
 
 /** A check run before the paid handler. Throws PaymentError (refuse) or ChainError (cannot tell). */
 export interface PaymentChecker {
-  check(req: SettleRequest): Promise<void>;
+  /** Resolves with the payer's balance when the check read it: the engine then also counts the payer's unsettled payments against it. */
+  check(req: SettleRequest): Promise<void | { balance?: bigint }>;
   /** True when a passing check proves on-chain that the nonce is unused and the balance covers the value (settlers may then skip their own simulation). */
   readonly onChain?: boolean;
 }
@@ -27,6 +28,7 @@ export function chainChecker(reader: ChainReader): PaymentChecker {
       }
       if (used) throw new PaymentError("invalid_exact_evm_nonce_already_used", "this authorization nonce was already used on-chain; sign a new payment.");
       if (balance < a.value) throw new PaymentError("insufficient_funds", `payer balance ${balance} is below the authorized value ${a.value}.`);
+      return { balance };
     },
   };
 }

@@ -10,10 +10,13 @@ import type { SettleRequest, SettleResult, Settler } from "../chain/settler.js";
 import type { PaymentChecker } from "./checker.js";
 import { decodeV1, decodeV2, type DecodedPayment } from "../protocol/payload.js";
 import { toRequirementsV1, toRequirementsV2, type Offer } from "../protocol/requirements.js";
-import { verifyAuthorization } from "../protocol/verify.js";
+import { verifyPayer } from "../protocol/verify.js";
+import type { SmartWalletVerifier } from "../chain/smart-wallet.js";
 import type { SettleResponse } from "../protocol/types.js";
-import type { LedgerEntry, ReserveResult, Store } from "../state/store.js";
+import type { LedgerEntry, PayerClaimFailure, ReserveResult, Store, StoredPayment } from "../state/store.js";
 import { hashToken, isWellFormedToken } from "../state/tokens.js";
+import { ExpiringMap, resolveLimits, TokenBucket, type AbuseLimits, type ResolvedLimits } from "./limits.js";
+import { Reconciler, requestToJson, type PaidPayment, type SettlementRecord } from "./reconciler.js";
 
 /** What a paid handler sees as `req.payment`. */
 export type PaymentInfo = X402PaymentInfo | TokenPaymentInfo;
@@ -62,6 +65,8 @@ export interface X402Attempt {
 export interface TokenAttempt {
   reservationId: string;
   info: TokenPaymentInfo;
+  /** The token's hash: its failed runs are counted under it (see `AbuseLimits.maxRetries`). */
+  tokenHash: string;
 }
 
 /** Something that happened, for metrics and logs. Never carries secrets. */
@@ -69,7 +74,11 @@ export type PaymentEvent =
   | { type: "payment_required"; resource: string }
   | { type: "verified"; method: "x402" | "token"; resource: string }
   | { type: "settled"; method: "x402" | "token"; amount: string; asset: string; durationMs: number; resource: string }
-  | { type: "failed"; method: "x402" | "token"; reason: string; stage: "verify" | "settle"; resource: string };
+  | { type: "failed"; method: "x402" | "token"; reason: string; stage: "verify" | "settle"; resource: string }
+  /** A record of money that moved could not be stored yet (it is kept in the outbox and retried): log it and count it. */
+  | { type: "record_failed"; what: "ledger" | "nonce" | "payment" | "outbox" | "answer"; reason: string; resource: string; transaction?: string }
+  /** The reconciler confirmed or failed a pending transfer, or stored the records it kept. */
+  | { type: "reconciled"; outcome: "settled" | "failed" | "recorded"; resource: string; transaction?: string };
 
 export interface EngineOptions {
   store: Store;
@@ -84,6 +93,49 @@ export interface EngineOptions {
   onEvent?: (e: PaymentEvent) => void;
   /** Current time in ms (tests). */
   now?: () => number;
+  /** How often the reconciler drains the settlement outbox (ms); 0 = only when `reconcile()` is called. Default 5000. */
+  reconcileIntervalMs?: number;
+  /** Largest answer (body and headers, bytes) kept for a retry while its settlement is pending. Default 1 MiB. */
+  heldAnswerMaxBytes?: number;
+  /** Longest time a held answer is kept (ms); never past its authorization's lock. Default 1 hour. */
+  heldAnswerTtlMs?: number;
+  /** Limits against never-charged work and unpaid traffic; see `AbuseLimits` for the defaults. */
+  abuseLimits?: AbuseLimits;
+  /** Slow path for smart-wallet signatures (ERC-1271 / ERC-6492); without it only EOA signatures are accepted. */
+  smartWallets?: SmartWalletVerifier;
+}
+
+/** A confirmed x402 settlement: whether its records were all stored now (else the outbox keeps them), and the prepaid payment it paid. */
+export interface X402Settlement extends SettleResult {
+  recorded: boolean;
+  payment?: StoredPayment;
+}
+
+/** A paid answer held while its settlement was pending, as kept in the store. */
+export interface HeldAnswer {
+  resource: string;
+  /** 0: the handler has not run (settlement `before`): it runs once for a retry after the transfer is confirmed. */
+  status: number;
+  /** The payment, for a handler that runs on a retry. */
+  info?: X402PaymentInfo;
+  headers: Record<string, string | string[]>;
+  /** Base64. */
+  body: string;
+}
+
+/** What to answer a retry of an authorization whose answer is held: the paid answer, or "pending" again. */
+export type X402Replay =
+  | { kind: "paid"; answer: HeldAnswer; response: SettleResponse }
+  /** Settlement `before` went pending: now confirmed, the handler runs for this retry (once). */
+  | { kind: "run"; info: X402PaymentInfo; response: SettleResponse }
+  | { kind: "pending"; error: SettlementError };
+
+/** Marks the duplicate-authorization refusal with what a replay needs (see `replayX402`). */
+const HELD_REF = Symbol("server402.heldRef");
+interface HeldRef {
+  lockKey: string;
+  payer: Address;
+  version: 1 | 2;
 }
 
 /** A store with the same-tick token calls. */
@@ -106,6 +158,24 @@ export class PaymentEngine {
   private readonly emit: (e: PaymentEvent) => void;
   private readonly now: () => number;
   private readonly syncStore?: SyncTokenStore;
+  private readonly reconciler: Reconciler;
+  private readonly heldMaxBytes: number;
+  private readonly heldTtlMs: number;
+  // --- abuse limits (issue 14, A5–A7): what this process remembers to refuse before any store write or RPC ---
+  private readonly limits: ResolvedLimits;
+  /** lockKey → refusal, for authorizations found used or out of retries (until their lock would expire) */
+  private readonly deadNonces = new ExpiringMap<PaymentError>();
+  /** payer key → the smallest value found not covered by its balance */
+  private readonly shortOfFunds = new ExpiringMap<bigint>();
+  /** payer keys whose pre-check passed in the last 10 minutes: their checks are not throttled */
+  private readonly goodPayers = new ExpiringMap<true>();
+  /** lockKeys being verified in this process right now */
+  private readonly verifying = new Set<string>();
+  /** pre-checks of payers not in `goodPayers` */
+  private readonly newPayerChecks: TokenBucket;
+  /** token hash → consecutive failed runs, and until when it is refused */
+  private readonly tokenFailures = new ExpiringMap<{ count: number; until: number; cooldown: number }>();
+  private readonly smartWallets?: SmartWalletVerifier;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -116,10 +186,23 @@ export class PaymentEngine {
     this.emit = opts.onEvent ?? (() => {});
     this.observed = opts.onEvent !== undefined;
     this.now = opts.now ?? Date.now;
+    this.limits = resolveLimits(opts.abuseLimits);
+    this.newPayerChecks = new TokenBucket(this.limits.newPayerChecksPerSecond, 2 * this.limits.newPayerChecksPerSecond, this.now());
+    this.smartWallets = opts.smartWallets && this.budgeted(opts.smartWallets);
     const st = opts.store;
     if (typeof st.reserveCallSync === "function" && typeof st.commitCallSync === "function" && typeof st.releaseCallSync === "function") {
       this.syncStore = st as SyncTokenStore;
     }
+    this.heldMaxBytes = opts.heldAnswerMaxBytes ?? 1 << 20;
+    this.heldTtlMs = opts.heldAnswerTtlMs ?? 3600_000;
+    this.reconciler = new Reconciler({
+      store: st,
+      settler: opts.settler,
+      emit: (e) => this.emit(e),
+      now: this.now,
+      graceSeconds: this.lockMargin,
+      intervalMs: opts.reconcileIntervalMs ?? 5000,
+    });
   }
 
   /** Record that a 402 was served. */
@@ -133,6 +216,7 @@ export class PaymentEngine {
    */
   async verifyX402(version: 1 | 2, raw: Record<string, unknown>, offer: Offer, serviceId?: string, acceptOverpayment = false): Promise<X402Attempt> {
     let locked: string | undefined;
+    let verifying: string | undefined;
     try {
       const decoded = version === 1 ? decodeV1(raw, offer) : decodeV2(raw, offer);
       const auth = decoded.authorization;
@@ -143,25 +227,27 @@ export class PaymentEngine {
           `authorization.value ${auth.value} is more than the price ${offer.amount}; sign exactly the price (this resource does not take overpayments).`,
         );
       }
-      const payer = await verifyAuthorization(auth, decoded.signature, {
+      const { payer, kind: signatureKind } = await verifyPayer(auth, decoded.signature, {
         asset: offer.asset,
         chainId: offer.network.chainId,
         payTo: offer.payTo,
         amount: offer.amount,
         amountRule: version === 2 ? "exact" : "atLeast",
         now: BigInt(Math.floor(this.now() / 1000)),
+        smartWallets: this.smartWallets,
       });
-      const lockKey = `${offer.network.chainId}:${offer.asset.address}:${auth.from}:${auth.nonce}`.toLowerCase();
-      const expiresAt = Number(auth.validBefore + BigInt(this.lockMargin)) * 1000;
-      if (!(await this.store.claimNonce(lockKey, Math.min(expiresAt, 8.64e15)))) {
-        const prior = await this.store.getNonce(lockKey);
-        const what = prior?.state === "locked" ? "is being used by another request right now" : "was already used";
-        throw new PaymentError("duplicate_settlement", `this payment authorization ${what}; sign a new payment.`);
-      }
-      locked = lockKey;
+      const payerKey = `${offer.network.chainId}:${offer.asset.address}:${auth.from}`.toLowerCase();
+      const lockKey = `${payerKey}:${auth.nonce.toLowerCase()}`;
+      const expiresAt = Math.min(Number(auth.validBefore + BigInt(this.lockMargin)) * 1000, 8.64e15);
+      // Refuse what this process already knows, then what the store knows, before any write or RPC.
+      this.refuseLocally(lockKey, payerKey, auth.value);
+      this.verifying.add((verifying = lockKey));
+      const prior = await this.store.getNonce(lockKey);
+      if (prior) throw withHeldRef(duplicate(prior.state === "locked"), { lockKey, payer, version });
       const request: SettleRequest = {
         authorization: auth,
         signature: decoded.signature,
+        signatureKind,
         asset: offer.asset.address,
         chainId: offer.network.chainId,
         network: offer.network.caip2,
@@ -170,9 +256,28 @@ export class PaymentEngine {
         payload: decoded.payload,
         requirements: version === 1 ? toRequirementsV1(offer) : toRequirementsV2(offer),
       };
+      const checkedAt = this.now();
+      const balance = this.checker ? await this.precheck(request, lockKey, payerKey, expiresAt) : undefined;
+      // The lock, checked in the same step against the payer's other payments: their locked and
+      // pending amounts plus this one must be covered by the balance just read (A6), at most
+      // maxInFlightPerPayer may run at once, and a given-back authorization only maxRetries times (A5).
+      const claim = await this.store.claimPayerNonce(lockKey, expiresAt, {
+        payer: payerKey,
+        amount: auth.value.toString(),
+        balance: balance?.toString(),
+        maxInFlight: this.limits.maxInFlightPerPayer,
+        maxRetries: this.limits.maxRetries,
+      });
+      if (!claim.ok) {
+        const refusal = this.claimRefusal(claim.reason, claim.held, lockKey, expiresAt, auth.value, balance);
+        throw claim.reason === "used" || claim.reason === "in_use" ? withHeldRef(refusal, { lockKey, payer, version }) : refusal;
+      }
+      locked = lockKey;
+      // The pre-check vouches for the transfer only when no other payment of this payer was live
+      // (a settled one may have moved the balance after it was read): otherwise the settler simulates.
       if (this.checker) {
-        await this.checker.check(request);
-        request.prechecked = this.checker.onChain === true;
+        request.prechecked = this.checker.onChain === true && claim.others === 0;
+        request.precheckedAt = checkedAt;
       }
       const info: X402PaymentInfo = {
         method: "x402",
@@ -191,51 +296,243 @@ export class PaymentEngine {
       if (locked) await this.store.releaseNonce(locked).catch(() => {});
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "verify", resource: offer.resource });
       throw err;
+    } finally {
+      if (verifying) this.verifying.delete(verifying);
+    }
+  }
+
+  /** Throw what this process already knows about an authorization or its payer (A7). */
+  private refuseLocally(lockKey: string, payerKey: string, value: bigint): void {
+    const now = this.now();
+    const dead = this.deadNonces.get(lockKey, now);
+    if (dead) throw dead;
+    if (this.verifying.has(lockKey)) throw duplicate(true);
+    const short = this.shortOfFunds.get(payerKey, now);
+    if (short !== undefined && value >= short) {
+      throw new PaymentError("insufficient_funds", `the payer's balance was found below ${short} moments ago; fund the payer and try again.`);
     }
   }
 
   /**
-   * Settle a verified payment. On success the nonce is marked settled and a
-   * ledger record appended. On failure the lock is released unless the
-   * transaction may still land (`pending`), which is recorded instead.
+   * A smart-wallet check is a chain call made for any signature that is not the payer's own EOA
+   * signature, so unpaid traffic could send forged bytes to burn the RPC quota: such calls draw on
+   * the new payers' check budget (A7), and one that confirms the signature gives its token back.
    */
-  async settleX402(attempt: X402Attempt, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">): Promise<SettleResult> {
+  private budgeted(wallets: SmartWalletVerifier): SmartWalletVerifier {
+    return {
+      verify: async (from, digest, signature) => {
+        if (!this.newPayerChecks.take(this.now())) {
+          throw new PaymentError("chain_check_busy", "too many payments from new payers are being checked; retry in a second.", 503);
+        }
+        try {
+          const kind = await wallets.verify(from, digest, signature);
+          this.newPayerChecks.refund();
+          return kind;
+        } catch (err) {
+          if (!(err instanceof PaymentError)) this.newPayerChecks.refund(); // the chain did not answer: not the payer's doing
+          throw err;
+        }
+      },
+    };
+  }
+
+  /**
+   * Run the pre-handler check. Payers not seen paying recently spend the
+   * new-payer budget, unless their check passes (A7). Returns the balance the
+   * check read, when it says.
+   */
+  private async precheck(request: SettleRequest, lockKey: string, payerKey: string, expiresAt: number): Promise<bigint | undefined> {
+    const known = this.goodPayers.get(payerKey, this.now()) !== undefined;
+    if (!known && !this.newPayerChecks.take(this.now())) {
+      throw new PaymentError("chain_check_busy", "too many payments from new payers are being checked; retry in a second.", 503);
+    }
+    try {
+      const state = await this.checker!.check(request);
+      if (!known) this.newPayerChecks.refund();
+      this.goodPayers.set(payerKey, true, this.now() + 600_000);
+      return state?.balance;
+    } catch (err) {
+      if (err instanceof PaymentError && err.reason === "insufficient_funds") {
+        this.shortOfFunds.set(payerKey, request.authorization.value, this.now() + this.limits.insufficientFundsMemoryMs);
+        this.goodPayers.delete(payerKey);
+      } else if (err instanceof PaymentError && err.reason === "invalid_exact_evm_nonce_already_used") {
+        this.deadNonces.set(lockKey, err, expiresAt);
+      } else if (!known) {
+        this.newPayerChecks.refund(); // the chain did not answer: not the payer's doing
+      }
+      throw err;
+    }
+  }
+
+  /** The error for a refused claim; remembers authorizations that can never pass again. */
+  private claimRefusal(reason: PayerClaimFailure, held: string | undefined, lockKey: string, expiresAt: number, value: bigint, balance?: bigint): PaymentError {
+    switch (reason) {
+      case "in_use":
+        return duplicate(true);
+      case "used":
+        return duplicate(false);
+      case "retries_exhausted": {
+        const err = new PaymentError("retries_exhausted", `this payment authorization already failed ${this.limits.maxRetries + 1} times without being charged; sign a new payment.`);
+        this.deadNonces.set(lockKey, err, expiresAt);
+        return err;
+      }
+      case "too_many_in_flight":
+        return new PaymentError("too_many_in_flight", `this payer already has ${this.limits.maxInFlightPerPayer} paid requests running; wait for one to finish.`, 429);
+      case "insufficient_funds":
+        return new PaymentError("insufficient_funds", `payer balance ${balance} does not cover ${value} plus ${held ?? 0} already held for this payer's unsettled payments.`);
+    }
+  }
+
+  /**
+   * Settle a verified payment. What happened is written before this resolves
+   * or throws (issue 14 B10/B11): on success the ledger entry (once per
+   * authorization), the prepaid payment `pays` marked paid and the nonce
+   * settled; a record the store refuses goes to the outbox (the store's, else
+   * this process's memory) with a `record_failed` event, and the reconciler
+   * stores it later. A pending transfer is recorded as pending with its
+   * outbox entry; the reconciler confirms or fails it. Any other failure
+   * releases the lock.
+   */
+  async settleX402(attempt: X402Attempt, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">, pays?: PaidPayment): Promise<X402Settlement> {
     const { offer } = attempt;
     const started = this.now();
+    let result: SettleResult;
     try {
-      const result = await this.settler.settle(attempt.request);
-      attempt.info.transaction = result.transaction;
-      await this.store.setNonceState(attempt.lockKey, "settled", result.transaction).catch(() => {});
-      await this.store
-        .appendLedger({
-          time: this.now(),
-          method: "x402",
-          payer: attempt.info.payer,
-          amount: attempt.info.amount,
-          asset: offer.asset.address,
-          network: offer.network.caip2,
-          transaction: result.transaction,
-          resource: offer.resource,
-          serviceId: attempt.info.serviceId,
-          ...ledgerExtra,
-        })
-        .catch(() => {});
-      this.emit({ type: "settled", method: "x402", amount: attempt.info.amount, asset: offer.asset.address, durationMs: this.now() - started, resource: offer.resource });
-      return result;
+      result = await this.settler.settle(attempt.request);
     } catch (err) {
       if (err instanceof SettlementError && err.pending) {
-        await this.store.setNonceState(attempt.lockKey, "pending", err.transaction).catch(() => {});
+        await this.store.setNonceState(attempt.lockKey, "pending", err.transaction).catch((e: unknown) => this.recordFailed("nonce", e, offer.resource, err.transaction));
+        await this.reconciler.keep(this.recordOf(attempt, "pending", started, err.transaction, ledgerExtra, pays));
       } else {
         await this.store.releaseNonce(attempt.lockKey).catch(() => {});
       }
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: offer.resource });
       throw err;
     }
+    attempt.info.transaction = result.transaction;
+    const rec = this.recordOf(attempt, "settled", started, result.transaction, ledgerExtra, pays);
+    const written = await this.reconciler.write(rec);
+    if (!written.ok) await this.reconciler.keep(rec);
+    this.emit({ type: "settled", method: "x402", amount: attempt.info.amount, asset: offer.asset.address, durationMs: this.now() - started, resource: offer.resource });
+    return { ...result, recorded: written.ok, payment: written.payment };
   }
 
-  /** Give the lock back: the request failed and nothing was charged. */
+  private recordOf(attempt: X402Attempt, state: SettlementRecord["state"], startedAt: number, transaction: string | undefined, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">, pays?: PaidPayment): SettlementRecord {
+    const { offer, info } = attempt;
+    return {
+      lockKey: attempt.lockKey,
+      state,
+      transaction,
+      request: requestToJson(attempt.request),
+      validBefore: attempt.request.authorization.validBefore.toString(),
+      ledger: {
+        time: this.now(),
+        method: "x402",
+        payer: info.payer,
+        amount: info.amount,
+        asset: offer.asset.address,
+        network: offer.network.caip2,
+        resource: offer.resource,
+        serviceId: info.serviceId,
+        ...ledgerExtra,
+      },
+      pays,
+      startedAt,
+    };
+  }
+
+  private recordFailed(what: "nonce" | "answer", err: unknown, resource: string, transaction?: string): void {
+    this.emit({ type: "record_failed", what, reason: reasonOf(err), resource, transaction });
+  }
+
+  /**
+   * Drain the settlement outbox once: confirm or fail pending transfers
+   * (releasing the payer's lock when one failed) and store the records that
+   * could not be stored. Runs in the background every `reconcileIntervalMs`;
+   * concurrent calls share the run in progress. Never rejects.
+   */
+  reconcile(): Promise<void> {
+    return this.reconciler.run();
+  }
+
+  /** Stop the background reconciler (the outbox stays for the next engine on the same store). */
+  stopReconciler(): void {
+    this.reconciler.stop();
+  }
+
+  /**
+   * Keep the answer produced for `attempt` while its settlement is pending,
+   * so a retry with the same authorization gets it once the transfer is
+   * confirmed. Bounded by `heldAnswerMaxBytes` and `heldAnswerTtlMs` (and
+   * the authorization's lock); one that cannot be kept is reported as a
+   * `record_failed` event (`what: "answer"`). Never rejects.
+   */
+  async holdAnswer(attempt: X402Attempt, answer: { status: number; headers: Record<string, string | string[]>; body: Buffer } | "run"): Promise<void> {
+    const resource = attempt.offer.resource;
+    const held: HeldAnswer =
+      answer === "run"
+        ? { resource, status: 0, info: attempt.info, headers: {}, body: "" }
+        : { resource, status: answer.status, headers: answer.headers, body: answer.body.toString("base64") };
+    const json = JSON.stringify(held);
+    if (json.length > this.heldMaxBytes * 1.34 + 1024) {
+      return this.recordFailed("answer", new PaymentError("answer_too_large", "answer too large to hold"), resource, attempt.info.transaction);
+    }
+    const lockEnd = Number(attempt.request.authorization.validBefore + BigInt(this.lockMargin)) * 1000;
+    try {
+      await this.store.putHeldAnswer(attempt.lockKey, json, Math.min(lockEnd, this.now() + this.heldTtlMs));
+    } catch (err) {
+      this.recordFailed("answer", err, resource);
+    }
+  }
+
+  /**
+   * For a `duplicate_settlement` refusal of an authorization whose answer
+   * is held (its settlement went pending): the paid answer once the transfer
+   * is confirmed (a pending one is looked at once more first), or "pending"
+   * again. Undefined when there is nothing to replay (answer the refusal).
+   * Only a request carrying the same signed authorization, for the same
+   * resource, gets here.
+   */
+  async replayX402(err: unknown, offer: Offer): Promise<X402Replay | undefined> {
+    const ref = (err as { [HELD_REF]?: HeldRef } | null)?.[HELD_REF];
+    if (!ref) return undefined;
+    try {
+      const json = await this.store.getHeldAnswer(ref.lockKey);
+      if (!json) return undefined;
+      const answer = JSON.parse(json) as HeldAnswer;
+      if (answer.resource !== offer.resource) return undefined;
+      let nonce = await this.store.getNonce(ref.lockKey);
+      if (nonce?.state === "pending") {
+        await this.reconcile();
+        nonce = await this.store.getNonce(ref.lockKey);
+      }
+      const network = ref.version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2;
+      if (nonce?.state === "settled" && nonce.transaction) {
+        const response: SettleResponse = { success: true, transaction: nonce.transaction, network, payer: ref.payer };
+        if (answer.status !== 0) return { kind: "paid", answer, response };
+        // the handler never ran (settlement before it): it runs for exactly one retry
+        if (!answer.info || !(await this.store.claimNonce(`run:${ref.lockKey}`, this.now() + this.heldTtlMs))) return undefined;
+        await this.store.deleteHeldAnswer(ref.lockKey);
+        return { kind: "run", info: { ...answer.info, transaction: nonce.transaction as Hex }, response };
+      }
+      if (nonce?.state === "pending") {
+        return {
+          kind: "pending",
+          error: new SettlementError("settlement_pending", "the transfer of this payment is not confirmed yet; retry later with the same payment (you will not be charged twice).", { transaction: nonce.transaction, pending: true }),
+        };
+      }
+    } catch {
+      // the store is unreachable: answer the refusal as before
+    }
+    return undefined;
+  }
+
+  /**
+   * Give the lock back: the request failed and nothing was charged. The run
+   * counts against the authorization: after `maxRetries` retries it is refused.
+   */
   async releaseX402(attempt: X402Attempt): Promise<void> {
-    await this.store.releaseNonce(attempt.lockKey).catch(() => {});
+    await this.store.giveBackNonce(attempt.lockKey).catch(() => this.store.releaseNonce(attempt.lockKey).catch(() => {}));
   }
 
   /**
@@ -246,7 +543,7 @@ export class PaymentEngine {
    */
   async reserveToken(token: string, serviceId: string, resource: string): Promise<TokenAttempt> {
     const tokenHash = this.tokenHashOf(token, resource);
-    return this.tokenAttempt(await this.store.reserveCall(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource);
+    return this.tokenAttempt(await this.store.reserveCall(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource, tokenHash);
   }
 
   /**
@@ -263,7 +560,7 @@ export class PaymentEngine {
     const store = this.syncStore;
     if (!store) throw new TypeError("server402: this store has no reserveCallSync; use reserveToken().");
     const tokenHash = this.tokenHashOf(token, resource);
-    return this.tokenAttempt(store.reserveCallSync(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource);
+    return this.tokenAttempt(store.reserveCallSync(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource, tokenHash);
   }
 
   private tokenHashOf(token: string, resource: string): string {
@@ -271,10 +568,40 @@ export class PaymentEngine {
       this.emit({ type: "failed", method: "token", reason: "unknown_token", stage: "verify", resource });
       throw new PaymentError("unknown_token", "X-Payment-Token is not a well-formed server402 token.");
     }
-    return hashToken(token);
+    const tokenHash = hashToken(token);
+    if (this.tokenFailures.size !== 0) this.refuseFailingToken(tokenHash, resource);
+    return tokenHash;
   }
 
-  private tokenAttempt(r: ReserveResult, resource: string): TokenAttempt {
+  /** A token whose call was given back after more than `maxRetries` failed runs in a row waits for its cooldown (A5). */
+  private refuseFailingToken(tokenHash: string, resource: string): void {
+    const now = this.now();
+    const f = this.tokenFailures.get(tokenHash, now);
+    if (!f || f.until <= now) return;
+    this.emit({ type: "failed", method: "token", reason: "retries_exhausted", stage: "verify", resource });
+    const seconds = Math.ceil((f.until - now) / 1000);
+    const err = new PaymentError("retries_exhausted", `this token's call failed ${this.limits.maxRetries + 1} times in a row without being used; try again in ${seconds} s.`, 429);
+    throw Object.assign(err, { retryAfter: seconds });
+  }
+
+  /** Count a token call given back after a failed run, or forget the failures once a call is used. */
+  private tokenRun(tokenHash: string, used: boolean): void {
+    const now = this.now();
+    if (used) {
+      if (this.tokenFailures.size !== 0) this.tokenFailures.delete(tokenHash);
+      return;
+    }
+    const f = this.tokenFailures.get(tokenHash, now) ?? { count: 0, until: 0, cooldown: this.limits.tokenRetryCooldownMs };
+    if (++f.count > this.limits.maxRetries) {
+      f.count = 0;
+      f.until = now + f.cooldown;
+      f.cooldown *= 2;
+    }
+    // forgotten a day after the last failure
+    this.tokenFailures.set(tokenHash, f, now + Math.max(86_400_000, f.until - now));
+  }
+
+  private tokenAttempt(r: ReserveResult, resource: string, tokenHash: string): TokenAttempt {
     if (!r.ok) {
       this.emit({ type: "failed", method: "token", reason: r.reason, stage: "verify", resource });
       const err = new PaymentError(r.reason, TOKEN_MESSAGES[r.reason]);
@@ -285,6 +612,7 @@ export class PaymentEngine {
     if (this.observed) this.emit({ type: "verified", method: "token", resource });
     return {
       reservationId: r.reservationId,
+      tokenHash,
       info: {
         method: "token",
         paymentId: p.paymentId,
@@ -310,14 +638,17 @@ export class PaymentEngine {
       return;
     }
     try {
-      if (!used) store.releaseCallSync(attempt.reservationId);
-      else if (store.commitCallSync(attempt.reservationId)) this.tokenSettled(attempt, resource);
+      if (!used) {
+        this.tokenRun(attempt.tokenHash, false);
+        store.releaseCallSync(attempt.reservationId);
+      } else if (store.commitCallSync(attempt.reservationId)) this.tokenSettled(attempt, resource);
     } catch (err) {
       if (used) this.commitFailed(err, resource);
     }
   }
 
   private tokenSettled(attempt: TokenAttempt, resource: string): void {
+    this.tokenRun(attempt.tokenHash, true);
     if (this.observed) this.emit({ type: "settled", method: "token", amount: attempt.info.amount, asset: attempt.info.asset ?? "", durationMs: 0, resource });
   }
 
@@ -344,8 +675,20 @@ export class PaymentEngine {
 
   /** Give the reserved call back (the handler failed). */
   async releaseToken(attempt: TokenAttempt): Promise<void> {
+    this.tokenRun(attempt.tokenHash, false);
     await this.store.releaseCall(attempt.reservationId).catch(() => {});
   }
+}
+
+/** A refused copy of an authorization that is locked (`inUse`) or was used. */
+/** Marks a duplicate-authorization refusal with what `replayX402` needs to find a held answer. */
+function withHeldRef(err: PaymentError, ref: HeldRef): PaymentError {
+  return Object.assign(err, { [HELD_REF]: ref });
+}
+
+function duplicate(inUse: boolean): PaymentError {
+  const what = inUse ? "is being used by another request right now" : "was already used";
+  return new PaymentError("duplicate_settlement", `this payment authorization ${what}; sign a new payment.`);
 }
 
 const TOKEN_MESSAGES: Record<string, string> = {

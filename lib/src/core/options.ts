@@ -7,6 +7,7 @@ import { ConfigError } from "../errors.js";
 import type { Settler } from "../chain/settler.js";
 import type { PaymentChecker } from "./checker.js";
 import type { PaymentEvent } from "./engine.js";
+import type { AbuseLimits } from "./limits.js";
 import { resolveNetwork, requireAddress, type AssetInfo, type NetworkInfo } from "../protocol/networks.js";
 import { resolvePrice, type AtomicPrice, type PriceInput, type ResolvedPrice } from "../protocol/price.js";
 import type { Store } from "../state/store.js";
@@ -107,6 +108,10 @@ export interface PaymentOptions {
   paymentsPath?: string;
   /** Receives payment events (metrics). Must not throw. */
   onEvent?: (e: PaymentEvent) => void;
+
+  // --- abuse limits (issue 14, A5–A7) ---
+  /** Retries of failed payments, work in flight per payer, and the budget of chain checks for unpaid traffic; see `AbuseLimits` for the defaults. */
+  abuseLimits?: AbuseLimits;
 }
 
 /** A route with its options validated and its static parts precomputed. */

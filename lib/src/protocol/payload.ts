@@ -6,6 +6,7 @@
 import { getAddress, isAddress, type Address, type Hex } from "viem";
 import { PaymentError } from "../errors.js";
 import type { ExactAuthorization } from "../chain/settler.js";
+import { MAX_SIGNATURE_BYTES } from "../chain/smart-wallet.js";
 import type { Offer } from "./requirements.js";
 import type { PaymentPayloadV1, PaymentPayloadV2 } from "./types.js";
 
@@ -20,7 +21,7 @@ export interface DecodedPayment {
 
 const UINT = /^[0-9]{1,78}$/;
 const NONCE = /^0x[0-9a-fA-F]{64}$/;
-const SIGNATURE = /^0x(?:[0-9a-fA-F]{2}){65,4096}$/;
+const SIGNATURE = /^0x(?:[0-9a-fA-F]{2})+$/;
 const MAX_UINT256 = (1n << 256n) - 1n;
 
 function fail(reason: string, message: string): never {
@@ -50,8 +51,12 @@ function sameAddress(a: unknown, b: string): boolean {
 function exactPayload(p: unknown): { authorization: ExactAuthorization; signature: Hex } {
   if (!isObject(p)) fail("invalid_payload", "payload must be an object with signature and authorization.");
   const { signature, authorization: a } = p;
-  if (typeof signature !== "string" || !SIGNATURE.test(signature)) {
-    fail("invalid_exact_evm_payload_signature", "payload.signature must be 0x-prefixed hex of at least 65 bytes.");
+  // length first, so an over-long signature is refused before any pattern matching (and never reaches the chain)
+  if (typeof signature !== "string" || signature.length > 2 + 2 * MAX_SIGNATURE_BYTES) {
+    fail("invalid_exact_evm_payload_signature", `payload.signature must be 0x-prefixed hex of 65 to ${MAX_SIGNATURE_BYTES} bytes.`);
+  }
+  if (signature.length < 2 + 2 * 65 || !SIGNATURE.test(signature)) {
+    fail("invalid_exact_evm_payload_signature", `payload.signature must be 0x-prefixed hex of 65 to ${MAX_SIGNATURE_BYTES} bytes.`);
   }
   if (!isObject(a)) fail("invalid_payload", "payload.authorization must be an object.");
   if (typeof a.nonce !== "string" || !NONCE.test(a.nonce)) fail("invalid_payload", "authorization.nonce must be 0x followed by 64 hex digits.");

@@ -2,12 +2,15 @@
  * Local verification of an EIP-3009 TransferWithAuthorization: EIP-712 digest
  * with a cached domain separator, public-key recovery with the native
  * libsecp256k1 binding (`secp256k1` npm package) and a pure-JS fallback when
- * the native module does not load. No network round trip.
+ * the native module does not load. No network round trip for EOAs; a
+ * signature the local check cannot confirm (a smart wallet's) goes to the
+ * optional on-chain slow path (chain/smart-wallet.ts).
  */
 import { createRequire } from "node:module";
 import { concat, getAddress, hashDomain, keccak256, numberToHex, pad, recoverAddress, toBytes, toHex, type Address, type Hex } from "viem";
 import { PaymentError } from "../errors.js";
 import type { ExactAuthorization } from "../chain/settler.js";
+import { isErc6492, MAX_SIGNATURE_BYTES, type SignatureKind, type SmartWalletVerifier } from "../chain/smart-wallet.js";
 import type { AssetInfo } from "./networks.js";
 
 /** Seconds of validity the authorization must still have, as facilitators require. */
@@ -126,13 +129,35 @@ export interface AuthorizationExpectation {
   amountRule: "exact" | "atLeast";
   /** Current time in seconds. */
   now: bigint;
+  /**
+   * The slow path for signatures the local EOA check cannot confirm (ERC-1271
+   * wallets, ERC-6492 wrappers). Without it such signatures are refused.
+   */
+  smartWallets?: SmartWalletVerifier;
+}
+
+/** A verified payer and how its signature was checked. */
+export interface VerifiedPayer {
+  payer: Address;
+  kind: SignatureKind;
 }
 
 /**
  * Check an authorization and its signature locally. Throws PaymentError with
  * the x402 reason of the first failed check; returns the verified payer.
+ * Smart-wallet signatures need `exp.smartWallets` (see {@link verifyPayer}).
  */
 export async function verifyAuthorization(auth: ExactAuthorization, signature: Hex, exp: AuthorizationExpectation): Promise<Address> {
+  return (await verifyPayer(auth, signature, exp)).payer;
+}
+
+/**
+ * {@link verifyAuthorization}, also telling how the signature was checked: a
+ * 65-byte signature that recovers to `authorization.from` is an EOA's,
+ * checked locally; anything else goes to `exp.smartWallets` (one on-chain
+ * call), and is refused without it.
+ */
+export async function verifyPayer(auth: ExactAuthorization, signature: Hex, exp: AuthorizationExpectation): Promise<VerifiedPayer> {
   if (auth.to !== exp.payTo) {
     throw new PaymentError("invalid_exact_evm_payload_recipient_mismatch", `authorization.to ${auth.to} is not the payTo address ${exp.payTo}.`);
   }
@@ -146,12 +171,21 @@ export async function verifyAuthorization(auth: ExactAuthorization, signature: H
   if (auth.validBefore < exp.now + VALID_BEFORE_MARGIN_SECONDS) {
     throw new PaymentError("invalid_exact_evm_payload_authorization_valid_before", `authorization expires at ${auth.validBefore}; it must stay valid at least ${VALID_BEFORE_MARGIN_SECONDS} s after now (${exp.now}).`);
   }
-  if (toBytes(signature).length !== 65) {
-    throw new PaymentError("invalid_exact_evm_payload_signature", "only 65-byte EOA signatures are verified locally; smart-wallet signatures need a facilitator.");
+  const length = (signature.length - 2) / 2;
+  if (length > MAX_SIGNATURE_BYTES) {
+    throw new PaymentError("invalid_exact_evm_payload_signature", `payload.signature is longer than ${MAX_SIGNATURE_BYTES} bytes.`);
   }
-  const signer = await recoverSigner(authorizationDigest(auth, exp.asset, exp.chainId), signature);
-  if (!signer || signer !== auth.from) {
-    throw new PaymentError("invalid_exact_evm_payload_signature", `the signature does not come from authorization.from ${auth.from} for this asset, chain and message.`);
+  const digest = authorizationDigest(auth, exp.asset, exp.chainId);
+  // the fast path: an EOA's 65-byte signature, checked here without any network call
+  if (length === 65 && (await recoverSigner(digest, signature)) === auth.from) return { payer: auth.from, kind: "eoa" };
+  if (!exp.smartWallets) {
+    throw new PaymentError(
+      "invalid_exact_evm_payload_signature",
+      length === 65 && !isErc6492(signature)
+        ? `the signature does not come from authorization.from ${auth.from} for this asset, chain and message.`
+        : "only 65-byte EOA signatures are verified locally; smart-wallet signatures need an RPC (the rpcUrl option).",
+    );
   }
-  return signer;
+  // the slow path: the wallet at authorization.from (deployed, or deployed by its ERC-6492 factory inside an eth_call) decides
+  return { payer: auth.from, kind: await exp.smartWallets.verify(auth.from, digest, signature) };
 }

@@ -4,7 +4,7 @@
  * inside one tick, so each is atomic. Expired state is dropped lazily and by
  * an unref'd timer, so memory stays bounded under sustained traffic.
  */
-import type { LedgerEntry, NonceState, ReservedPayment, ReserveResult, Store, StoredPayment } from "./store.js";
+import { payerClaimRefusal, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerHold, type ReservedPayment, type ReserveResult, type Store, type StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -30,6 +30,9 @@ interface NonceRecord {
   state: NonceState;
   transaction?: string;
   expiresAt: number;
+  /** Set by `claimPayerNonce`: the payer's key and this payment's value. */
+  payer?: string;
+  amount?: string;
 }
 
 /**
@@ -154,6 +157,10 @@ const OPTIONAL_FIELDS = ["paidAt", ...OPTIONAL_STRING_FIELDS] as const;
 /** A `Store` kept in this process's memory. Not shared, not durable. */
 export class MemoryStore implements Store {
   private readonly nonces = new Map<string, NonceRecord>();
+  /** payer key → keys of the nonces claimed for it by `claimPayerNonce` (pruned as they expire) */
+  private readonly payerNonces = new Map<string, Set<string>>();
+  /** nonce key → failed runs given back, until the lock would have expired */
+  private readonly givenBack = new Map<string, { count: number; expiresAt: number }>();
   private readonly payments = new Map<string, PaymentRecord>();
   /** tokenHash → paymentId */
   private readonly tokens = new Map<string, string>();
@@ -178,6 +185,7 @@ export class MemoryStore implements Store {
    */
   sweep(now = Date.now()): void {
     for (const [key, n] of this.nonces) if (n.expiresAt <= now) this.nonces.delete(key);
+    this.sweepPayerNonces(now);
     for (const [paymentId, leases] of this.leases) {
       leases.dropEnded(now - RESERVATION_GC_MS);
       if (leases.size === 0) this.leases.delete(paymentId);
@@ -227,6 +235,45 @@ export class MemoryStore implements Store {
     const n = this.liveNonce(key);
     if (!n) return undefined;
     return n.transaction === undefined ? { state: n.state } : { state: n.state, transaction: n.transaction };
+  }
+
+  // --- Abuse limits of x402 payments: a payer's held payments and given-back runs ---
+  async claimPayerNonce(key: string, expiresAt: number, hold: PayerHold): Promise<PayerClaim> {
+    const prior = this.liveNonce(key);
+    if (prior) return { ok: false, reason: prior.state === "locked" ? "in_use" : "used" };
+    const now = Date.now();
+    const back = this.givenBack.get(key);
+    const keys = this.payerNonces.get(hold.payer);
+    const others: { state: NonceState; amount: string }[] = [];
+    for (const k of keys ?? []) {
+      const n = this.liveNonce(k);
+      if (n?.payer === hold.payer) others.push({ state: n.state, amount: n.amount ?? "0" });
+      else keys!.delete(k);
+    }
+    const refusal = payerClaimRefusal(hold, back && back.expiresAt > now ? back.count : 0, others);
+    if (refusal) return { ok: false, ...refusal };
+    this.nonces.set(key, { state: "locked", expiresAt, payer: hold.payer, amount: hold.amount });
+    if (keys) keys.add(key);
+    else this.payerNonces.set(hold.payer, new Set([key]));
+    return { ok: true, others: others.length };
+  }
+
+  async giveBackNonce(key: string): Promise<number> {
+    const n = this.nonces.get(key);
+    const back = this.givenBack.get(key);
+    const count = (back && back.expiresAt > Date.now() ? back.count : 0) + 1;
+    if (n?.state !== "locked") return count - 1;
+    this.nonces.delete(key);
+    this.givenBack.set(key, { count, expiresAt: Math.max(n.expiresAt, back?.expiresAt ?? 0) });
+    return count;
+  }
+
+  private sweepPayerNonces(now: number): void {
+    for (const [key, b] of this.givenBack) if (b.expiresAt <= now) this.givenBack.delete(key);
+    for (const [payer, keys] of this.payerNonces) {
+      for (const k of keys) if (!this.nonces.has(k)) keys.delete(k);
+      if (keys.size === 0) this.payerNonces.delete(payer);
+    }
   }
 
   async createPayment(payment: StoredPayment): Promise<void> {
@@ -352,4 +399,66 @@ export class MemoryStore implements Store {
     clearInterval(this.timer);
     this.timer = undefined;
   }
+
+  // ---- Settlement records (issue 14 B10/B11): outbox, once-only ledger appends, held answers ----
+  private readonly outbox = new Map<string, string>();
+  /** Ledger key → id, the newest `maxLedger` kept (as many as the ledger itself). */
+  private readonly ledgerKeys = new Map<string, number>();
+  private readonly held = new Map<string, { answer: string; expiresAt: number }>();
+
+  async putOutbox(id: string, record: string): Promise<void> {
+    this.outbox.set(id, record);
+  }
+
+  async listOutbox(limit: number): Promise<OutboxItem[]> {
+    const out: OutboxItem[] = [];
+    for (const [id, record] of this.outbox) {
+      if (out.length >= limit) break;
+      out.push({ id, record });
+    }
+    return out;
+  }
+
+  async deleteOutbox(id: string): Promise<void> {
+    this.outbox.delete(id);
+  }
+
+  async appendLedgerOnce(key: string, entry: LedgerEntry): Promise<number> {
+    const known = this.ledgerKeys.get(key);
+    if (known !== undefined) return known;
+    // appendLedger's body runs in this tick and takes the next id: the key is set before anything can interleave
+    const id = this.nextLedgerId;
+    void this.appendLedger(entry);
+    this.ledgerKeys.set(key, id);
+    if (this.ledgerKeys.size > this.maxLedger) this.ledgerKeys.delete(this.ledgerKeys.keys().next().value!);
+    return id;
+  }
+
+  async releasePendingNonce(key: string): Promise<void> {
+    if (this.nonces.get(key)?.state === "pending") this.nonces.delete(key);
+  }
+
+  async putHeldAnswer(key: string, answer: string, expiresAt: number): Promise<void> {
+    if (this.held.size >= MAX_HELD_ANSWERS) {
+      const now = Date.now();
+      for (const [k, h] of this.held) if (h.expiresAt <= now) this.held.delete(k);
+      if (this.held.size >= MAX_HELD_ANSWERS) this.held.delete(this.held.keys().next().value!);
+    }
+    this.held.delete(key);
+    this.held.set(key, { answer, expiresAt });
+  }
+
+  async getHeldAnswer(key: string): Promise<string | undefined> {
+    const h = this.held.get(key);
+    if (h && h.expiresAt <= Date.now()) this.held.delete(key);
+    else return h?.answer;
+    return undefined;
+  }
+
+  async deleteHeldAnswer(key: string): Promise<void> {
+    this.held.delete(key);
+  }
 }
+
+/** Held answers a MemoryStore keeps at most (the oldest give way): memory stays bounded. */
+const MAX_HELD_ANSWERS = 1000;

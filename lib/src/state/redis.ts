@@ -6,6 +6,8 @@
  *
  * Keys (under `keyPrefix`):
  * - `nonce:<key>`       string `state` or `state:tx`, PXAT = lock expiry
+ * - `payer:<payer>`     hash nonce key → amount, the payer's nonces claimed by `claimPayerNonce`
+ * - `back:<key>`        string count of a nonce's failed runs given back, PXAT = lock expiry
  * - `pay:<paymentId>`   hash of the payment's fields
  * - `tok:<tokenHash>`   string paymentId
  * - `rsv:<paymentId>`   sorted set reservationId → lease end (ms)
@@ -21,7 +23,7 @@ import { createHash } from "node:crypto";
 import type { Redis, RedisOptions } from "ioredis";
 import { ConfigError } from "../errors.js";
 import { requireOptional } from "../optional.js";
-import { RESERVED_PAYMENT_FIELDS, type LedgerEntry, type NonceState, type ReserveResult, type ReserveFailure, type ReservedPayment, type Store, type StoredPayment } from "./store.js";
+import { RESERVED_PAYMENT_FIELDS, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerClaimFailure, type PayerHold, type ReserveResult, type ReserveFailure, type ReservedPayment, type Store, type StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -75,6 +77,59 @@ function pairs(flat: string[]): Record<string, string> {
 const RELEASE_NONCE = script(`
 if redis.call('GET', KEYS[1]) == 'locked' then redis.call('DEL', KEYS[1]) end
 return 0`);
+
+// Abuse limits. KEYS: nonce, payer, back. ARGV: prefix, key, expiresAt, amount, balance ('' = unknown),
+// maxInFlight, maxRetries, now. Mirrors payerClaimRefusal() in store.ts; amounts are added as decimal
+// strings, since Lua numbers are doubles.
+const CLAIM_PAYER_NONCE = script(`
+local function add(a, b)
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local d = carry + (i > 0 and tonumber(a:sub(i, i)) or 0) + (j > 0 and tonumber(b:sub(j, j)) or 0)
+    table.insert(out, 1, d % 10)
+    carry, i, j = math.floor(d / 10), i - 1, j - 1
+  end
+  local s = table.concat(out):gsub('^0+', '')
+  if s == '' then return '0' end
+  return s
+end
+local v = redis.call('GET', KEYS[1])
+if v then
+  if v == 'locked' then return {'in_use'} end
+  return {'used'}
+end
+if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[7]) then return {'retries_exhausted'} end
+local fields = redis.call('HGETALL', KEYS[2])
+local others, inflight, held = 0, 0, '0'
+for i = 1, #fields, 2 do
+  local st = redis.call('GET', ARGV[1] .. 'nonce:' .. fields[i])
+  if not st then
+    redis.call('HDEL', KEYS[2], fields[i])
+  else
+    others = others + 1
+    local state = st:match('^[^:]*')
+    if state == 'locked' then inflight = inflight + 1 end
+    if state ~= 'settled' then held = add(held, fields[i + 1]) end
+  end
+end
+if inflight >= tonumber(ARGV[6]) then return {'too_many_in_flight'} end
+if ARGV[5] ~= '' then
+  local need = add(held, ARGV[4])
+  if #need > #ARGV[5] or (#need == #ARGV[5] and need > ARGV[5]) then return {'insufficient_funds', held} end
+end
+redis.call('SET', KEYS[1], 'locked', 'PXAT', ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) - tonumber(ARGV[8]) then redis.call('PEXPIREAT', KEYS[2], ARGV[3]) end
+return {'ok', others}`);
+
+// KEYS: nonce, back.
+const GIVE_BACK_NONCE = script(`
+if redis.call('GET', KEYS[1]) ~= 'locked' then return tonumber(redis.call('GET', KEYS[2]) or '0') end
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+local n = redis.call('INCR', KEYS[2])
+if ttl > 0 and redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+return n`);
 
 // KEYS: pay, tok, pending. ARGV: paymentId, expireAt ('' = never), now, status, expiresAt, field, value, ...
 const CREATE_PAYMENT = script(`
@@ -276,6 +331,24 @@ export class RedisStore implements Store {
     });
   }
 
+  // --- Abuse limits of x402 payments: a payer's held payments and given-back runs ---
+  claimPayerNonce(key: string, expiresAt: number, hold: PayerHold): Promise<PayerClaim> {
+    return this.run("claimPayerNonce", async () => {
+      const p = this.prefix;
+      const r = (await this.eval(
+        CLAIM_PAYER_NONCE,
+        [p + "nonce:" + key, p + "payer:" + hold.payer, p + "back:" + key],
+        [p, key, expiresAt, hold.amount, hold.balance ?? "", hold.maxInFlight, hold.maxRetries, Date.now()],
+      )) as [string, (number | string)?];
+      if (r[0] === "ok") return { ok: true, others: Number(r[1]) };
+      return r[1] === undefined ? { ok: false, reason: r[0] as PayerClaimFailure } : { ok: false, reason: r[0] as PayerClaimFailure, held: String(r[1]) };
+    });
+  }
+
+  giveBackNonce(key: string): Promise<number> {
+    return this.run("giveBackNonce", async () => Number(await this.eval(GIVE_BACK_NONCE, [this.prefix + "nonce:" + key, this.prefix + "back:" + key], [])));
+  }
+
   createPayment(payment: StoredPayment): Promise<void> {
     return this.run("createPayment", async () => {
       const created = await this.eval(
@@ -425,4 +498,89 @@ return 1`);
       this.client.disconnect();
     }
   }
+
+  // ---- Settlement records (issue 14 B10/B11): outbox, once-only ledger appends, held answers ----
+  // Keys: `outbox` hash id → record and `outbox:age` sorted set id → first write (ms);
+  // `lkey:<key>` ledger id appended under key (kept LEDGER_KEY_TTL_MS); `held:<key>` string, PXAT = expiry.
+
+  putOutbox(id: string, record: string): Promise<void> {
+    return this.run("putOutbox", async () => {
+      await this.eval(PUT_OUTBOX, [this.prefix + "outbox", this.prefix + "outbox:age"], [id, record, Date.now()]);
+    });
+  }
+
+  listOutbox(limit: number): Promise<OutboxItem[]> {
+    return this.run("listOutbox", async () => {
+      if (limit <= 0) return [];
+      const ids = await this.client.zrange(this.prefix + "outbox:age", "0", String(limit - 1));
+      if (ids.length === 0) return [];
+      const records = await this.client.hmget(this.prefix + "outbox", ...ids);
+      const out: OutboxItem[] = [];
+      for (let i = 0; i < ids.length; i++) if (records[i] !== null) out.push({ id: ids[i]!, record: records[i]! });
+      return out;
+    });
+  }
+
+  deleteOutbox(id: string): Promise<void> {
+    return this.run("deleteOutbox", async () => {
+      await this.client.multi().hdel(this.prefix + "outbox", id).zrem(this.prefix + "outbox:age", id).exec();
+    });
+  }
+
+  appendLedgerOnce(key: string, entry: LedgerEntry): Promise<number> {
+    return this.run("appendLedgerOnce", async () =>
+      Number(
+        await this.eval(
+          APPEND_LEDGER_ONCE,
+          [this.prefix + "ledger:id", this.prefix + "ledger", this.prefix + "lkey:" + key],
+          [JSON.stringify(ledgerBody(entry)), LEDGER_KEY_TTL_MS],
+        ),
+      ),
+    );
+  }
+
+  releasePendingNonce(key: string): Promise<void> {
+    return this.run("releasePendingNonce", async () => {
+      await this.eval(RELEASE_PENDING_NONCE, [this.prefix + "nonce:" + key], []);
+    });
+  }
+
+  putHeldAnswer(key: string, answer: string, expiresAt: number): Promise<void> {
+    return this.run("putHeldAnswer", async () => {
+      await this.client.set(this.prefix + "held:" + key, answer, "PXAT", expiresAt);
+    });
+  }
+
+  getHeldAnswer(key: string): Promise<string | undefined> {
+    return this.run("getHeldAnswer", async () => (await this.client.get(this.prefix + "held:" + key)) ?? undefined);
+  }
+
+  deleteHeldAnswer(key: string): Promise<void> {
+    return this.run("deleteHeldAnswer", async () => {
+      await this.client.del(this.prefix + "held:" + key);
+    });
+  }
 }
+
+/** How long the key of a once-only ledger append is remembered (30 days): far longer than any retry. */
+const LEDGER_KEY_TTL_MS = 30 * 24 * 3600_000;
+
+// KEYS: outbox, outbox:age. ARGV: id, record, now.
+const PUT_OUTBOX = script(`
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])
+return 0`);
+
+// KEYS: ledger:id, ledger, lkey:<key>. ARGV: entry JSON, key ttl ms.
+const APPEND_LEDGER_ONCE = script(`
+local known = redis.call('GET', KEYS[3])
+if known then return tonumber(known) end
+local id = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], id .. '-0', 'e', ARGV[1])
+redis.call('SET', KEYS[3], id, 'PX', ARGV[2])
+return id`);
+
+const RELEASE_PENDING_NONCE = script(`
+local v = redis.call('GET', KEYS[1])
+if v and (v == 'pending' or string.sub(v, 1, 8) == 'pending:') then redis.call('DEL', KEYS[1]) end
+return 0`);

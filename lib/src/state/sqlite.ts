@@ -12,7 +12,7 @@ import { dirname } from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
 import { StoreError } from "../errors.js";
 import { requireOptional } from "../optional.js";
-import type { LedgerEntry, NonceState, ReserveResult, Store, StoredPayment } from "./store.js";
+import { payerClaimRefusal, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerHold, type ReserveResult, type Store, type StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -345,6 +345,69 @@ export class SqliteStore implements Store {
     });
   }
 
+  // --- Abuse limits of x402 payments: a payer's held payments and given-back runs ---
+  // Their tables are created on first use (IF NOT EXISTS), so they need no schema migration; rows
+  // whose nonce is gone are deleted with it (payer_nonces) or at expiry (given_back), at most once a minute.
+  private abuse?: ReturnType<SqliteStore["prepareAbuse"]>;
+  private abuseSweptAt = 0;
+
+  private prepareAbuse() {
+    const db = this.db;
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS payer_nonces (key TEXT PRIMARY KEY, payer TEXT NOT NULL, amount TEXT NOT NULL) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS payer_nonces_payer ON payer_nonces (payer);
+      CREATE TABLE IF NOT EXISTS given_back (key TEXT PRIMARY KEY, count INTEGER NOT NULL, expiresAt INTEGER NOT NULL) WITHOUT ROWID;
+    `);
+    const s = {
+      nonce: db.prepare("SELECT state, expiresAt FROM nonces WHERE key = ? AND expiresAt > ?"),
+      givenBack: db.prepare("SELECT count FROM given_back WHERE key = ? AND expiresAt > ?").pluck(),
+      others: db.prepare("SELECT n.state, p.amount FROM payer_nonces p JOIN nonces n ON n.key = p.key WHERE p.payer = ? AND n.expiresAt > ?"),
+      claim: db.prepare(
+        `INSERT INTO nonces (key, state, expiresAt) VALUES (?, 'locked', ?)
+         ON CONFLICT (key) DO UPDATE SET state = 'locked', "transaction" = NULL, expiresAt = excluded.expiresAt`,
+      ),
+      hold: db.prepare("INSERT OR REPLACE INTO payer_nonces (key, payer, amount) VALUES (?, ?, ?)"),
+      release: db.prepare("DELETE FROM nonces WHERE key = ? AND state = 'locked' RETURNING expiresAt").pluck(),
+      countBack: db.prepare(
+        `INSERT INTO given_back (key, count, expiresAt) VALUES (?, 1, ?)
+         ON CONFLICT (key) DO UPDATE SET count = CASE WHEN given_back.expiresAt > ? THEN given_back.count + 1 ELSE 1 END,
+           expiresAt = max(given_back.expiresAt, excluded.expiresAt)
+         RETURNING count`,
+      ).pluck(),
+      sweepHolds: db.prepare("DELETE FROM payer_nonces WHERE key NOT IN (SELECT key FROM nonces)"),
+      sweepBack: db.prepare("DELETE FROM given_back WHERE expiresAt <= ?"),
+    };
+    const claim = db.transaction((key: string, expiresAt: number, hold: PayerHold, now: number): PayerClaim => {
+      if (now - this.abuseSweptAt > 60_000) {
+        this.abuseSweptAt = now;
+        s.sweepHolds.run();
+        s.sweepBack.run(now);
+      }
+      const prior = s.nonce.get(key, now) as { state: NonceState } | undefined;
+      if (prior) return { ok: false, reason: prior.state === "locked" ? "in_use" : "used" };
+      const others = s.others.all(hold.payer, now) as { state: NonceState; amount: string }[];
+      const refusal = payerClaimRefusal(hold, (s.givenBack.get(key, now) as number | undefined) ?? 0, others);
+      if (refusal) return { ok: false, ...refusal };
+      s.claim.run(key, expiresAt);
+      s.hold.run(key, hold.payer, hold.amount);
+      return { ok: true, others: others.length };
+    });
+    const giveBack = db.transaction((key: string, now: number): number => {
+      const expiresAt = s.release.get(key) as number | undefined;
+      if (expiresAt === undefined) return (s.givenBack.get(key, now) as number | undefined) ?? 0;
+      return s.countBack.get(key, expiresAt, now) as number;
+    });
+    return { claim, giveBack };
+  }
+
+  claimPayerNonce(key: string, expiresAt: number, hold: PayerHold): Promise<PayerClaim> {
+    return this.run("claimPayerNonce", () => (this.abuse ??= this.prepareAbuse()).claim.immediate(key, expiresAt, hold, Date.now()));
+  }
+
+  giveBackNonce(key: string): Promise<number> {
+    return this.run("giveBackNonce", () => (this.abuse ??= this.prepareAbuse()).giveBack.immediate(key, Date.now()));
+  }
+
   createPayment(payment: StoredPayment): Promise<void> {
     return this.durable("createPayment", () => {
       try {
@@ -429,6 +492,89 @@ export class SqliteStore implements Store {
     if (this.db.open) this.batch.flush(); // queued calls still run
     return this.run("close", () => {
       if (this.db.open) this.db.close();
+    });
+  }
+
+  // ---- Settlement records (issue 14 B10/B11): outbox, once-only ledger appends, held answers ----
+  // Their tables are created on first use (IF NOT EXISTS), apart from the numbered migrations.
+  private rec?: ReturnType<SqliteStore["prepareRecords"]>;
+
+  private records() {
+    return (this.rec ??= this.prepareRecords());
+  }
+
+  private prepareRecords() {
+    const db = this.db;
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, record TEXT NOT NULL, createdAt INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS outbox_age ON outbox (createdAt);
+      CREATE TABLE IF NOT EXISTS ledger_keys (key TEXT PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS held_answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, expiresAt INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS held_answers_expiry ON held_answers (expiresAt);
+    `);
+    const s = {
+      putOutbox: db.prepare("INSERT INTO outbox (id, record, createdAt) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET record = excluded.record"),
+      listOutbox: db.prepare("SELECT id, record FROM outbox ORDER BY createdAt, id LIMIT ?"),
+      deleteOutbox: db.prepare("DELETE FROM outbox WHERE id = ?"),
+      ledgerKey: db.prepare("SELECT id FROM ledger_keys WHERE key = ?").pluck(),
+      insertLedgerKey: db.prepare("INSERT INTO ledger_keys (key, id) VALUES (?, ?)"),
+      releasePending: db.prepare("DELETE FROM nonces WHERE key = ? AND state = 'pending'"),
+      putHeld: db.prepare("INSERT OR REPLACE INTO held_answers (key, answer, expiresAt) VALUES (?, ?, ?)"),
+      dropExpiredHeld: db.prepare("DELETE FROM held_answers WHERE expiresAt <= ?"),
+      getHeld: db.prepare("SELECT answer FROM held_answers WHERE key = ? AND expiresAt > ?").pluck(),
+      deleteHeld: db.prepare("DELETE FROM held_answers WHERE key = ?"),
+    };
+    const appendOnce = db.transaction((key: string, entry: LedgerEntry): number => {
+      const known = s.ledgerKey.get(key) as number | undefined;
+      if (known !== undefined) return known;
+      const id = Number(this.s.appendLedger.run({ ...OPTIONAL_LEDGER_COLUMNS, ...ledgerBody(entry) }).lastInsertRowid);
+      s.insertLedgerKey.run(key, id);
+      return id;
+    });
+    return { ...s, appendOnce };
+  }
+
+  putOutbox(id: string, record: string): Promise<void> {
+    return this.durable("putOutbox", () => {
+      this.records().putOutbox.run(id, record, Date.now());
+    });
+  }
+
+  listOutbox(limit: number): Promise<OutboxItem[]> {
+    return this.run("listOutbox", () => this.records().listOutbox.all(limit) as OutboxItem[]);
+  }
+
+  deleteOutbox(id: string): Promise<void> {
+    return this.run("deleteOutbox", () => {
+      this.records().deleteOutbox.run(id);
+    });
+  }
+
+  appendLedgerOnce(key: string, entry: LedgerEntry): Promise<number> {
+    return this.durable("appendLedgerOnce", () => this.records().appendOnce.immediate(key, entry));
+  }
+
+  releasePendingNonce(key: string): Promise<void> {
+    return this.run("releasePendingNonce", () => {
+      this.records().releasePending.run(key);
+    });
+  }
+
+  putHeldAnswer(key: string, answer: string, expiresAt: number): Promise<void> {
+    return this.durable("putHeldAnswer", () => {
+      const r = this.records();
+      r.dropExpiredHeld.run(Date.now());
+      r.putHeld.run(key, answer, expiresAt);
+    });
+  }
+
+  getHeldAnswer(key: string): Promise<string | undefined> {
+    return this.run("getHeldAnswer", () => (this.records().getHeld.get(key, Date.now()) as string | undefined) ?? undefined);
+  }
+
+  deleteHeldAnswer(key: string): Promise<void> {
+    return this.run("deleteHeldAnswer", () => {
+      this.records().deleteHeld.run(key);
     });
   }
 }

@@ -80,6 +80,39 @@ export interface LedgerEntry {
 /** State of an x402 authorization nonce lock. */
 export type NonceState = "locked" | "settled" | "pending";
 
+/** What `claimPayerNonce` checks a new x402 payment against. */
+export interface PayerHold {
+  /** The payer's key for this asset, e.g. `chainId:asset:from` (lower-case). */
+  payer: string;
+  /** This payment's value, atomic units, integer string. */
+  amount: string;
+  /** The payer's balance as just read on-chain, integer string; omitted when unknown (no funds check). */
+  balance?: string;
+  /** Locked payments the payer may already have (work in flight). */
+  maxInFlight: number;
+  /** Failed runs given back after which this authorization is refused. */
+  maxRetries: number;
+}
+
+/** Why `claimPayerNonce` refused. */
+export type PayerClaimFailure = "in_use" | "used" | "retries_exhausted" | "too_many_in_flight" | "insufficient_funds";
+
+export type PayerClaim = { ok: true; others: number } | { ok: false; reason: PayerClaimFailure; held?: string };
+
+/** `claimPayerNonce`'s decision from the payer's other live nonces; shared by the stores. */
+export function payerClaimRefusal(hold: PayerHold, givenBack: number, others: { state: NonceState; amount: string }[]): { reason: PayerClaimFailure; held?: string } | undefined {
+  if (givenBack > hold.maxRetries) return { reason: "retries_exhausted" };
+  let inFlight = 0;
+  let held = 0n;
+  for (const o of others) {
+    if (o.state === "locked") inFlight++;
+    if (o.state !== "settled") held += BigInt(o.amount);
+  }
+  if (inFlight >= hold.maxInFlight) return { reason: "too_many_in_flight" };
+  if (hold.balance !== undefined && held + BigInt(hold.amount) > BigInt(hold.balance)) return { reason: "insufficient_funds", held: held.toString() };
+  return undefined;
+}
+
 export interface Store {
   /**
    * Claim the lock for an x402 authorization, key `asset:from:nonce` (lower-case).
@@ -94,6 +127,19 @@ export interface Store {
   setNonceState(key: string, state: Exclude<NonceState, "locked">, transaction?: string): Promise<void>;
   /** Current state of a nonce, or undefined. */
   getNonce(key: string): Promise<{ state: NonceState; transaction?: string } | undefined>;
+
+  // --- Abuse limits of x402 payments: a payer's held payments and given-back runs (see `PayerHold`) ---
+  /**
+   * `claimNonce` checked against the payer's other payments in the same atomic step. Refused when
+   * the key is live (`in_use` while locked, else `used`), when runs of this authorization were given
+   * back (`giveBackNonce`) more than `hold.maxRetries` times (`retries_exhausted`), when the payer
+   * already has `hold.maxInFlight` locked payments (`too_many_in_flight`), or when the amounts of the
+   * payer's locked and pending payments plus `hold.amount` exceed `hold.balance` (`insufficient_funds`,
+   * with `held`, the others' sum). On success `others` counts the payer's other live nonces in any state.
+   */
+  claimPayerNonce(key: string, expiresAt: number, hold: PayerHold): Promise<PayerClaim>;
+  /** `releaseNonce` after a failed run, counting that run against the key (kept until the lock would have expired). Returns the count. */
+  giveBackNonce(key: string): Promise<number>;
 
   /** Insert a new payment. Throws if paymentId or tokenHash exists. */
   createPayment(payment: StoredPayment): Promise<void>;
@@ -151,6 +197,37 @@ export interface Store {
   ping(): Promise<void>;
   /** Close connections / file handles. */
   close(): Promise<void>;
+
+  // ---- Settlement records (issue 14 B10/B11): outbox, once-only ledger appends, held answers ----
+  // What happened to a payment after money moved is written here before the client is answered, and
+  // kept until every record it implies is stored; the engine's reconciler drains it.
+
+  /** Add or replace the outbox entry `id` (an x402 lock key); `record` is the engine's JSON. Durable where the store is. */
+  putOutbox(id: string, record: string): Promise<void>;
+  /** Up to `limit` outbox entries (oldest first where the store can tell). */
+  listOutbox(limit: number): Promise<OutboxItem[]>;
+  /** Delete an outbox entry. Idempotent. */
+  deleteOutbox(id: string): Promise<void>;
+  /**
+   * Append `entry` to the ledger unless an entry was appended under `key`
+   * before; returns that entry's id either way. Atomic, so a retried write
+   * never records one payment twice.
+   */
+  appendLedgerOnce(key: string, entry: LedgerEntry): Promise<number>;
+  /** Delete a nonce whose state is `pending` (its transfer finally failed; nothing was charged). */
+  releasePendingNonce(key: string): Promise<void>;
+  /** Keep the answer held for a pending settlement (`answer` is the engine's JSON) until `expiresAt`. Replaces. */
+  putHeldAnswer(key: string, answer: string, expiresAt: number): Promise<void>;
+  /** The held answer under `key`, unless it expired. */
+  getHeldAnswer(key: string): Promise<string | undefined>;
+  /** Forget a held answer. Idempotent. */
+  deleteHeldAnswer(key: string): Promise<void>;
+}
+
+/** One outbox entry (see `Store.putOutbox`). */
+export interface OutboxItem {
+  id: string;
+  record: string;
 }
 
 /** Derive the public status of a stored payment at time `now`. */

