@@ -5,36 +5,10 @@
  * (test/clients/no-network.mjs). The payee gets exactly the price, once.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { startPaidApp, type PaidApp } from "./support/paid-app.js";
-
-const DIR = fileURLToPath(new URL("./clients/", import.meta.url));
-const CHILD_TIMEOUT_MS = 60_000;
-
-interface ChildResult {
-  out: { status?: number; body?: string; receipt?: { success: boolean; transaction: string; payer?: string } | null; error?: string };
-  refused: string[];
-}
-
-/** Run `node --import ./no-network.mjs <args>` in test/clients, bounded in time. */
-function child(args: string[], env: Record<string, string> = {}): Promise<ChildResult> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, ["--import", "./no-network.mjs", ...args], { cwd: DIR, env: { PATH: process.env.PATH ?? "", ...env }, timeout: CHILD_TIMEOUT_MS, maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
-      const line = stdout.trim().split("\n").pop() ?? "";
-      let out: ChildResult["out"];
-      try {
-        out = JSON.parse(line);
-      } catch {
-        return reject(new Error(`child gave no result (${err?.message ?? "exit 0"}): ${stdout.slice(-500)} ${stderr.slice(-2000)}`));
-      }
-      const refused = stderr.split("\n").filter((l) => l.startsWith("refused: ")).map((l) => l.slice(9));
-      resolve({ out, refused });
-    });
-  });
-}
+import { CHILD_TIMEOUT_MS, CLIENTS_DIR as DIR, clientChild as child } from "./support/client-child.js";
 
 describe("issue 16: independent x402 clients pay with the network blocked", function () {
   this.timeout(CHILD_TIMEOUT_MS * 2);

@@ -57,6 +57,34 @@ const clients = {
     const handler = exact.createPaymentHandler({ chain: { id: 84532, name: "Base Sepolia" }, address: account.address, account });
     return viaFetch(wrap(fetch, { handlers: [handler], retryCount: 0 }));
   },
+  /**
+   * x402-mcp 0.0.5 (Vercel) over ai 5.0.78's MCP client: call the tool unpaid,
+   * read the v1 requirements from the payment-required text as a model would,
+   * sign with its generatePaymentAuthorization tool, call again with the
+   * authorization (sent as `_meta["x402.payment"]`). <url> is the MCP
+   * endpoint, <method> the tool name, <json body> its arguments.
+   */
+  async "x402-mcp"() {
+    const { experimental_createMCPClient } = await import("ai");
+    const { StreamableHTTPClientTransport } = await import("@modelcontextprotocol/sdk/client/streamableHttp.js");
+    const { withPayment } = await import("x402-mcp");
+    const { privateKeyToAccount } = await import("viem/accounts");
+    const mcp = await experimental_createMCPClient({ transport: new StreamableHTTPClientTransport(new URL(url)) });
+    try {
+      const client = await withPayment(mcp, { account: privateKeyToAccount(key), network: "base-sepolia" });
+      const tools = await client.tools();
+      const opts = { toolCallId: "1", messages: [] };
+      const args = body ? JSON.parse(body) : {};
+      const unpaid = await tools[method].execute(args, opts);
+      const required = JSON.parse(unpaid.content[0].text)["x402/error"].data;
+      const { paymentAuthorization } = await tools.generatePaymentAuthorization.execute({ paymentRequirements: required.x402v1.accepts[0] }, opts);
+      const paid = await tools[method].execute({ ...args, paymentAuthorization }, opts);
+      const receipt = paid._meta?.["x402.payment-response"] ?? null;
+      return { status: paid.isError ? 402 : 200, body: JSON.stringify(paid), receipt };
+    } finally {
+      await mcp.close();
+    }
+  },
   /** @dexterai/x402 2.0 `wrapFetch` with an EVM key; its balance check reads the local chain (RPC_URL, loopback). */
   async dexter() {
     const { wrapFetch } = await import("@dexterai/x402/client");
