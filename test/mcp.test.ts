@@ -72,13 +72,14 @@ describe("MCP: face_comparison over Streamable HTTP (real SDK client, real chain
     const r = await call(ARGS);
     assert.equal(r.isError, true);
     const pr = r.structuredContent!;
-    assert.deepEqual(JSON.parse(r.content[0]!.text!), pr, "content[0].text is the same object as JSON");
+    // issue 16: the v2 MCP transport's error shape in content[0].text (test/x402-mcp-clients.test.ts)
+    assert.deepEqual(JSON.parse(r.content[0]!.text!), { "x402/error": { code: 402, message: pr.message, data: pr } }, "content[0].text is the x402/error object");
     assert.deepEqual(r._meta?.["x402/payment-required"], pr);
     assert.equal(pr.x402Version, 2);
     assert.equal(pr.reason, "payment_required");
     assert.equal(pr.resource.url, `${app.url}/mcp#face_comparison`);
     assert.deepEqual(pr.accepts, [
-      { scheme: "exact", network: "eip155:84532", amount: "200000", asset: chain.usdc, payTo: chain.accounts.payTo.address, maxTimeoutSeconds: 300, extra: { name: "USDC", version: "2" } },
+      { scheme: "exact", network: "eip155:84532", amount: "200000", asset: chain.usdc, payTo: chain.accounts.payTo.address, maxTimeoutSeconds: 300, extra: { name: "USDC", version: "2", assetTransferMethod: "eip3009", primaryType: "TransferWithAuthorization" } },
     ]);
     assert.equal(pr.x402v1.x402Version, 1);
     const v1 = PaymentRequirementsSchema.parse(pr.x402v1.accepts[0]);

@@ -60,7 +60,7 @@ describe("x402 interop with real clients on a real chain", function () {
       asset: chain.usdc,
       payTo: chain.accounts.payTo.address,
       maxTimeoutSeconds: 300,
-      extra: { name: "USDC", version: "2" },
+      extra: { name: "USDC", version: "2", assetTransferMethod: "eip3009", primaryType: "TransferWithAuthorization" },
     });
   });
 

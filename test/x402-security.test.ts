@@ -76,7 +76,10 @@ describe("x402 replay protection and bad input (real chain)", function () {
 
   it("malformed headers: bad base64, non-JSON, wrong types, oversized", async () => {
     await expect402({ "x-payment": "%%%not-base64%%%" }, "invalid_payload");
-    await expect402({ "payment-signature": b64("{not json") }, "invalid_payload");
+    // issue 16: the v2 HTTP transport answers a malformed PAYMENT-SIGNATURE with 400 (test/x402-conformance.test.ts)
+    const v2Bad = await get({ "payment-signature": b64("{not json") });
+    assert.equal(v2Bad.status, 400);
+    assert.equal((await v2Bad.json()).error, "invalid_payload");
     await expect402({ "x-payment": b64([1, 2]) }, "invalid_payload");
     await expect402({ "x-payment": b64({ x402Version: "1", scheme: "exact", network: "base-sepolia", payload: {} }) }, "invalid_x402_version");
     const good = await signAuthorization({ ...base, privateKey: payer() });

@@ -134,7 +134,7 @@ export function createApp(deps: AppDeps): App {
     const paths = [s.endpoint, ...s.legacyEndpoints];
     app.post(paths, unpaid, faceJson, validateFaceRequest(config.imageMaxBytes, config.imageMaxPixels));
   }
-  app.use(mcpRouter({ services, paywall: pw, compare: compareDeps, bodyLimitBytes: config.bodyLimitBytes, timeoutMs: config.mcpTimeoutMs, onError: (err) => onError(err) }));
+  app.use(mcpRouter({ services, paywall: pw, allowedHosts: config.allowedHosts, compare: compareDeps, bodyLimitBytes: config.bodyLimitBytes, timeoutMs: config.mcpTimeoutMs, onError: (err) => onError(err) }));
   app.use(pw);
   for (const s of services) {
     app.post([s.endpoint, ...s.legacyEndpoints], compareHandler(compareDeps, (err) => onError(err)));

@@ -24,6 +24,8 @@ import { formatUsdCents, PATHS, pricingOf, routeOf, type ServiceSpec } from "./d
 export interface McpDeps {
   services: readonly ServiceSpec[];
   paywall: PaywallMiddleware;
+  /** Host names /mcp answers besides PUBLIC_URL's and the loopback names (the server's ALLOWED_HOSTS). */
+  allowedHosts?: readonly string[];
   compare: CompareDeps;
   /** Largest JSON-RPC body, bytes (tool arguments may carry base64 images). */
   bodyLimitBytes: number;
@@ -65,6 +67,8 @@ function faceToolError(err: FaceError): CallToolResult {
 
 function buildServer(deps: McpDeps, origin: string): McpServer {
   const server = new McpServer({ name: "server402-example", version: "0.1.0" });
+  // The SDK advertises tools.listChanged: true on the first tool; a stateless server can never send that notification.
+  const advertise = () => server.server.registerCapabilities({ tools: { listChanged: false } });
   for (const s of deps.services) {
     registerPaidTool(server, deps.paywall, {
       name: s.mcpToolName,
@@ -88,7 +92,35 @@ function buildServer(deps: McpDeps, origin: string): McpServer {
       },
     });
   }
+  advertise();
   return server;
+}
+
+const LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]", "::1"];
+
+/**
+ * DNS-rebinding protection (the Streamable HTTP transport says servers MUST
+ * validate Origin): the Host, and the Origin when one is sent, must name
+ * PUBLIC_URL's host, an allowed host or a loopback name; else 403.
+ */
+function hostGuard(deps: McpDeps): express.RequestHandler {
+  const names = new Set([...LOOPBACK_NAMES, ...(deps.allowedHosts ?? []).map((h) => h.toLowerCase())]);
+  const publicUrl = deps.paywall.options.publicUrl;
+  if (publicUrl) names.add(new URL(publicUrl).hostname.toLowerCase());
+  const hostOf = (value: string, withScheme: boolean): string | undefined => {
+    try {
+      return new URL(withScheme ? value : `http://${value}`).hostname.toLowerCase();
+    } catch {
+      return undefined;
+    }
+  };
+  return (req, res, next) => {
+    const host = hostOf(req.headers.host ?? "", false);
+    const origin = req.headers.origin;
+    const originOk = origin === undefined || names.has(hostOf(origin, true) ?? "");
+    if (host !== undefined && names.has(host) && originOk) return next();
+    res.status(403).set("Cache-Control", "no-store").json(rpcError(-32000, "Forbidden: this MCP endpoint does not answer for that Host or Origin."));
+  };
 }
 
 function rpcError(code: number, message: string) {
@@ -130,7 +162,7 @@ export function mcpRouter(deps: McpDeps): Router {
   const body = express.json({ limit: deps.bodyLimitBytes });
 
   const timeoutMs = deps.timeoutMs ?? deps.compare.compareTimeoutMs + 35_000;
-  router.post(PATHS.mcp, body, async (req: Request, res, next) => {
+  router.post(PATHS.mcp, hostGuard(deps), body, async (req: Request, res, next) => {
     const messages = withoutSelfCancelled(req.body);
     // Only a batch emptied by the filter is answered here (202, as for notifications); an empty batch stays the SDK's to refuse.
     if (messages !== req.body && Array.isArray(messages) && messages.length === 0) return void res.status(202).end();

@@ -152,8 +152,30 @@ function serviceOperation(s: ServiceDescriptor, path: string, legacy: boolean): 
       "503": errors(503, "The face engine is busy or unavailable, or the payment store is down"),
       "504": errors(504, "The comparison timed out"),
     },
+    "x-payment-info": paymentInfo(s),
     "x-server402": { serviceId: s.id, pricing: s.pricing, acceptedPaymentMethods: s.acceptedPaymentMethods, mcpToolName: s.mcpToolName },
   };
+}
+
+/**
+ * The price as agent tools read it from OpenAPI (the `x-payment-info`
+ * operation extension, e.g. agentcash's discovery): a fixed USD price and the
+ * x402 offer. Without it they see only the apiKey-type security schemes and
+ * take the route for an API-key one.
+ */
+function paymentInfo(s: ServiceDescriptor): Json {
+  const { pricing: p } = s;
+  const x402 = {
+    x402Version: [1, 2],
+    scheme: "exact",
+    network: p.asset.network,
+    ...(p.asset.v1Network ? { v1Network: p.asset.v1Network } : {}),
+    asset: p.asset.address,
+    amount: p.amount,
+    payTo: p.payTo,
+    settlement: p.settlement,
+  };
+  return { price: { mode: "fixed", amount: p.amountDecimal, currency: p.currency }, protocols: [{ x402 }] };
 }
 
 function paymentsPaths(serviceIds: string[]): Json {

@@ -10,15 +10,20 @@
  *   });
  *
  * Wire behaviour (x402 MCP transport, v1 and v2):
- * - unpaid: a tool error (`isError: true`) whose `structuredContent`, its JSON
- *   in `content[0].text` and `_meta["x402/payment-required"]` carry the
- *   PaymentRequired object (see {@link McpPaymentRequired});
+ * - unpaid: a tool error (`isError: true`) whose `structuredContent` and
+ *   `_meta["x402/payment-required"]` carry the PaymentRequired object (see
+ *   {@link McpPaymentRequired}), with its bazaar discovery data (tool name and
+ *   input schema); `content[0].text` is the v2 transport's JSON
+ *   `{"x402/error": {code: 402, message, data: <PaymentRequired>}}`;
  * - `paymentToken` argument: one call of a prepaid payment is reserved, then
  *   committed when the tool succeeds or given back when it fails;
  * - `_meta["x402/payment"]` (a PaymentPayload object, version from its
  *   `x402Version`): verified before the tool runs, settled only when the tool
  *   succeeded, receipt in `_meta["x402/payment-response"]`. A failed settlement
  *   withholds the output and answers "Payment settlement failed: …".
+ *   `_meta["x402.payment"]` (a dot: Vercel's x402-mcp, a base64 v1 payload)
+ *   is taken the same way, and its receipt is also put in
+ *   `_meta["x402.payment-response"]`, where that client family looks.
  *
  * Resource URL: the MCP endpoint URL plus `#<tool name>`, e.g.
  * `https://api.example.com/mcp#face_comparison` (origin from the paywall's
@@ -49,6 +54,10 @@ const { z: zod } = await importOptional<typeof import("zod/v4")>("zod/v4", "@mod
 export const MCP_META = {
   /** Client → server: PaymentPayload object. */
   payment: "x402/payment",
+  /** Client → server, as x402-mcp (Vercel) sends it: a base64 v1 PaymentPayload. */
+  paymentDotted: "x402.payment",
+  /** Server → client, where x402-mcp's servers put the receipt. */
+  paymentResponseDotted: "x402.payment-response",
   /** Server → client: SettleResponse object. */
   paymentResponse: "x402/payment-response",
   /** Server → client: the PaymentRequired object of a payment-required result. */
@@ -190,6 +199,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
   const engine = pw.engine;
   const serviceId = route.options.serviceId;
   const mcpRoute: ResolvedRoute<Request> = { ...route, options: { ...route.options, resource: undefined } };
+  const bazaar = route.options.discoverable === false ? undefined : mcpBazaar(opts.name, opts.description ?? route.description, opts.inputSchema);
 
   function resourceFor(extra: McpToolExtra): string {
     if (typeof opts.resource === "string") return opts.resource;
@@ -211,6 +221,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
     const { body } = pw.paymentRequired(offer, mcpRoute, error, base);
     const pr: McpPaymentRequired = {
       ...toPaymentRequiredV2(offer, error),
+      ...(bazaar ? { extensions: { bazaar } } : {}),
       error,
       reason,
       message,
@@ -221,7 +232,8 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
     engine.paymentRequired(offer.resource);
     const meta: Record<string, unknown> = { [MCP_META.paymentRequired]: pr };
     if (extra["x402/payment-response"]) meta[MCP_META.paymentResponse] = extra["x402/payment-response"];
-    return { isError: true, content: [{ type: "text", text: JSON.stringify(pr) }], structuredContent: pr as unknown as Record<string, unknown>, _meta: meta };
+    const text = JSON.stringify({ "x402/error": { code: 402, message, data: pr } });
+    return { isError: true, content: [{ type: "text", text }], structuredContent: pr as unknown as Record<string, unknown>, _meta: meta };
   }
 
   /** Answer a refused or failed payment step. */
@@ -267,19 +279,25 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
     return withMeta(result, { [MCP_META.server402Payment]: { method: "token", paymentId, amount, callsRemaining } });
   }
 
-  async function payWithX402(raw: unknown, args: PaidToolArgs<Shape>, validated: V, offer: Offer, extra: McpToolExtra): Promise<CallToolResult> {
+  async function payWithX402(raw: unknown, key: string, args: PaidToolArgs<Shape>, validated: V, offer: Offer, extra: McpToolExtra): Promise<CallToolResult> {
     let attempt: X402Attempt;
     try {
-      const payload = typeof raw === "string" ? decodeHeader(raw, `_meta["${MCP_META.payment}"]`) : raw;
-      if (!isObject(payload)) throw new PaymentError("invalid_payload", `_meta["${MCP_META.payment}"] must be an x402 PaymentPayload object.`);
+      const payload = typeof raw === "string" ? decodeHeader(raw, `_meta["${key}"]`) : raw;
+      if (!isObject(payload)) throw new PaymentError("invalid_payload", `_meta["${key}"] must be an x402 PaymentPayload object.`);
       const version = payload.x402Version;
-      if (version !== 1 && version !== 2) throw new PaymentError("invalid_x402_version", `_meta["${MCP_META.payment}"].x402Version must be 1 or 2, got ${JSON.stringify(version)}.`);
+      if (version !== 1 && version !== 2) throw new PaymentError("invalid_x402_version", `_meta["${key}"].x402Version must be 1 or 2, got ${JSON.stringify(version)}.`);
       attempt = await engine.verifyX402(version, payload, offer, serviceId);
     } catch (err) {
       return refusal(offer, err);
     }
     const ctx: PaidToolContext<V> = { payment: attempt.info, validated, signal: extra.signal, extra };
     const summary = () => ({ method: "x402", payer: attempt.info.payer, amount: attempt.info.amount, network: attempt.info.network, transaction: attempt.info.transaction });
+    // the receipt goes where the client's family looks for it (the dotted key's clients read the dotted one)
+    const receiptMeta = (receipt: SettleResponse) => ({
+      [MCP_META.paymentResponse]: receipt,
+      ...(key === MCP_META.paymentDotted ? { [MCP_META.paymentResponseDotted]: receipt } : {}),
+      [MCP_META.server402Payment]: summary(),
+    });
 
     if (route.settlement === "before") {
       let receipt: SettleResponse;
@@ -289,7 +307,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
         return refusal(offer, err, attempt);
       }
       const result = await runHandler(args, ctx);
-      return withMeta(result, { [MCP_META.paymentResponse]: receipt, [MCP_META.server402Payment]: summary() });
+      return withMeta(result, receiptMeta(receipt));
     }
 
     const result = await runHandler(args, ctx);
@@ -299,7 +317,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
     }
     try {
       const receipt = settleResponse(attempt, await engine.settleX402(attempt));
-      return withMeta(result, { [MCP_META.paymentResponse]: receipt, [MCP_META.server402Payment]: summary() });
+      return withMeta(result, receiptMeta(receipt));
     } catch (err) {
       return refusal(offer, err, attempt);
     }
@@ -323,8 +341,10 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
       return toolError("payment_processing_failed", `could not price this call: ${err instanceof Error ? err.message : String(err)}`);
     }
     if (typeof token === "string") return payWithToken(token, args, validated, offer, extra);
-    const raw = extra._meta?.[MCP_META.payment];
-    if (raw !== undefined && raw !== null) return payWithX402(raw, args, validated, offer, extra);
+    for (const key of [MCP_META.payment, MCP_META.paymentDotted]) {
+      const raw = extra._meta?.[key];
+      if (raw !== undefined && raw !== null) return payWithX402(raw, key, args, validated, offer, extra);
+    }
     const price = `${formatUnitsExact(offer.amount, offer.asset.decimals)} ${offer.asset.eip712Name} (${offer.amount} atomic units of ${offer.asset.address} on ${offer.network.caip2})`;
     return paymentRequired(
       offer,
@@ -341,3 +361,39 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
   );
 }
 
+
+/**
+ * The v2 `bazaar` discovery extension of a paid tool (as @x402/extensions
+ * declares MCP tools): tool name, description and the JSON schema of its
+ * arguments, with the `schema` that validates it.
+ */
+function mcpBazaar(toolName: string, description: string, shape: z.ZodRawShape) {
+  let args: Record<string, unknown>;
+  try {
+    args = zod.toJSONSchema(zod.object(shape)) as Record<string, unknown>;
+    delete args.$schema;
+  } catch {
+    return undefined; // arguments JSON Schema cannot express (e.g. transforms): not listed
+  }
+  return {
+    info: { input: { type: "mcp", toolName, ...(description ? { description } : {}), inputSchema: args } },
+    schema: {
+      $schema: "https://json-schema.org/draft/2020-12/schema",
+      type: "object",
+      properties: {
+        input: {
+          type: "object",
+          properties: {
+            type: { type: "string", const: "mcp" },
+            toolName: { type: "string" },
+            ...(description ? { description: { type: "string" } } : {}),
+            inputSchema: { type: "object" },
+          },
+          required: ["type", "toolName", "inputSchema"],
+          additionalProperties: false,
+        },
+      },
+      required: ["input"],
+    },
+  };
+}

@@ -7,6 +7,10 @@
 export interface Eip712Extra {
   name: string;
   version: string;
+  /** How the payer authorizes the transfer (x402 v2 `exact` on EVM; `eip3009` when absent). */
+  assetTransferMethod?: "eip3009" | "permit2" | "erc7710";
+  /** The EIP-712 primary type to sign, read by thirdweb's client. */
+  primaryType?: "TransferWithAuthorization" | "Permit";
   [key: string]: unknown;
 }
 

@@ -15,7 +15,7 @@ import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAt
 import { DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
-import { NO_PAYMENT, toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
+import { NO_PAYMENT, NO_PAYMENT_V2, toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
 import { HEADER } from "../../protocol/types.js";
 import { MemoryStore } from "../../state/memory.js";
 import type { Store, StoredPayment } from "../../state/store.js";
@@ -150,8 +150,13 @@ class LeaseKeeper {
 /** Seconds a client should wait before retrying after a store or chain outage (Retry-After). */
 const RETRY_AFTER_SECONDS = "2";
 
-function cacheKey(route: ResolvedRoute<Request>, base: string, resource: string, amount: bigint, reason: string): string {
-  return `${route.key}|${base}|${resource}|${amount}|${reason}`;
+/**
+ * Key of a cached 402 answer. The advertised schema is part of it: on a route
+ * keyed without a verb it names the request's method (v1 `outputSchema`, v2
+ * bazaar), so a DELETE is not answered with a GET's discovery data.
+ */
+function cacheKey(route: ResolvedRoute<Request>, base: string, resource: string, amount: bigint, reason: string, schema: Record<string, unknown>): string {
+  return `${route.key}|${(schema.input as { method?: string } | undefined)?.method}|${base}|${resource}|${amount}|${reason}`;
 }
 
 /** Create the engine and resolve routes; shared by `paywall` and `requirePayment`. */
@@ -288,11 +293,12 @@ function makeMiddleware(
         create: { method: "POST", url: `${base}${paymentsPath}`, body: { serviceId: route.options.serviceId } },
       };
     }
-    return { body, header: encodeHeader(toPaymentRequiredV2(offer, error)) };
+    // each version's `error` names the header that version pays with
+    return { body, header: encodeHeader(toPaymentRequiredV2(offer, error === NO_PAYMENT ? NO_PAYMENT_V2 : error)) };
   }
 
-  function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>) {
-    const key = !message && !extra ? cacheKey(route, base, offer.resource, offer.amount, reason) : undefined;
+  function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>, status = 402) {
+    const key = !message && !extra ? cacheKey(route, base, offer.resource, offer.amount, reason, offer.outputSchema) : undefined;
     let cached = key ? cache.get(key) : undefined;
     if (!cached) {
       const { body, header } = paymentRequired(offer, route, reason, base);
@@ -304,12 +310,12 @@ function makeMiddleware(
         cache.set(key, cached);
       }
     }
-    write402(res, cached, offer.resource);
+    write402(res, cached, offer.resource, status);
   }
 
-  function write402(res: Response, answer: { body: string; header: string }, resource: string) {
+  function write402(res: Response, answer: { body: string; header: string }, resource: string, status = 402) {
     engine.paymentRequired(resource);
-    res.statusCode = 402;
+    res.statusCode = status;
     res.setHeader("Content-Type", "application/json; charset=utf-8");
     res.setHeader("Cache-Control", "no-store");
     res.setHeader(HEADER.v2Required, answer.header);
@@ -330,7 +336,9 @@ function makeMiddleware(
     }
     if (err instanceof PaymentError) {
       const payment = (err as PaymentError & { payment?: StoredPayment }).payment;
-      return send402(res, offer, route, base, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : undefined);
+      // the v2 HTTP transport answers a malformed PAYMENT-SIGNATURE with 400 (v1's X-PAYMENT keeps 402)
+      const status = version === 2 && err.reason === "invalid_payload" ? 400 : 402;
+      return send402(res, offer, route, base, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : undefined, status);
     }
     if (err instanceof SettlementError && err.status === 402) return send402(res, offer, route, base, err.reason, `payment settlement failed: ${err.message}`);
     // An outage (store, chain, settlement infrastructure, or anything unexpected while taking the
@@ -531,7 +539,7 @@ function makeMiddleware(
     if (v2 === undefined && v1 === undefined && page !== undefined && page.wants(method, headers)) return page.send(req, res, next, route, resource, base);
     if (v2 === undefined && v1 === undefined && route.staticPrice) {
       // hot path: an unpaid request for a static price is answered from the cache
-      const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT));
+      const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT, route.outputSchema(method)));
       if (hit) return write402(res, hit, route.options.resource ?? resource);
     }
     return handleOffer(req, res, next, route, resource, base, v1, v2);
