@@ -16,7 +16,12 @@ describe("issue 16: independent x402 clients pay with the network blocked", func
   let app: PaidApp;
 
   before(async function () {
-    assert.ok(existsSync(`${DIR}node_modules/thirdweb`), "the client matrix needs its own install: npm ci --prefix test/clients");
+    if (!existsSync(`${DIR}node_modules/thirdweb`)) {
+      // CI installs it (.ci/run) and must run the matrix; elsewhere say how to get it and skip.
+      if (process.env.CI) throw new Error("the client matrix needs its own install: npm ci --prefix test/clients");
+      console.log("    client matrix skipped: run `npm ci --prefix test/clients` to install the independent x402 clients");
+      return this.skip();
+    }
     chain = await startDevChain();
     app = await startPaidApp(chain);
   });
@@ -27,14 +32,14 @@ describe("issue 16: independent x402 clients pay with the network blocked", func
 
   it("16.6 the child's preload refuses non-loopback connects and lookups, and lets loopback through", async () => {
     const script = `
-      const tries = [fetch("http://93.184.215.14/"), fetch("https://example.com/"), fetch(${JSON.stringify(`${app.url}/weather`)})];
+      const tries = [fetch("http://0.0.0.0:9/"), fetch("https://server402-blocked.invalid/"), fetch(${JSON.stringify(`${app.url}/weather`)})];
       const r = await Promise.allSettled(tries);
       console.log(JSON.stringify({ status: r[2].status === "fulfilled" ? r[2].value.status : 0, body: JSON.stringify(r.map((x) => x.status)) }));`;
     const { out, refused } = await child(["--input-type=module", "-e", script]);
     assert.equal(out.status, 402, "loopback reached");
     assert.deepEqual(JSON.parse(out.body!), ["rejected", "rejected", "fulfilled"]);
-    assert.ok(refused.some((r) => r.startsWith("connect 93.184.215.14")), refused.join("; "));
-    assert.ok(refused.some((r) => / example\.com(:443)?$/.test(r)), refused.join("; "));
+    assert.ok(refused.some((r) => r.startsWith("connect 0.0.0.0")), refused.join("; "));
+    assert.ok(refused.some((r) => / server402-blocked\.invalid(:443)?$/.test(r)), refused.join("; "));
   });
 
   const matrix: Array<{ client: string; version: string; payer: number; route: string; method: string; body?: unknown; price: bigint; key: string }> = [
