@@ -32,7 +32,7 @@ describe("issue 16: independent x402 clients pay with the network blocked", func
 
   it("16.6 the child's preload refuses non-loopback connects and lookups, and lets loopback through", async () => {
     const script = `
-      const tries = [fetch("http://0.0.0.0:9/"), fetch("https://server402-blocked.invalid/"), fetch(${JSON.stringify(`${app.url}/weather`)})];
+      const tries = [fetch("http://0.0.0.0/"), fetch("https://server402-blocked.invalid/"), fetch(${JSON.stringify(`${app.url}/weather`)})];
       const r = await Promise.allSettled(tries);
       console.log(JSON.stringify({ status: r[2].status === "fulfilled" ? r[2].value.status : 0, body: JSON.stringify(r.map((x) => x.status)) }));`;
     const { out, refused } = await child(["--input-type=module", "-e", script]);
