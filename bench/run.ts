@@ -27,7 +27,7 @@
  * runs contenders from TS sources with tsx instead of compiled JavaScript
  * (lib/dist and bench/dist, built here).
  *
- * Output: a markdown report on stdout (paste into the README), progress on
+ * Output: a markdown report on stdout (paste into bench/README.md), progress on
  * stderr, JSON in bench/results/<timestamp>.json.
  */
 import { execFileSync } from "node:child_process";
