@@ -33,6 +33,18 @@ export const CALIBRATION_ANCHORS: readonly (readonly [cosine: number, confidence
   [1, 100],
 ];
 
+/**
+ * The anchors of the previous release: FaceRes on Human's own crop (recognizer
+ * "faceres"), fitted on the calibration half the same way.
+ */
+export const HUMAN_CROP_FACERES_ANCHORS: readonly (readonly [cosine: number, confidence: number])[] = [
+  [0.0989, 0],
+  [0.7079, 61],
+  [0.775, 69],
+  [0.8333, 75],
+  [1, 100],
+];
+
 /** The anchors used before calibration on real photos (FaceRes; set from transformed copies of one portrait). */
 export const LEGACY_FACERES_ANCHORS: readonly (readonly [cosine: number, confidence: number])[] = [
   [0.25, 0],
