@@ -25,7 +25,10 @@ import type { DetectedFace } from "../example-server/src/engine/local/protocol.j
 
 const require = createRequire(import.meta.url);
 const dir = fileURLToPath(new URL("../test/fixtures/faces/meds/", import.meta.url));
-const outFile = path.join(tmpdir(), "face-variants.json");
+const outFile = process.env.OUT ?? path.join(tmpdir(), "face-variants.json");
+/** FaceRes crop zooms to try (ZOOMS="1,0.8,0.65" by default) and whether to add the mirrored average (FLIP=0 skips). */
+const zooms = (process.env.ZOOMS ?? "1,0.8,0.65").split(",").map(Number);
+const withFlip = process.env.FLIP !== "0";
 const extraDir = process.env.HUMAN_MODELS_DIR;
 const showHeld = process.argv.includes("--heldout");
 
@@ -89,10 +92,11 @@ if (Object.keys(store).length < photos.length) {
     }
     const lm = best.landmarks!;
     const e: Emb = { human: Array.from(best.embedding) };
-    for (const zoom of [1, 0.8, 0.65]) {
+    for (const zoom of zooms) {
       const a = await run(faceres, alignFace(prepared.image, lm, 224, zoom), 224, 255, 0, faceresDesc);
-      const b = await run(faceres, alignFace(prepared.image, lm, 224, zoom, true), 224, 255, 0, faceresDesc);
       e[`faceres@${zoom}`] = a;
+      if (!withFlip) continue;
+      const b = await run(faceres, alignFace(prepared.image, lm, 224, zoom, true), 224, 255, 0, faceresDesc);
       e[`faceres@${zoom}+flip`] = avg(a, b);
     }
     for (const [name, model] of Object.entries(extra)) {
