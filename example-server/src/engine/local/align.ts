@@ -65,22 +65,23 @@ export function applySimilarity(m: Similarity, x: number, y: number): [number, n
  * to `size` and then shrunk by `zoom` about the crop's centre (`zoom` < 1
  * leaves more context around the face).
  */
-export function template(size: number, zoom = 1): [number, number][] {
+export function template(size: number, zoom = 1, dy = 0): [number, number][] {
   const c = size / 2;
   const k = size / 112;
-  return ARCFACE_112.map(([x, y]) => [c + (x * k - c) * zoom, c + (y * k - c) * zoom]);
+  return ARCFACE_112.map(([x, y]) => [c + (x * k - c) * zoom, c + (y * k - c) * zoom + dy * size]);
 }
 
 /**
  * Warps the face whose five landmarks are `points` (`[x0, y0, …, x4, y4]` in
- * `image` pixels) onto `template(size, zoom)`: returns `size × size × 3`
+ * `image` pixels) onto `template(size, zoom, dy)`: returns `size × size × 3`
  * floats in 0..1 (RGB, row-major), bilinear, edge pixels repeated outside
- * the image. `flip` mirrors the crop horizontally.
+ * the image. `flip` mirrors the crop horizontally; `dy` moves the face down
+ * by that fraction of the crop (negative: up).
  */
-export function alignFace(image: DecodedImage, points: readonly number[], size: number, zoom = 1, flip = false): Float32Array {
+export function alignFace(image: DecodedImage, points: readonly number[], size: number, zoom = 1, flip = false, dy = 0): Float32Array {
   if (points.length !== 10) throw new RangeError("need five landmarks");
   const src = [0, 1, 2, 3, 4].map((i) => [points[2 * i], points[2 * i + 1]]);
-  const m = estimateSimilarity(src, template(size, zoom));
+  const m = estimateSimilarity(src, template(size, zoom, dy));
   // Inverse map: p = (q − t) / a.
   const d = m.ar * m.ar + m.ai * m.ai;
   const ir = m.ar / d, ii = -m.ai / d;
