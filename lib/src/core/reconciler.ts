@@ -233,6 +233,9 @@ export class Reconciler {
       if (settler.confirm && rec.transaction) {
         const r = await settler.confirm(req, rec.transaction);
         if (r) return r;
+      } else if (settler.lookup) {
+        const r = await settler.lookup(req);
+        if (r) return r;
       } else {
         return await settler.settle(req);
       }
