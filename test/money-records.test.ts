@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import express from "express";
 import request from "supertest";
 import type { Hex } from "viem";
-import { MemoryStore, paywall, relayerSettler, StoreError, type PaymentEvent, type Store } from "server402";
+import { MemoryStore, PaymentEngine, paywall, relayerSettler, StoreError, type PaymentEvent, type Settler, type Store } from "server402";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { startPaidApp, type PaidApp } from "./support/paid-app.js";
 import { v1Header, v2Header } from "./support/sign.js";
@@ -237,11 +237,84 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
   });
 
   describe("B11 failures after money moved", function () {
+    const RECORD_WRITES = ["appendLedger", "appendLedgerOnce", "setNonceState", "putOutbox", "deleteOutbox"];
+    /** A real relayer after whose transfer the store refuses `methods` (they are added to `failing`). */
+    const failAfterSettle = (failing: Set<string>, methods: string[]): Settler => {
+      const relayer = relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey });
+      return {
+        kind: "relayer",
+        settle: async (req) => {
+          const r = await relayer.settle(req);
+          for (const m of methods) failing.add(m);
+          return r;
+        },
+        confirm: relayer.confirm,
+        lookup: relayer.lookup,
+      };
+    };
+
+    it("B11 outbox durable across a crash: the store refuses every record after the transfer and the process dies; a new process on the same store finds the settlement and writes its ledger entry from the chain", async () => {
+      const inner = new MemoryStore();
+      const failing = new Set<string>();
+      const app = await startPaidApp(chain, { store: failingStore(inner, failing), settler: failAfterSettle(failing, RECORD_WRITES) });
+      let tx: string;
+      try {
+        const h = { "payment-signature": await v2Header({ privateKey: chain.accounts.payers[8]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }) };
+        const res = await fetch(`${app.url}/weather`, { headers: h });
+        assert.equal(res.status, 200, await res.clone().text());
+        tx = decode(res.headers.get("payment-response")).transaction;
+      } finally {
+        // the process dies: what it kept in memory is gone
+        app.pw.engine.stopReconciler();
+        await app.close();
+      }
+      failing.clear();
+      assert.deepEqual(await inner.listLedger(), []);
+      const restarted = new PaymentEngine({
+        store: inner,
+        settler: relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey }),
+        reconcileIntervalMs: 0,
+        settlementIntentAgeMs: 0,
+      });
+      await restarted.reconcile();
+      assert.deepEqual((await inner.listLedger()).map((e) => e.transaction), [tx], "the settled payment is on record after the crash");
+      assert.deepEqual(await inner.listOutbox(10), [], "nothing left to do");
+      await restarted.reconcile();
+      assert.equal((await inner.listLedger()).length, 1, "stored once");
+      await inner.close();
+    });
+
+    it("B11 store refusing the settlement's intent: the paid answer is refused with 503 before any money moves, and the authorization is released", async () => {
+      const inner = new MemoryStore();
+      const failing = new Set(["putOutbox"]);
+      const app = await startPaidApp(chain, { store: failingStore(inner, failing) });
+      try {
+        const payer = chain.accounts.payers[0]!;
+        const before = await chain.balanceOf(payer.address);
+        const h = { "payment-signature": await v2Header({ privateKey: payer.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }) };
+        const res = await fetch(`${app.url}/weather`, { headers: h });
+        const body = (await res.json()) as { error: string };
+        assert.equal(res.status, 503, JSON.stringify(body));
+        assert.equal(body.error, "store_unavailable");
+        assert.ok(res.headers.get("retry-after"));
+        assert.equal(await chain.balanceOf(payer.address), before, "no money moved");
+        failing.clear();
+        const retry = await fetch(`${app.url}/weather`, { headers: h });
+        assert.equal(retry.status, 200, await retry.clone().text());
+        assert.equal(before - (await chain.balanceOf(payer.address)), 10_000n, "charged once in all");
+        assert.equal((await inner.listLedger()).length, 1);
+      } finally {
+        await app.close();
+        await inner.close();
+      }
+    });
+
     it("B11 failures after money moved: ledger and nonce writes failing after the transfer go to an outbox, are surfaced as events, and are stored by the reconciler", async () => {
       const inner = new MemoryStore();
-      const failing = new Set(["appendLedger", "appendLedgerOnce", "setNonceState", "putOutbox"]);
+      const failing = new Set<string>();
       const events: PaymentEvent[] = [];
-      const app = await startPaidApp(chain, { store: failingStore(inner, failing), onEvent: (e) => events.push(e) });
+      // the store starts failing once the transfer is made (its intent was stored before: issue 14 B11)
+      const app = await startPaidApp(chain, { store: failingStore(inner, failing), settler: failAfterSettle(failing, RECORD_WRITES), onEvent: (e) => events.push(e) });
       try {
         const nonce = `0x${randomBytes(32).toString("hex")}` as Hex;
         const payer = chain.accounts.payers[4]!;

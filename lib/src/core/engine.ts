@@ -103,6 +103,8 @@ export interface EngineOptions {
   abuseLimits?: AbuseLimits;
   /** Slow path for smart-wallet signatures (ERC-1271 / ERC-6492); without it only EOA signatures are accepted. */
   smartWallets?: SmartWalletVerifier;
+  /** Issue 14 B11: age (ms) after which a settlement's intent left in the outbox (its process died) is looked up on the chain. Default 120 000. */
+  settlementIntentAgeMs?: number;
 }
 
 /** A confirmed x402 settlement: whether its records were all stored now (else the outbox keeps them), and the prepaid payment it paid. */
@@ -202,6 +204,7 @@ export class PaymentEngine {
       now: this.now,
       graceSeconds: this.lockMargin,
       intervalMs: opts.reconcileIntervalMs ?? 5000,
+      intentAgeMs: opts.settlementIntentAgeMs,
     });
   }
 
@@ -396,6 +399,14 @@ export class PaymentEngine {
   async settleX402(attempt: X402Attempt, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">, pays?: PaidPayment): Promise<X402Settlement> {
     const { offer } = attempt;
     const started = this.now();
+    // issue 14 B11: the intent is stored before money moves (found after a crash even if the records are refused later); a store that refuses it refuses the payment
+    try {
+      await this.reconciler.writeIntent(this.recordOf(attempt, "intent", started, undefined, ledgerExtra, pays));
+    } catch (err) {
+      await this.store.releaseNonce(attempt.lockKey).catch(() => {});
+      this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: offer.resource });
+      throw err;
+    }
     let result: SettleResult;
     try {
       result = await this.settler.settle(attempt.request);
@@ -405,6 +416,7 @@ export class PaymentEngine {
         await this.reconciler.keep(this.recordOf(attempt, "pending", started, err.transaction, ledgerExtra, pays));
       } else {
         await this.store.releaseNonce(attempt.lockKey).catch(() => {});
+        await this.reconciler.dropIntent(attempt.lockKey);
       }
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: offer.resource });
       throw err;
@@ -413,6 +425,7 @@ export class PaymentEngine {
     const rec = this.recordOf(attempt, "settled", started, result.transaction, ledgerExtra, pays);
     const written = await this.reconciler.write(rec);
     if (!written.ok) await this.reconciler.keep(rec);
+    else await this.reconciler.dropIntent(attempt.lockKey);
     this.emit({ type: "settled", method: "x402", amount: attempt.info.amount, asset: offer.asset.address, durationMs: this.now() - started, resource: offer.resource });
     return { ...result, recorded: written.ok, payment: written.payment };
   }
