@@ -309,6 +309,44 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
       }
     });
 
+    it("B11 one deadline for a settlement's records: with every record write hanging in a store outage, the paid request is answered within recordWaitMs (was one wait per write), and the reconciler stores the records once the store is back", async function () {
+      this.timeout(30_000);
+      const inner = new MemoryStore();
+      const slow = new Set<string>();
+      const HANG_MS = 1500;
+      // a store that, once the transfer is made, takes HANG_MS to fail each record write (as a store retrying through an outage does)
+      const store = new Proxy(inner, {
+        get(target, key, receiver) {
+          const v = Reflect.get(target, key, receiver);
+          if (typeof v !== "function") return v;
+          if (typeof key === "string" && slow.has(key)) return () => new Promise((_r, reject) => setTimeout(() => reject(new StoreError(`server402: test store ${key} timed out`)), HANG_MS));
+          return v.bind(target);
+        },
+      }) as Store;
+      const pw = paywall({ payTo: chain.accounts.payTo.address, network: "base-sepolia", settler: failAfterSettle(new Set(), []), store: inner, checker: false, routes: { "GET /r": { price: "$0.01" } } });
+      const relayer = failAfterSettle(slow, RECORD_WRITES);
+      const engine = new PaymentEngine({ store, settler: relayer, reconcileIntervalMs: 0, recordWaitMs: 1000 });
+      try {
+        const offer = await pw.offerFor(pw.routes[0]!, "http://127.0.0.1/r");
+        const header = await v2Header({ privateKey: chain.accounts.payers[8]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n });
+        const attempt = await engine.verifyX402(2, JSON.parse(Buffer.from(header, "base64").toString()), offer);
+        const started = performance.now();
+        const settled = await engine.settleX402(attempt);
+        const waited = performance.now() - started;
+        assert.ok(waited < 1000 + HANG_MS, `answered after ${Math.round(waited)} ms (records would take ${3 * HANG_MS} ms one after another)`);
+        assert.equal(settled.recorded, false);
+        await new Promise((r) => setTimeout(r, HANG_MS * 3));
+        slow.clear();
+        await engine.reconcile();
+        assert.deepEqual((await inner.listLedger()).map((e) => e.transaction), [settled.transaction]);
+        assert.deepEqual(await inner.listOutbox(10), []);
+      } finally {
+        engine.stopReconciler();
+        pw.engine.stopReconciler();
+        await inner.close();
+      }
+    });
+
     it("B11 failures after money moved: ledger and nonce writes failing after the transfer go to an outbox, are surfaced as events, and are stored by the reconciler", async () => {
       const inner = new MemoryStore();
       const failing = new Set<string>();

@@ -168,6 +168,14 @@ export class Reconciler {
     await this.o.store.putOutbox(rec.lockKey, JSON.stringify(rec));
   }
 
+  /**
+   * Issue 14: a record whose writes did not finish by the engine's deadline is answered for now and
+   * kept in memory too (its intent is in the store); the writes go on and the reconciler finishes them.
+   */
+  remember(rec: SettlementRecord): void {
+    this.unstored.set(rec.lockKey, rec);
+  }
+
   /** The settlement failed before money moved: its intent is no longer needed (left for the reconciler if the store refuses). */
   async dropIntent(lockKey: string): Promise<void> {
     await this.o.store.deleteOutbox(lockKey).catch(() => {});
