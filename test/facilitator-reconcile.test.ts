@@ -7,6 +7,8 @@
  * (test/support/facilitator.ts) on loopback settles on the dev chain.
  */
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { createWalletClient, encodeFunctionData, hexToNumber, http, parseAbi, slice, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { facilitatorSettler, MemoryStore, type PaymentEvent } from "server402";
@@ -201,5 +203,29 @@ describe("issue 14 B10: facilitator settlements reconciled from the chain (real 
     }
     await new Promise((r) => setTimeout(r, 7000));
     await assert.rejects(settler.settle(request!), (err: Error & { reason?: string }) => err.reason !== undefined && err.reason !== "settlement_pending");
+  });
+
+  it("B10 facilitator with rpcUrl: a /settle never processed (HTTP 401 page, connection refused, auth headers failing) stays a plain failure, not pending", async () => {
+    const http401 = await new Promise<import("node:http").Server>((resolve) => {
+      const srv = createServer((_req, res) => void res.writeHead(401, { "content-type": "text/html" }).end("<h1>Unauthorized</h1>"));
+      srv.listen(0, "127.0.0.1", () => resolve(srv));
+    });
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, "127.0.0.1", () => r()));
+    const closedUrl = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise((r) => closed.close(r));
+    const req = { x402Version: 2, payload: {}, requirements: {}, chainId: chain.chainId, network: "eip155:84532", asset: chain.usdc, authorization: { from: chain.accounts.payers[0]!.address, nonce: `0x${"00".repeat(32)}` } } as never;
+    try {
+      for (const settler of [
+        facilitatorSettler({ url: `http://127.0.0.1:${(http401.address() as AddressInfo).port}`, rpcUrl: chain.rpcUrl }),
+        facilitatorSettler({ url: closedUrl, rpcUrl: chain.rpcUrl }),
+        facilitatorSettler({ url: fac.url, rpcUrl: chain.rpcUrl, createAuthHeaders: () => Promise.reject(new Error("no token")) }),
+      ]) {
+        await assert.rejects(settler.settle(req), (err: Error & { reason?: string; pending?: boolean }) => err.reason === "unexpected_settle_error" && err.pending === false);
+      }
+    } finally {
+      http401.closeAllConnections();
+      await new Promise((r) => http401.close(r));
+    }
   });
 });

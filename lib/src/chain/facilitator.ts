@@ -59,9 +59,11 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
   async function call(endpoint: "verify" | "settle" | "supported", body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
     let res: Response;
     let text: string;
+    let sending = false;
     try {
       const headers: Record<string, string> = { accept: "application/json", ...(await opts.createAuthHeaders?.(endpoint)) };
       if (body !== undefined) headers["content-type"] = "application/json";
+      sending = true;
       res = await fetch(`${root}/${endpoint}`, {
         method: body === undefined ? "GET" : "POST",
         headers,
@@ -72,13 +74,14 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
       text = await res.text();
     } catch (err) {
       const timedOut = (err as Error | undefined)?.name === "TimeoutError";
-      throw new FacilitatorUnavailable(`facilitator /${endpoint} ${timedOut ? "did not answer in time" : `failed: ${(err as Error).message}`}`, timedOut, err);
+      const unavailable = new FacilitatorUnavailable(`facilitator /${endpoint} ${timedOut ? "did not answer in time" : `failed: ${(err as Error).message}`}`, timedOut, err);
+      throw sending ? unavailable : Object.assign(unavailable, { notSent: true });
     }
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch {
-      throw new FacilitatorUnavailable(`facilitator /${endpoint} answered HTTP ${res.status} with a body that is not JSON`);
+      throw Object.assign(new FacilitatorUnavailable(`facilitator /${endpoint} answered HTTP ${res.status} with a body that is not JSON`), { status: res.status });
     }
     if (!json || typeof json !== "object") throw new FacilitatorUnavailable(`facilitator /${endpoint} answered HTTP ${res.status} with a non-object`);
     return { status: res.status, json: json as Record<string, unknown> };
@@ -140,8 +143,10 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
   return settler;
 }
 
-/** True when a /settle request certainly never reached the facilitator (so nothing can have been settled). */
+/** True when a /settle request certainly never reached the facilitator, or was refused before processing (so nothing can have been settled). */
 function neverReached(err: unknown): boolean {
+  const { notSent, status } = err as { notSent?: boolean; status?: number };
+  if (notSent || (status !== undefined && status >= 400 && status < 500)) return true; // not sent, or refused (e.g. 401): not processed
   const causes: unknown[] = [];
   for (let e: unknown = err, i = 0; e && i < 5; e = (e as { cause?: unknown }).cause, i++) causes.push(e);
   return causes.some((e) => /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT)$/.test(String((e as { code?: unknown }).code ?? "")));
