@@ -103,6 +103,15 @@ export interface EngineOptions {
   abuseLimits?: AbuseLimits;
   /** Slow path for smart-wallet signatures (ERC-1271 / ERC-6492); without it only EOA signatures are accepted. */
   smartWallets?: SmartWalletVerifier;
+  /** Issue 14 B11: age (ms) after which a settlement's intent left in the outbox (its process died) is looked up on the chain. Default 120 000. */
+  settlementIntentAgeMs?: number;
+  /**
+   * Issue 14: the longest one paid answer waits for the store's records of its settlement (the intent
+   * before, the ledger, nonce and outbox writes after; a store retrying each write through an outage
+   * could otherwise add up), ms. Past it the answer is sent, the writes go on and the reconciler
+   * finishes them; the intent, stored first, keeps them safe from a crash. Default 10 000.
+   */
+  recordWaitMs?: number;
 }
 
 /** A confirmed x402 settlement: whether its records were all stored now (else the outbox keeps them), and the prepaid payment it paid. */
@@ -161,6 +170,7 @@ export class PaymentEngine {
   private readonly reconciler: Reconciler;
   private readonly heldMaxBytes: number;
   private readonly heldTtlMs: number;
+  private readonly recordWaitMs: number;
   // --- abuse limits (issue 14, A5–A7): what this process remembers to refuse before any store write or RPC ---
   private readonly limits: ResolvedLimits;
   /** lockKey → refusal, for authorizations found used or out of retries (until their lock would expire) */
@@ -195,6 +205,7 @@ export class PaymentEngine {
     }
     this.heldMaxBytes = opts.heldAnswerMaxBytes ?? 1 << 20;
     this.heldTtlMs = opts.heldAnswerTtlMs ?? 3600_000;
+    this.recordWaitMs = opts.recordWaitMs ?? 10_000;
     this.reconciler = new Reconciler({
       store: st,
       settler: opts.settler,
@@ -202,6 +213,7 @@ export class PaymentEngine {
       now: this.now,
       graceSeconds: this.lockMargin,
       intervalMs: opts.reconcileIntervalMs ?? 5000,
+      intentAgeMs: opts.settlementIntentAgeMs,
     });
   }
 
@@ -396,25 +408,72 @@ export class PaymentEngine {
   async settleX402(attempt: X402Attempt, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">, pays?: PaidPayment): Promise<X402Settlement> {
     const { offer } = attempt;
     const started = this.now();
+    // issue 14 B11: the intent is stored before money moves (found after a crash even if the records are refused later); a store that refuses it refuses the payment
+    // one deadline for this settlement's store writes: what the intent leaves of recordWaitMs goes to the records after the transfer
+    let storeBudget = this.recordWaitMs;
+    try {
+      const wrote = await this.withinRecordWait(this.reconciler.writeIntent(this.recordOf(attempt, "intent", started, undefined, ledgerExtra, pays)), storeBudget);
+      if (wrote === LATE) throw new StoreError("server402: the store did not take the settlement's intent in time; nothing was charged.");
+      storeBudget -= this.now() - started;
+    } catch (err) {
+      await this.store.releaseNonce(attempt.lockKey).catch(() => {});
+      this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: offer.resource });
+      throw err;
+    }
     let result: SettleResult;
     try {
       result = await this.settler.settle(attempt.request);
     } catch (err) {
       if (err instanceof SettlementError && err.pending) {
-        await this.store.setNonceState(attempt.lockKey, "pending", err.transaction).catch((e: unknown) => this.recordFailed("nonce", e, offer.resource, err.transaction));
-        await this.reconciler.keep(this.recordOf(attempt, "pending", started, err.transaction, ledgerExtra, pays));
+        const pending = this.recordOf(attempt, "pending", started, err.transaction, ledgerExtra, pays);
+        const recording = (async () => {
+          await this.store.setNonceState(attempt.lockKey, "pending", err.transaction).catch((e: unknown) => this.recordFailed("nonce", e, offer.resource, err.transaction));
+          await this.reconciler.keep(pending);
+        })();
+        if ((await this.withinRecordWait(recording, storeBudget)) === LATE) this.recordLate(pending);
       } else {
         await this.store.releaseNonce(attempt.lockKey).catch(() => {});
+        await this.reconciler.dropIntent(attempt.lockKey);
       }
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: offer.resource });
       throw err;
     }
     attempt.info.transaction = result.transaction;
     const rec = this.recordOf(attempt, "settled", started, result.transaction, ledgerExtra, pays);
-    const written = await this.reconciler.write(rec);
-    if (!written.ok) await this.reconciler.keep(rec);
+    const recording = (async () => {
+      const w = await this.reconciler.write(rec);
+      if (!w.ok) await this.reconciler.keep(rec);
+      else await this.reconciler.dropIntent(attempt.lockKey);
+      return w;
+    })();
+    let written = await this.withinRecordWait(recording, storeBudget);
+    if (written === LATE) written = this.recordLate(rec);
     this.emit({ type: "settled", method: "x402", amount: attempt.info.amount, asset: offer.asset.address, durationMs: this.now() - started, resource: offer.resource });
     return { ...result, recorded: written.ok, payment: written.payment };
+  }
+
+  /** `work`, or LATE once `left` ms have passed (the work goes on). */
+  private async withinRecordWait<T>(work: Promise<T>, left: number): Promise<T | typeof LATE> {
+    if (left <= 0) {
+      work.catch(() => {});
+      return LATE;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<typeof LATE>((resolve) => {
+      timer = setTimeout(() => resolve(LATE), left);
+    });
+    try {
+      return await Promise.race([work, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The records of `rec` were not stored by the deadline: answer now, keep them in memory too (its intent is in the store). */
+  private recordLate(rec: SettlementRecord): { ok: false; payment?: StoredPayment } {
+    this.reconciler.remember(rec);
+    this.emit({ type: "record_failed", what: "outbox", reason: "record_timeout", resource: rec.ledger.resource, transaction: rec.transaction });
+    return { ok: false };
   }
 
   private recordOf(attempt: X402Attempt, state: SettlementRecord["state"], startedAt: number, transaction: string | undefined, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">, pays?: PaidPayment): SettlementRecord {
@@ -679,6 +738,9 @@ export class PaymentEngine {
     await this.store.releaseCall(attempt.reservationId).catch(() => {});
   }
 }
+
+/** What `withinRecordWait` answers once the deadline passed. */
+const LATE = Symbol("server402.late");
 
 /** A refused copy of an authorization that is locked (`inUse`) or was used. */
 /** Marks a duplicate-authorization refusal with what `replayX402` needs to find a held answer. */
