@@ -17,6 +17,7 @@ import type { LedgerEntry, PayerClaimFailure, ReserveResult, Store, StoredPaymen
 import { hashToken, isWellFormedToken } from "../state/tokens.js";
 import { ExpiringMap, resolveLimits, TokenBucket, type AbuseLimits, type ResolvedLimits } from "./limits.js";
 import { Reconciler, requestToJson, type PaidPayment, type SettlementRecord } from "./reconciler.js";
+import { chooseOffer } from "./offers.js";
 
 /** What a paid handler sees as `req.payment`. */
 export type PaymentInfo = X402PaymentInfo | TokenPaymentInfo;
@@ -218,6 +219,8 @@ export class PaymentEngine {
     let locked: string | undefined;
     let verifying: string | undefined;
     try {
+      // several payment options: verify, lock and settle against the one this payment names (none: refused)
+      if (offer.alternatives) offer = await chooseOffer(version, raw, offer);
       const decoded = version === 1 ? decodeV1(raw, offer) : decodeV2(raw, offer);
       const auth = decoded.authorization;
       // Never take more than the price silently: v1's "at least" only where the route opted in.

@@ -11,6 +11,7 @@ import type { AbuseLimits } from "./limits.js";
 import { resolveNetwork, requireAddress, type AssetInfo, type NetworkInfo } from "../protocol/networks.js";
 import { resolvePrice, type AtomicPrice, type PriceInput, type ResolvedPrice } from "../protocol/price.js";
 import type { Store } from "../state/store.js";
+import { resolveOptions, type PaymentOption, type ResolvedOption } from "./offers.js";
 
 /** Where the prepaid payments API is served and advertised unless `paymentsPath` says otherwise. */
 export const DEFAULT_PAYMENTS_PATH = "/api/payments";
@@ -20,8 +21,17 @@ export type RoutePrice<Req> = PriceInput | ((req: Req) => PriceInput | Promise<P
 
 /** One priced route. */
 export interface RouteOptions<Req = unknown> {
-  /** "$0.20", "0.20", `{ amount: "200000", asset }`, or `(req) => price`. The amount offered is exactly the amount verified and charged. */
-  price: RoutePrice<Req>;
+  /** "$0.20", "0.20", `{ amount: "200000", asset }`, or `(req) => price`. The amount offered is exactly the amount verified and charged. Optional when every `accepts` option has its own price. */
+  price?: RoutePrice<Req>;
+  /**
+   * Several payment options (the v2 `accepts` list), e.g. USDC on two
+   * networks: `[{ network: "base", price: "$0.01" }, { network: "base-sepolia", price: "$0.01" }]`.
+   * Each option's missing fields come from the route, then the paywall;
+   * prices must be static. A payment is matched to exactly one option and
+   * verified and settled against it; several networks need
+   * `settler: settlerByNetwork({...})`.
+   */
+  accepts?: PaymentOption[];
   /** Human description, shown to clients in the 402 and in catalogs. */
   description?: string;
   /** MIME type of the paid response. Default "application/json". */
@@ -132,6 +142,8 @@ export interface ResolvedRoute<Req> {
   tokenTtl: number;
   /** The v1 `outputSchema` advertised for this route; `method` is the request's when the key names no verb. */
   outputSchema(method: string): Record<string, unknown>;
+  /** The payment options after the first, when the route has an `accepts` list of several (the first is `network`/`payTo`/`staticPrice`). */
+  alternatives?: readonly ResolvedOption[];
 }
 
 /** Build the v1 `outputSchema` of a route once per HTTP method. */
@@ -203,7 +215,7 @@ function checkLease<Req>(at: string, r: RouteOptions<Req>, o: PaymentOptions): v
 export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentOptions): ResolvedRoute<Req> {
   const at = `routes[${JSON.stringify(key)}]`;
   if (!r || typeof r !== "object") throw new ConfigError(at, "must be an object with at least { price }.");
-  if (r.price === undefined || r.price === null) throw new ConfigError(`${at}.price`, `is required, e.g. "$0.20".`);
+  if ((r.price === undefined || r.price === null) && r.accepts === undefined) throw new ConfigError(`${at}.price`, `is required, e.g. "$0.20".`);
   const network = resolveNetwork(r.network ?? o.network ?? DEFAULT_NETWORK, r.network ? `${at}.network` : "network");
   const payTo = requireAddress(r.payTo ?? o.payTo, r.payTo ? `${at}.payTo` : "payTo");
   const defaultAsset = o.asset ? resolvePrice({ amount: "1", asset: o.asset }, undefined, "asset").asset : network.usdc;
@@ -232,11 +244,16 @@ export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentO
     tokenTtl,
     outputSchema: outputSchemaOf(key, r),
   };
-  if (typeof r.price === "function") {
+  if (r.accepts !== undefined) {
+    // several payment options: the first is the route's own network, payee and price; the rest ride along in every offer
+    const [first, ...rest] = resolveOptions(at, r.accepts, { price: r.price, network: r.network ?? o.network, payTo: r.payTo ?? o.payTo, maxTimeoutSeconds, asset: o.asset }, o.settler);
+    Object.assign(resolved, { network: first!.network, payTo: first!.payTo, asset: first!.asset, maxTimeoutSeconds: first!.maxTimeoutSeconds, staticPrice: { amount: first!.amount, asset: first!.asset } });
+    if (rest.length > 0) resolved.alternatives = rest;
+  } else if (typeof r.price === "function") {
     resolved.priceFn = r.price;
     if (!defaultAsset) throw new ConfigError(`${at}.network`, `${network.caip2} has no default USDC; set the "asset" option.`);
   } else {
-    resolved.staticPrice = resolvePrice(r.price, defaultAsset, `${at}.price`);
+    resolved.staticPrice = resolvePrice(r.price as PriceInput, defaultAsset, `${at}.price`);
     resolved.asset = resolved.staticPrice.asset;
   }
   return resolved;

@@ -15,7 +15,7 @@ import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAt
 import { DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
-import { NO_PAYMENT, NO_PAYMENT_V2, toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
+import { NO_PAYMENT, NO_PAYMENT_V2, requirementsV1Of, toPaymentRequiredV2, type Offer } from "../../protocol/requirements.js";
 import { HEADER } from "../../protocol/types.js";
 import { MemoryStore } from "../../state/memory.js";
 import type { Store, StoredPayment } from "../../state/store.js";
@@ -280,12 +280,12 @@ function makeMiddleware(
       description: route.description,
       mimeType: route.mimeType,
       outputSchema: route.outputSchema(req?.method ?? "GET"),
+      alternatives: route.alternatives,
     };
   }
 
   function paymentRequired(offer: Offer, route: ResolvedRoute<Request>, error: string, base: string) {
-    const v1 = toRequirementsV1(offer);
-    const body: Record<string, unknown> = { x402Version: 1, error, accepts: v1 ? [v1] : [] };
+    const body: Record<string, unknown> = { x402Version: 1, error, accepts: requirementsV1Of(offer) };
     if (acceptTokens && route.options.serviceId) {
       body.prepaid = {
         header: "X-Payment-Token",
