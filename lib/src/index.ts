@@ -36,3 +36,4 @@ export { PAYWALL_PAGE_CSP, type PaywallPageOptions, type PaywallPageContext, typ
 export { paymentsRouter, type PaymentsRouterOptions, type PaymentsApiOptions } from "./adapters/express/payments-router.js";
 export { toPublicPayment, type PublicPayment } from "./core/payment-object.js";
 export { settlerByNetwork, type PaymentOption, type NetworkSettler, type NetworkSettlerEntry } from "./core/offers.js";
+export type { PaymentHooks, PaymentHookContext, VerifiedHookContext, HookAbort } from "./core/hooks.js";

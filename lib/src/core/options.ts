@@ -12,6 +12,7 @@ import { resolveNetwork, requireAddress, type AssetInfo, type NetworkInfo } from
 import { resolvePrice, type AtomicPrice, type PriceInput, type ResolvedPrice } from "../protocol/price.js";
 import type { Store } from "../state/store.js";
 import { resolveOptions, type PaymentOption, type ResolvedOption } from "./offers.js";
+import { hookProblem, type PaymentHooks } from "./hooks.js";
 
 /** Where the prepaid payments API is served and advertised unless `paymentsPath` says otherwise. */
 export const DEFAULT_PAYMENTS_PATH = "/api/payments";
@@ -118,6 +119,8 @@ export interface PaymentOptions {
   paymentsPath?: string;
   /** Receives payment events (metrics). Must not throw. */
   onEvent?: (e: PaymentEvent) => void;
+  /** Lifecycle hooks: before/after verify, verify failure, before/after settle, settle failure (see `PaymentHooks`). */
+  hooks?: PaymentHooks;
 
   // --- abuse limits (issue 14, A5–A7) ---
   /** Retries of failed payments, work in flight per payer, and the budget of chain checks for unpaid traffic; see `AbuseLimits` for the defaults. */
@@ -182,6 +185,8 @@ export function validateShared(o: PaymentOptions): void {
     throw new ConfigError("tokenLeaseMs", "must be whole milliseconds from 1000 to 3600000 (longer than your slowest handler).");
   }
   checkDeadline(o.handlerTimeoutMs, "handlerTimeoutMs");
+  const hooks = hookProblem(o.hooks);
+  if (hooks) throw new ConfigError("hooks", hooks);
   if (o.publicUrl !== undefined && !/^https?:\/\/[^/\s]+$/.test(o.publicUrl)) {
     throw new ConfigError("publicUrl", `must be an origin like "https://api.example.com" (no path, no trailing slash), got ${JSON.stringify(o.publicUrl)}.`);
   }

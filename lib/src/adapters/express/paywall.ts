@@ -171,6 +171,7 @@ function build(options: PaymentOptions, routes: Record<string, RouteOptions<Requ
     tokenLeaseMs: options.tokenLeaseMs,
     onEvent: options.onEvent,
     abuseLimits: options.abuseLimits,
+    hooks: options.hooks,
     // smart-wallet signatures (ERC-1271 / ERC-6492) are checked on-chain through rpcUrl; without it only EOAs pay
     smartWallets: options.rpcUrl ? smartWalletVerifier({ rpcUrl: options.rpcUrl }) : undefined,
   });
