@@ -53,7 +53,7 @@ describe("issue 16: lifecycle hooks", function () {
 
   const payee = () => chain.balanceOf(chain.accounts.payTo.address);
   const sign = (payer: number) => v2Header({ privateKey: chain.accounts.payers[payer]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n });
-  const paid = (payer: number, header: string) => fetch(`${app.url}/weather`, { headers: { "PAYMENT-SIGNATURE": header } });
+  const paid = (_payer: number, header: string) => fetch(`${app.url}/weather`, { headers: { "PAYMENT-SIGNATURE": header } });
 
   it("16.3 a payment by @x402/fetch calls before/after verify and before/after settle, in order, with the payload, the requirements, the payment and the transaction", async () => {
     const before = await payee();

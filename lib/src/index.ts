@@ -37,3 +37,4 @@ export { paymentsRouter, type PaymentsRouterOptions, type PaymentsApiOptions } f
 export { toPublicPayment, type PublicPayment } from "./core/payment-object.js";
 export { settlerByNetwork, type PaymentOption, type NetworkSettler, type NetworkSettlerEntry } from "./core/offers.js";
 export type { PaymentHooks, PaymentHookContext, VerifiedHookContext, HookAbort } from "./core/hooks.js";
+export type { PaymentRequiredBody, PaymentRequiredBodyContext } from "./core/bodies.js";

@@ -13,6 +13,7 @@ import { resolvePrice, type AtomicPrice, type PriceInput, type ResolvedPrice } f
 import type { Store } from "../state/store.js";
 import { resolveOptions, type PaymentOption, type ResolvedOption } from "./offers.js";
 import { hookProblem, type PaymentHooks } from "./hooks.js";
+import { checkPaymentRequiredBody, type PaymentRequiredBody } from "./bodies.js";
 
 /** Where the prepaid payments API is served and advertised unless `paymentsPath` says otherwise. */
 export const DEFAULT_PAYMENTS_PATH = "/api/payments";
@@ -67,6 +68,8 @@ export interface RouteOptions<Req = unknown> {
   acceptOverpayment?: boolean;
   /** This route's handler deadline in ms (overrides the paywall's `handlerTimeoutMs`). */
   handlerTimeoutMs?: number;
+  /** Fields added to this route's 402 JSON bodies (overrides the paywall's); the x402 fields and header are untouched. */
+  paymentRequiredBody?: PaymentRequiredBody;
 }
 
 /**
@@ -121,6 +124,8 @@ export interface PaymentOptions {
   onEvent?: (e: PaymentEvent) => void;
   /** Lifecycle hooks: before/after verify, verify failure, before/after settle, settle failure (see `PaymentHooks`). */
   hooks?: PaymentHooks;
+  /** Fields added to every route's 402 JSON bodies, e.g. `{ docs: "https://..." }` or `(ctx) => ({ ... })`; the x402 fields and header are untouched. */
+  paymentRequiredBody?: PaymentRequiredBody;
 
   // --- abuse limits (issue 14, A5–A7) ---
   /** Retries of failed payments, work in flight per payer, and the budget of chain checks for unpaid traffic; see `AbuseLimits` for the defaults. */
@@ -147,6 +152,8 @@ export interface ResolvedRoute<Req> {
   outputSchema(method: string): Record<string, unknown>;
   /** The payment options after the first, when the route has an `accepts` list of several (the first is `network`/`payTo`/`staticPrice`). */
   alternatives?: readonly ResolvedOption[];
+  /** Custom fields of this route's 402 bodies (the route's option, else the paywall's). */
+  paymentRequiredBody?: PaymentRequiredBody;
 }
 
 /** Build the v1 `outputSchema` of a route once per HTTP method. */
@@ -185,6 +192,7 @@ export function validateShared(o: PaymentOptions): void {
     throw new ConfigError("tokenLeaseMs", "must be whole milliseconds from 1000 to 3600000 (longer than your slowest handler).");
   }
   checkDeadline(o.handlerTimeoutMs, "handlerTimeoutMs");
+  checkPaymentRequiredBody("paymentRequiredBody", o.paymentRequiredBody);
   const hooks = hookProblem(o.hooks);
   if (hooks) throw new ConfigError("hooks", hooks);
   if (o.publicUrl !== undefined && !/^https?:\/\/[^/\s]+$/.test(o.publicUrl)) {
@@ -249,6 +257,8 @@ export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentO
     tokenTtl,
     outputSchema: outputSchemaOf(key, r),
   };
+  checkPaymentRequiredBody(`${at}.paymentRequiredBody`, r.paymentRequiredBody);
+  if (r.paymentRequiredBody !== undefined || o.paymentRequiredBody !== undefined) resolved.paymentRequiredBody = r.paymentRequiredBody ?? o.paymentRequiredBody;
   if (r.accepts !== undefined) {
     // several payment options: the first is the route's own network, payee and price; the rest ride along in every offer
     const [first, ...rest] = resolveOptions(at, r.accepts, { price: r.price, network: r.network ?? o.network, payTo: r.payTo ?? o.payTo, maxTimeoutSeconds, asset: o.asset }, o.settler);

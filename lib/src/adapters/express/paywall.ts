@@ -21,6 +21,7 @@ import { MemoryStore } from "../../state/memory.js";
 import type { Store, StoredPayment } from "../../state/store.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
+import { shape402Body } from "../../core/bodies.js";
 import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, requestPath, RouteTable } from "../routes.js";
 import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
@@ -295,7 +296,7 @@ function makeMiddleware(
       };
     }
     // each version's `error` names the header that version pays with
-    return { body, header: encodeHeader(toPaymentRequiredV2(offer, error === NO_PAYMENT ? NO_PAYMENT_V2 : error)) };
+    return { body: shape402Body(route.paymentRequiredBody, body, offer, NO_PAYMENT), header: encodeHeader(toPaymentRequiredV2(offer, error === NO_PAYMENT ? NO_PAYMENT_V2 : error)) };
   }
 
   function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>, status = 402) {
