@@ -19,7 +19,12 @@ import { getAddress, type Address } from "viem";
 import { ConfigError, decodeHeader, paywall, relayerSettler, settlerByNetwork, type PaywallMiddleware } from "server402";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { payerWallet } from "./support/paid-app.js";
-import { v1Header, v2Header } from "./support/sign.js";
+import { signAuthorization, v1Header, v2Header } from "./support/sign.js";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { registerPaidTool } from "server402/mcp";
 
 const CHAIN_B = 31338;
 const USDC_B = getAddress("0x00000000000000000000000000000000000b0b0b");
@@ -53,6 +58,22 @@ describe("issue 16: several payment options per route", function () {
       },
     });
     const app = express();
+    app.post("/mcp", express.json(), async (req, res) => {
+      const mcp = new McpServer({ name: "options-test", version: "1" });
+      registerPaidTool(mcp, pw, {
+        name: "two_chains",
+        route: "GET /two-chains",
+        inputSchema: {},
+        handler: async (_args, { payment }) => {
+          runs.mcp = (runs.mcp ?? 0) + 1;
+          return { content: [{ type: "text", text: `paid on ${payment.network}` }] };
+        },
+      });
+      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+      res.once("close", () => void mcp.close());
+      await mcp.connect(transport);
+      await transport.handleRequest(req, res, req.body);
+    });
     app.use(pw);
     for (const k of ["two-chains", "two-payees", "single"]) {
       app.get(`/${k}`, (req, res) => {
@@ -136,6 +157,33 @@ describe("issue 16: several payment options per route", function () {
     assert.equal(cheap.status, 402);
     const after = await balances();
     assert.deepEqual([after[0]! - before[0]!, after[2]! - before[2]!], [0n, 30_000n]);
+  });
+
+  it("16.2 MCP: the tool's offer lists both options; a payment of the second settles on chain 31338, a mix of the two is refused with nothing moved", async () => {
+    const client = new Client({ name: "options-test", version: "1" });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
+    try {
+      type R = { isError?: boolean; structuredContent?: Record<string, any>; content: Array<{ text?: string }> };
+      const unpaid = (await client.callTool({ name: "two_chains", arguments: {} })) as R;
+      assert.equal(unpaid.isError, true);
+      const accepts = unpaid.structuredContent!.accepts as Array<Record<string, string>>;
+      assert.deepEqual(accepts.map((r) => r.network), ["eip155:84532", `eip155:${CHAIN_B}`]);
+      const payer = b.accounts.payers[6]!;
+      const before = await balances();
+      const mixed = { x402Version: 2, accepted: { ...accepts[1], amount: accepts[0]!.amount }, payload: await signAuthorization({ privateKey: payer.privateKey, chainId: CHAIN_B, asset: USDC_B, payTo: a.accounts.payTo.address, value: 10_000n }) };
+      const refused = (await client.callTool({ name: "two_chains", arguments: {}, _meta: { "x402/payment": mixed } })) as R;
+      assert.equal(refused.isError, true);
+      assert.equal(refused.structuredContent!.reason, "invalid_payment_requirements");
+      assert.deepEqual(await balances(), before);
+      const good = { x402Version: 2, accepted: accepts[1], payload: await signAuthorization({ privateKey: payer.privateKey, chainId: CHAIN_B, asset: USDC_B, payTo: a.accounts.payTo.address, value: 20_000n }) };
+      const paid = (await client.callTool({ name: "two_chains", arguments: {}, _meta: { "x402/payment": good } })) as R;
+      assert.equal(paid.isError, undefined, JSON.stringify(paid));
+      assert.equal(paid.content[0]!.text, `paid on eip155:${CHAIN_B}`);
+      const after = await balances();
+      assert.deepEqual([after[0]! - before[0]!, after[1]! - before[1]!], [0n, 20_000n]);
+    } finally {
+      await client.close();
+    }
   });
 
   describe("hostile mixes of two options are refused and move nothing", () => {
