@@ -15,7 +15,9 @@ import { wrapFetchWithPayment as wrapV2, x402Client, decodePaymentResponseHeader
 import { ExactEvmScheme } from "@x402/evm/exact/client";
 import { wrapFetchWithPayment as wrapV1 } from "x402-fetch";
 import { privateKeyToAccount } from "viem/accounts";
-import { getAddress, type Address } from "viem";
+import { encodeFunctionData, getAddress, parseAbi, type Address } from "viem";
+import { DEV_MINTER } from "server402/devchain";
+import { chainRpc } from "./support/chain-rpc.js";
 import { ConfigError, decodeHeader, paywall, relayerSettler, settlerByNetwork, type PaywallMiddleware } from "server402";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { payerWallet } from "./support/paid-app.js";
@@ -27,6 +29,8 @@ import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/
 import { registerPaidTool } from "server402/mcp";
 
 const CHAIN_B = 31338;
+/** A second test USDC on chain A (a copy of the planted token's code: same EIP-712 name and version, another address). */
+const USDC_A2 = getAddress("0x0000000000000000000000000000000000a2a2a2");
 const USDC_B = getAddress("0x00000000000000000000000000000000000b0b0b");
 
 describe("issue 16: several payment options per route", function () {
@@ -43,6 +47,12 @@ describe("issue 16: several payment options per route", function () {
   before(async () => {
     [a, b] = await Promise.all([startDevChain(), startDevChain({ chainId: CHAIN_B, usdcAddress: USDC_B })]);
     other = a.accounts.payers[8]!.address;
+    // plant a second token on chain A and fund payer 7 with it (the dev chain already impersonates its minter)
+    const rpc = chainRpc(() => a.rpcUrl);
+    await rpc("anvil_setCode", [USDC_A2, await rpc("eth_getCode", [a.usdc, "latest"])]);
+    const mint = encodeFunctionData({ abi: parseAbi(["function mint(address to, uint256 amount)"]), functionName: "mint", args: [a.accounts.payers[7]!.address, 1_000_000n] });
+    const hash = await rpc("eth_sendTransaction", [{ from: DEV_MINTER, to: USDC_A2, data: mint, gas: "0x30000" }]);
+    for (let i = 0; i < 100 && !(await rpc("eth_getTransactionReceipt", [hash])); i++) await new Promise((r) => setTimeout(r, 20));
     const relayer = (c: DevChain) => relayerSettler({ rpcUrl: c.rpcUrl, chainId: c.chainId, privateKey: c.accounts.relayer.privateKey, pollingIntervalMs: 5 });
     pw = paywall({
       payTo: a.accounts.payTo.address,
@@ -55,6 +65,7 @@ describe("issue 16: several payment options per route", function () {
         },
         "GET /two-payees": { price: "$0.01", accepts: [{}, { payTo: other, price: "$0.03" }] },
         "GET /single": { price: "$0.02" },
+        "GET /two-assets": { accepts: [{ price: "$0.01" }, { price: { amount: "10000", asset: { address: USDC_A2, decimals: 6, eip712: { name: "USDC", version: "2" } } } }] },
       },
     });
     const app = express();
@@ -75,7 +86,7 @@ describe("issue 16: several payment options per route", function () {
       await transport.handleRequest(req, res, req.body);
     });
     app.use(pw);
-    for (const k of ["two-chains", "two-payees", "single"]) {
+    for (const k of ["two-chains", "two-payees", "single", "two-assets"]) {
       app.get(`/${k}`, (req, res) => {
         runs[k] = (runs[k] ?? 0) + 1;
         res.json({ ok: k, payment: req.payment });
@@ -184,6 +195,20 @@ describe("issue 16: several payment options per route", function () {
     } finally {
       await client.close();
     }
+  });
+
+  it("16.2 v1 with two assets on one network, same payee and price: the signature's EIP-712 domain tells which asset is paid, and that one is settled", async () => {
+    const payer = a.accounts.payers[7]!;
+    const balanceIn = async (token: Address, who: Address) =>
+      BigInt((await chainRpc(() => a.rpcUrl)("eth_call", [{ to: token, data: encodeFunctionData({ abi: parseAbi(["function balanceOf(address) view returns (uint256)"]), functionName: "balanceOf", args: [who] }) }, "latest"])) as string);
+    const [usdcBefore, a2Before] = [await a.balanceOf(a.accounts.payTo.address), await balanceIn(USDC_A2, a.accounts.payTo.address)];
+    const body = (await (await fetch(`${url}/two-assets`)).json()) as { accepts: Array<{ asset: string }> };
+    assert.deepEqual(body.accepts.map((r) => r.asset), [a.usdc, USDC_A2]);
+    const res = await fetch(`${url}/two-assets`, { headers: { "X-PAYMENT": await v1Header({ privateKey: payer.privateKey, asset: USDC_A2, payTo: a.accounts.payTo.address, value: 10_000n }) } });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal(((await res.json()) as { payment: { asset: string } }).payment.asset, USDC_A2);
+    assert.equal((await balanceIn(USDC_A2, a.accounts.payTo.address)) - a2Before, 10_000n);
+    assert.equal(await a.balanceOf(a.accounts.payTo.address), usdcBefore);
   });
 
   describe("hostile mixes of two options are refused and move nothing", () => {
