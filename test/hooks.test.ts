@@ -142,4 +142,50 @@ describe("issue 16: lifecycle hooks", function () {
     assert.throws(() => paywall({ ...base, hooks: { onBeforeVerfy: () => {} } as never }), (e: unknown) => e instanceof ConfigError && /onBeforeVerfy/.test(e.message));
     assert.throws(() => paywall({ ...base, hooks: { onAfterSettle: "log" } as never }), (e: unknown) => e instanceof ConfigError && /function/.test(e.message));
   });
+
+  describe("onProtectedRequest", () => {
+    let guarded: PaidApp;
+    const seen: Array<{ method: string; path: string; route: string }> = [];
+    before(async () => {
+      guarded = await startPaidApp(chain, {
+        hooks: {
+          onProtectedRequest: ({ req, method, path, route }) => {
+            seen.push({ method, path, route });
+            const h = (req as { headers: Record<string, string | undefined> }).headers;
+            if (h["x-api-key"] === "good") return { grantAccess: true };
+            if (h["x-blocked"]) return { abort: true, reason: "region_blocked", message: "not served in your region" };
+            if (h["x-throw"]) throw new Error("guard broke");
+          },
+        },
+      });
+    });
+    after(async () => {
+      await guarded?.close();
+    });
+
+    it("16.3 runs before any payment step with the route; grantAccess lets the request through unpaid, abort answers 403 with its reason, a throw 503 hook_failed, and no answer asks for payment", async () => {
+      const runs = guarded.runs.weather ?? 0;
+      const free = await fetch(`${guarded.url}/weather`, { headers: { "x-api-key": "good" } });
+      assert.equal(free.status, 200);
+      assert.equal(((await free.json()) as { payment?: unknown }).payment, undefined, "no req.payment");
+      assert.equal(guarded.runs.weather, runs + 1);
+      assert.deepEqual(seen.at(-1), { method: "GET", path: "/weather", route: "GET /weather" });
+      const blocked = await fetch(`${guarded.url}/weather`, { headers: { "x-blocked": "1" } });
+      assert.equal(blocked.status, 403);
+      assert.deepEqual(await blocked.json(), { error: "region_blocked", message: "not served in your region" });
+      assert.equal(blocked.headers.get("payment-required"), null);
+      const broken = await fetch(`${guarded.url}/weather`, { headers: { "x-throw": "1", "PAYMENT-SIGNATURE": await sign(6) } });
+      assert.equal(broken.status, 503);
+      assert.equal(((await broken.json()) as { error: string }).error, "hook_failed");
+      assert.equal(guarded.runs.weather, runs + 1, "neither ran the handler");
+    });
+
+    it("16.3 when it returns nothing the payment flow is unchanged: 402 unpaid, then paid and charged once", async () => {
+      assert.equal((await fetch(`${guarded.url}/weather`)).status, 402);
+      const before = await payee();
+      const res = await fetch(`${guarded.url}/weather`, { headers: { "PAYMENT-SIGNATURE": await sign(6) } });
+      assert.equal(res.status, 200, await res.clone().text());
+      assert.equal((await payee()) - before, 10_000n);
+    });
+  });
 });

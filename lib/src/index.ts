@@ -38,3 +38,4 @@ export { toPublicPayment, type PublicPayment } from "./core/payment-object.js";
 export { settlerByNetwork, type PaymentOption, type NetworkSettler, type NetworkSettlerEntry } from "./core/offers.js";
 export type { PaymentHooks, PaymentHookContext, VerifiedHookContext, HookAbort } from "./core/hooks.js";
 export type { PaymentRequiredBody, PaymentRequiredBodyContext } from "./core/bodies.js";
+export type { ProtectedRequestContext, ProtectedRequestResult } from "./adapters/express/protected-request.js";

@@ -57,9 +57,15 @@ export interface PaymentHooks {
   onAfterSettle?(ctx: VerifiedHookContext & { transaction: string }): Awaitable<void>;
   /** The transfer failed or is still pending (`error.pending`). Observes only. */
   onSettleFailure?(ctx: VerifiedHookContext & { error: Error }): Awaitable<void>;
+  /**
+   * Express only: every request to a priced route, before any payment step. Return
+   * `{ grantAccess: true }` to let it through unpaid, `{ abort: true, reason, message? }` for a 403;
+   * a throw answers 503 `hook_failed`. `ctx` is `{ req, method, path, route }` (see `ProtectedRequestContext`).
+   */
+  onProtectedRequest?(ctx: { req: unknown; method: string; path: string; route: string }): Awaitable<void | { grantAccess: true } | HookAbort>;
 }
 
-const HOOK_NAMES = ["onBeforeVerify", "onAfterVerify", "onVerifyFailure", "onBeforeSettle", "onAfterSettle", "onSettleFailure"] as const;
+const HOOK_NAMES = ["onBeforeVerify", "onAfterVerify", "onVerifyFailure", "onBeforeSettle", "onAfterSettle", "onSettleFailure", "onProtectedRequest"] as const;
 const REASON = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** Validate the `hooks` option at startup (throws a TypeError-like message via the caller's ConfigError). */

@@ -22,6 +22,7 @@ import type { Store, StoredPayment } from "../../state/store.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
 import { shape402Body } from "../../core/bodies.js";
+import { withProtectedRequestHook } from "./protected-request.js";
 import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, requestPath, RouteTable } from "../routes.js";
 import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
@@ -547,7 +548,7 @@ function makeMiddleware(
     return handleOffer(req, res, next, route, resource, base, v1, v2);
   } as PaywallMiddleware;
 
-  const pw = Object.assign(middleware, {
+  const pw = Object.assign(withProtectedRequestHook(middleware, options, pick), {
     engine,
     routes: table.routes.map((r) => r.value),
     options,
