@@ -58,6 +58,7 @@ describe("issue 16: several payment options per route", function () {
       payTo: a.accounts.payTo.address,
       network: "base-sepolia",
       settler: settlerByNetwork({ "base-sepolia": { settler: relayer(a), rpcUrl: a.rpcUrl }, [`eip155:${CHAIN_B}`]: { settler: relayer(b), rpcUrl: b.rpcUrl } }),
+      payments: {},
       routes: {
         "GET /two-chains": {
           description: "USDC on either chain",
@@ -65,6 +66,7 @@ describe("issue 16: several payment options per route", function () {
         },
         "GET /two-payees": { price: "$0.01", accepts: [{}, { payTo: other, price: "$0.03" }] },
         "GET /single": { price: "$0.02" },
+        "GET /prepaid": { serviceId: "multi", maxCalls: 3, accepts: [{ price: "$0.01" }, { network: `eip155:${CHAIN_B}`, price: { amount: "20000", asset: assetB() } }] },
         "GET /two-assets": { accepts: [{ price: "$0.01" }, { price: { amount: "10000", asset: { address: USDC_A2, decimals: 6, eip712: { name: "USDC", version: "2" } } } }] },
       },
     });
@@ -86,7 +88,7 @@ describe("issue 16: several payment options per route", function () {
       await transport.handleRequest(req, res, req.body);
     });
     app.use(pw);
-    for (const k of ["two-chains", "two-payees", "single", "two-assets"]) {
+    for (const k of ["two-chains", "two-payees", "single", "two-assets", "prepaid"]) {
       app.get(`/${k}`, (req, res) => {
         runs[k] = (runs[k] ?? 0) + 1;
         res.json({ ok: k, payment: req.payment });
@@ -209,6 +211,28 @@ describe("issue 16: several payment options per route", function () {
     assert.equal(((await res.json()) as { payment: { asset: string } }).payment.asset, USDC_A2);
     assert.equal((await balanceIn(USDC_A2, a.accounts.payTo.address)) - a2Before, 10_000n);
     assert.equal(await a.balanceOf(a.accounts.payTo.address), usdcBefore);
+  });
+
+  it("16.2 a prepaid payment for 3 calls of a several-option route is offered at 3 × the first option only: a per-call price of another option cannot buy it", async () => {
+    const created = await fetch(`${url}/api/payments`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ serviceId: "multi" }) });
+    assert.equal(created.status, 201, await created.clone().text());
+    const p = (await created.json()) as { pay: { url: string; x402: { accepts: Array<Record<string, string>> } } };
+    assert.deepEqual(p.pay.x402.accepts.map((r) => [r.network, r.maxAmountRequired]), [["base-sepolia", "30000"]]);
+    const unpaid = await fetch(p.pay.url, { method: "POST" });
+    assert.equal(unpaid.status, 402);
+    const offered = decodeHeader(unpaid.headers.get("payment-required")!, "PAYMENT-REQUIRED") as { accepts: unknown[] };
+    assert.equal(offered.accepts.length, 1);
+    const payer = b.accounts.payers[4]!;
+    const before = await balances();
+    const cheap = await v2Header({ privateKey: payer.privateKey, chainId: CHAIN_B, asset: USDC_B, payTo: a.accounts.payTo.address, value: 20_000n }, { scheme: "exact", network: `eip155:${CHAIN_B}`, amount: "20000", asset: USDC_B, payTo: a.accounts.payTo.address, maxTimeoutSeconds: 300, extra: { name: "USDC", version: "2" } });
+    const res = await fetch(p.pay.url, { method: "POST", headers: { "PAYMENT-SIGNATURE": cheap } });
+    assert.equal(res.status, 402, await res.clone().text());
+    assert.deepEqual(await balances(), before);
+    const full = await v2Header({ privateKey: a.accounts.payers[4]!.privateKey, asset: a.usdc, payTo: a.accounts.payTo.address, value: 30_000n });
+    const paid = await fetch(p.pay.url, { method: "POST", headers: { "PAYMENT-SIGNATURE": full } });
+    assert.equal(paid.status, 200, await paid.clone().text());
+    const after = await balances();
+    assert.deepEqual([after[0]! - before[0]!, after[1]! - before[1]!], [30_000n, 0n]);
   });
 
   describe("hostile mixes of two options are refused and move nothing", () => {

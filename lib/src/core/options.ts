@@ -174,6 +174,19 @@ function outputSchemaOf<Req>(key: string, r: RouteOptions<Req>): (method: string
 
 const DEFAULT_NETWORK = "base-sepolia";
 
+/** The first-option price objects of routes with several options, and the other options. */
+const optionPrices = new WeakMap<ResolvedPrice, readonly ResolvedOption[]>();
+
+/**
+ * The other payment options an offer for `route` carries: the route's own,
+ * only while its price is the route's own first option. A copy of the route
+ * with another price (a prepaid payment for several calls) offers that price
+ * alone, never the per-call prices of the other options.
+ */
+export function alternativesOf<Req>(route: ResolvedRoute<Req>): readonly ResolvedOption[] | undefined {
+  return route.staticPrice ? optionPrices.get(route.staticPrice) : undefined;
+}
+
 /** Validate the shared options (without routes). */
 export function validateShared(o: PaymentOptions): void {
   if (!o || typeof o !== "object") throw new ConfigError("options", "pass an options object.");
@@ -262,8 +275,12 @@ export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentO
   if (r.accepts !== undefined) {
     // several payment options: the first is the route's own network, payee and price; the rest ride along in every offer
     const [first, ...rest] = resolveOptions(at, r.accepts, { price: r.price, network: r.network ?? o.network, payTo: r.payTo ?? o.payTo, maxTimeoutSeconds, asset: o.asset }, o.settler);
-    Object.assign(resolved, { network: first!.network, payTo: first!.payTo, asset: first!.asset, maxTimeoutSeconds: first!.maxTimeoutSeconds, staticPrice: { amount: first!.amount, asset: first!.asset } });
-    if (rest.length > 0) resolved.alternatives = rest;
+    const primary: ResolvedPrice = { amount: first!.amount, asset: first!.asset };
+    Object.assign(resolved, { network: first!.network, payTo: first!.payTo, asset: first!.asset, maxTimeoutSeconds: first!.maxTimeoutSeconds, staticPrice: primary });
+    if (rest.length > 0) {
+      resolved.alternatives = rest;
+      optionPrices.set(primary, rest);
+    }
   } else if (typeof r.price === "function") {
     resolved.priceFn = r.price;
     if (!defaultAsset) throw new ConfigError(`${at}.network`, `${network.caip2} has no default USDC; set the "asset" option.`);

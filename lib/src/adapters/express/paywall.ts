@@ -12,7 +12,7 @@ import { smartWalletVerifier } from "../../chain/smart-wallet.js";
 import { chainChecker, type PaymentChecker } from "../../core/checker.js";
 import type { FacilitatorSettler } from "../../chain/facilitator.js";
 import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt, type X402Replay } from "../../core/engine.js";
-import { DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
+import { alternativesOf, DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
 import { NO_PAYMENT, NO_PAYMENT_V2, requirementsV1Of, toPaymentRequiredV2, type Offer } from "../../protocol/requirements.js";
@@ -283,7 +283,7 @@ function makeMiddleware(
       description: route.description,
       mimeType: route.mimeType,
       outputSchema: route.outputSchema(req?.method ?? "GET"),
-      alternatives: route.alternatives,
+      alternatives: alternativesOf(route),
     };
   }
 
