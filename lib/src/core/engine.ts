@@ -142,6 +142,8 @@ interface HeldRef {
   lockKey: string;
   payer: Address;
   version: 1 | 2;
+  /** The receipt's network: the option the payment was matched to (a route may offer several). */
+  network?: string;
 }
 
 /** A store with the same-tick token calls. */
@@ -255,7 +257,7 @@ export class PaymentEngine {
       this.refuseLocally(lockKey, payerKey, auth.value);
       this.verifying.add((verifying = lockKey));
       const prior = await this.store.getNonce(lockKey);
-      if (prior) throw withHeldRef(duplicate(prior.state === "locked"), { lockKey, payer, version });
+      if (prior) throw withHeldRef(duplicate(prior.state === "locked"), { lockKey, payer, version, network: version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2 });
       const request: SettleRequest = {
         authorization: auth,
         signature: decoded.signature,
@@ -282,7 +284,7 @@ export class PaymentEngine {
       });
       if (!claim.ok) {
         const refusal = this.claimRefusal(claim.reason, claim.held, lockKey, expiresAt, auth.value, balance);
-        throw claim.reason === "used" || claim.reason === "in_use" ? withHeldRef(refusal, { lockKey, payer, version }) : refusal;
+        throw claim.reason === "used" || claim.reason === "in_use" ? withHeldRef(refusal, { lockKey, payer, version, network: version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2 }) : refusal;
       }
       locked = lockKey;
       // The pre-check vouches for the transfer only when no other payment of this payer was live
@@ -523,7 +525,7 @@ export class PaymentEngine {
         await this.reconcile();
         nonce = await this.store.getNonce(ref.lockKey);
       }
-      const network = ref.version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2;
+      const network = ref.network ?? (ref.version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2);
       if (nonce?.state === "settled" && nonce.transaction) {
         const response: SettleResponse = { success: true, transaction: nonce.transaction, network, payer: ref.payer };
         if (answer.status !== 0) return { kind: "paid", answer, response };
