@@ -35,3 +35,7 @@ export { paywall, requirePayment, type PaywallOptions, type PaywallMiddleware } 
 export { PAYWALL_PAGE_CSP, type PaywallPageOptions, type PaywallPageContext, type PaywallPageSetting } from "./adapters/express/paywall-page.js";
 export { paymentsRouter, type PaymentsRouterOptions, type PaymentsApiOptions } from "./adapters/express/payments-router.js";
 export { toPublicPayment, type PublicPayment } from "./core/payment-object.js";
+export { settlerByNetwork, type PaymentOption, type NetworkSettler, type NetworkSettlerEntry } from "./core/offers.js";
+export type { PaymentHooks, PaymentHookContext, VerifiedHookContext, HookAbort } from "./core/hooks.js";
+export type { PaymentRequiredBody, PaymentRequiredBodyContext } from "./core/bodies.js";
+export type { ProtectedRequestContext, ProtectedRequestResult } from "./adapters/express/protected-request.js";
