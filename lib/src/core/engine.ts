@@ -17,6 +17,7 @@ import type { LedgerEntry, PayerClaimFailure, ReserveResult, Store, StoredPaymen
 import { hashToken, isWellFormedToken } from "../state/tokens.js";
 import { ExpiringMap, resolveLimits, TokenBucket, type AbuseLimits, type ResolvedLimits } from "./limits.js";
 import { Reconciler, requestToJson, type PaidPayment, type SettlementRecord } from "./reconciler.js";
+import { PaymentIds, type HeldRefForReplay, type PaymentIdHold, type PaymentIdentifierOptions } from "./idempotency.js";
 
 /** What a paid handler sees as `req.payment`. */
 export type PaymentInfo = X402PaymentInfo | TokenPaymentInfo;
@@ -59,6 +60,8 @@ export interface X402Attempt {
   offer: Offer;
   lockKey: string;
   info: X402PaymentInfo;
+  /** Issue 17.3: the `payment-identifier` id this payment claimed (set by the adapter after `verifyX402`). */
+  paymentId?: PaymentIdHold;
 }
 
 /** A reserved token call waiting for commit or release. */
@@ -103,6 +106,8 @@ export interface EngineOptions {
   abuseLimits?: AbuseLimits;
   /** Slow path for smart-wallet signatures (ERC-1271 / ERC-6492); without it only EOA signatures are accepted. */
   smartWallets?: SmartWalletVerifier;
+  /** Issue 17.3: idempotent retries with the x402 v2 `payment-identifier` extension (on by default); `false` turns it off. */
+  paymentIdentifier?: PaymentIdentifierOptions | false;
 }
 
 /** A confirmed x402 settlement: whether its records were all stored now (else the outbox keeps them), and the prepaid payment it paid. */
@@ -121,6 +126,8 @@ export interface HeldAnswer {
   headers: Record<string, string | string[]>;
   /** Base64. */
   body: string;
+  /** Issue 17.3: kept for a `payment-identifier` retry: replayed only to a request with this fingerprint. */
+  bound?: string;
 }
 
 /** What to answer a retry of an authorization whose answer is held: the paid answer, or "pending" again. */
@@ -176,6 +183,8 @@ export class PaymentEngine {
   /** token hash → consecutive failed runs, and until when it is refused */
   private readonly tokenFailures = new ExpiringMap<{ count: number; until: number; cooldown: number }>();
   private readonly smartWallets?: SmartWalletVerifier;
+  /** Issue 17.3: the `payment-identifier` support; undefined when turned off or the store lacks its methods. */
+  readonly paymentIds?: PaymentIds;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -203,6 +212,9 @@ export class PaymentEngine {
       graceSeconds: this.lockMargin,
       intervalMs: opts.reconcileIntervalMs ?? 5000,
     });
+    if (opts.paymentIdentifier !== false && PaymentIds.supported(st)) {
+      this.paymentIds = new PaymentIds(st, opts.paymentIdentifier ?? {}, this.now, (ref, offer, bound) => this.replayHeld(ref, offer, bound) as never);
+    }
   }
 
   /** Record that a 402 was served. */
@@ -403,8 +415,10 @@ export class PaymentEngine {
       if (err instanceof SettlementError && err.pending) {
         await this.store.setNonceState(attempt.lockKey, "pending", err.transaction).catch((e: unknown) => this.recordFailed("nonce", e, offer.resource, err.transaction));
         await this.reconciler.keep(this.recordOf(attempt, "pending", started, err.transaction, ledgerExtra, pays));
+        if (attempt.paymentId) await this.keepPaymentId(attempt); // issue 17.3: a retry gets "pending", then the answer
       } else {
         await this.store.releaseNonce(attempt.lockKey).catch(() => {});
+        await attempt.paymentId?.release();
       }
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: offer.resource });
       throw err;
@@ -413,6 +427,7 @@ export class PaymentEngine {
     const rec = this.recordOf(attempt, "settled", started, result.transaction, ledgerExtra, pays);
     const written = await this.reconciler.write(rec);
     if (!written.ok) await this.reconciler.keep(rec);
+    if (attempt.paymentId) await this.keepPaymentId(attempt); // issue 17.3: a retry with the same id gets this answer
     this.emit({ type: "settled", method: "x402", amount: attempt.info.amount, asset: offer.asset.address, durationMs: this.now() - started, resource: offer.resource });
     return { ...result, recorded: written.ok, payment: written.payment };
   }
@@ -439,6 +454,13 @@ export class PaymentEngine {
       pays,
       startedAt,
     };
+  }
+
+  /** Issue 17.3: hold the attempt's answer (when the adapter gave one) for retries with its id, then mark the id kept. */
+  private async keepPaymentId(attempt: X402Attempt): Promise<void> {
+    const hold = attempt.paymentId!;
+    if (hold.answer) await this.holdAnswer(attempt, hold.answer);
+    await hold.keep(attempt.lockKey, attempt.info.payer);
   }
 
   private recordFailed(what: "nonce" | "answer", err: unknown, resource: string, transaction?: string): void {
@@ -473,6 +495,7 @@ export class PaymentEngine {
       answer === "run"
         ? { resource, status: 0, info: attempt.info, headers: {}, body: "" }
         : { resource, status: answer.status, headers: answer.headers, body: answer.body.toString("base64") };
+    if (attempt.paymentId) held.bound = await attempt.paymentId.bound().catch(() => "unbound"); // issue 17.3
     const json = JSON.stringify(held);
     if (json.length > this.heldMaxBytes * 1.34 + 1024) {
       return this.recordFailed("answer", new PaymentError("answer_too_large", "answer too large to hold"), resource, attempt.info.transaction);
@@ -496,11 +519,19 @@ export class PaymentEngine {
   async replayX402(err: unknown, offer: Offer): Promise<X402Replay | undefined> {
     const ref = (err as { [HELD_REF]?: HeldRef } | null)?.[HELD_REF];
     if (!ref) return undefined;
+    return this.replayHeld(ref, offer);
+  }
+
+  /**
+   * The replay of the answer held under `ref.lockKey`: only one held without a fingerprint, or
+   * (issue 17.3, a `payment-identifier` retry) one bound to exactly `bound`.
+   */
+  private async replayHeld(ref: HeldRef | HeldRefForReplay, offer: Offer, bound?: string): Promise<X402Replay | undefined> {
     try {
       const json = await this.store.getHeldAnswer(ref.lockKey);
       if (!json) return undefined;
       const answer = JSON.parse(json) as HeldAnswer;
-      if (answer.resource !== offer.resource) return undefined;
+      if (answer.resource !== offer.resource || answer.bound !== bound) return undefined;
       let nonce = await this.store.getNonce(ref.lockKey);
       if (nonce?.state === "pending") {
         await this.reconcile();
@@ -533,6 +564,7 @@ export class PaymentEngine {
    */
   async releaseX402(attempt: X402Attempt): Promise<void> {
     await this.store.giveBackNonce(attempt.lockKey).catch(() => this.store.releaseNonce(attempt.lockKey).catch(() => {}));
+    await attempt.paymentId?.release(); // issue 17.3: nothing charged, the id is free again
   }
 
   /**
