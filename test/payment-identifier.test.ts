@@ -26,6 +26,11 @@ import { startDevChain, type DevChain } from "server402/devchain";
 import { SqliteStore } from "../lib/src/state/sqlite.js";
 import { RedisStore } from "../lib/src/state/redis.js";
 import { signAuthorization } from "./support/sign.js";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { z } from "zod";
+import { registerPaidTool } from "server402/mcp";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const decode = (h: string | null) => JSON.parse(Buffer.from(h ?? "", "base64").toString()) as Record<string, unknown>;
@@ -339,6 +344,42 @@ describe("issue 17.3: payment-identifier (idempotent retries, dev chain)", funct
       assert.equal((await balance()) - before, 20_000n);
     });
 
+    it("pending settlement (the money-safety path): the retry with the same id gets 504 settlement_pending with the same transaction, then the same answer once mined; never a second charge", async () => {
+      const rpc = async (method: string, params: unknown[] = []) => {
+        const r = (await (await fetch(chain.rpcUrl, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }) })).json()) as { error?: { message: string } };
+        if (r.error) throw new Error(r.error.message);
+      };
+      const settler = relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey, pollingIntervalMs: 5, receiptTimeoutMs: 300 });
+      const pending = await startApp(store, { settler });
+      try {
+        const before = await balance();
+        const sig = await payment(50_000n, newId());
+        await rpc("evm_setAutomine", [false]);
+        const first = await call(`${pending.url}/echo`, sig, { body: { p: 1 } });
+        assert.equal(first.status, 504, first.text);
+        assert.equal(JSON.parse(first.text).error, "settlement_pending");
+        const tx = decode(first.headers.get("payment-response")).transaction;
+        const again = await call(`${pending.url}/echo`, sig, { body: { p: 1 } });
+        assert.equal(again.status, 504, again.text);
+        assert.equal(JSON.parse(again.text).error, "settlement_pending");
+        assert.ok(again.headers.get("retry-after"));
+        const other = await call(`${pending.url}/echo`, sig, { body: { p: 2 } });
+        assert.equal(other.status, 409, "another body with the id is refused while pending too");
+        await rpc("evm_setAutomine", [true]);
+        await rpc("evm_mine");
+        const paid = await call(`${pending.url}/echo`, sig, { body: { p: 1 } });
+        assert.equal(paid.status, 200, paid.text);
+        assert.deepEqual(JSON.parse(paid.text).echo, { p: 1 });
+        assert.equal(decode(paid.headers.get("payment-response")).transaction, tx);
+        assert.equal((await call(`${pending.url}/echo`, sig, { body: { p: 1 } })).text, paid.text);
+        assert.equal(pending.runs.echo, 1);
+        assert.equal((await balance()) - before, 50_000n);
+      } finally {
+        await rpc("evm_setAutomine", [true]).catch(() => {});
+        await pending.close();
+      }
+    });
+
     it("a store full of live identifiers refuses a new id with 503 (Retry-After) before any payment step", async () => {
       const small = await startApp(new MemoryStore(), { paymentIdentifier: { maxEntries: 1 } });
       try {
@@ -402,6 +443,51 @@ describe("issue 17.3: payment-identifier (idempotent retries, dev chain)", funct
         }
       });
     }
+  });
+
+  describe("MCP transport", function () {
+    it("a tool call retried with the same id and arguments gets the same result (one run, one charge); other arguments with the id are refused", async () => {
+      const store = new MemoryStore();
+      const pw = paywall({ payTo: chain.accounts.payTo.address, rpcUrl: chain.rpcUrl, settler: relayer, store, routes: { "POST /tool": { price: "$0.03", serviceId: "tool" } } });
+      const server = new McpServer({ name: "t", version: "1.0.0" });
+      let runs = 0;
+      registerPaidTool(server, pw, {
+        name: "lucky",
+        serviceId: "tool",
+        inputSchema: { word: z.string() },
+        handler: async ({ word }) => ({ content: [{ type: "text", text: `${word} ${randomUUID()} run ${++runs}` }] }),
+      });
+      const client = new Client({ name: "t", version: "1.0.0" });
+      const [ct, st] = InMemoryTransport.createLinkedPair();
+      await Promise.all([server.connect(st), client.connect(ct)]);
+      type R = { isError?: boolean; content: Array<{ text?: string }>; structuredContent?: Record<string, unknown>; _meta?: Record<string, unknown> };
+      const callTool = async (word: string, meta?: Record<string, unknown>) => (await client.callTool({ name: "lucky", arguments: { word }, ...(meta ? { _meta: meta } : {}) })) as R;
+      try {
+        const unpaid = await callTool("a");
+        assert.equal(unpaid.isError, true);
+        const exts = unpaid.structuredContent!.extensions as Record<string, { info: unknown }>;
+        assert.deepEqual(exts["payment-identifier"]!.info, { required: false });
+        assert.ok(exts.bazaar, "the tool's bazaar data stays");
+
+        const before = await balance();
+        const payload = decode(await payment(30_000n, newId()));
+        const first = await callTool("clover", { "x402/payment": payload });
+        assert.equal(first.isError, undefined, JSON.stringify(first));
+        const again = await callTool("clover", { "x402/payment": payload });
+        assert.equal(again.isError, undefined, JSON.stringify(again));
+        assert.deepEqual(again.content, first.content, "the same result");
+        assert.deepEqual(again._meta!["x402/payment-response"], first._meta!["x402/payment-response"]);
+        const other = await callTool("horseshoe", { "x402/payment": payload });
+        assert.equal(other.isError, true);
+        assert.equal(other.structuredContent!.error, "payment_identifier_conflict");
+        assert.equal(runs, 1);
+        assert.equal((await balance()) - before, 30_000n);
+      } finally {
+        await client.close();
+        await server.close();
+        await store.close();
+      }
+    });
   });
 
   describe("a real client", function () {
