@@ -26,6 +26,7 @@ import { startDevChain, type DevChain } from "server402/devchain";
 import { SqliteStore } from "../lib/src/state/sqlite.js";
 import { RedisStore } from "../lib/src/state/redis.js";
 import { signAuthorization } from "./support/sign.js";
+import { startPaidApp } from "./support/paid-app.js";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
@@ -267,6 +268,33 @@ describe("issue 17.3: payment-identifier (idempotent retries, dev chain)", funct
       }
     });
 
+    it("a GET whose client went away while it settled (the body never read, the request destroyed): the retry gets the answer, one charge", async () => {
+      const slow: Settler = { ...relayer, settle: async (r) => (await sleep(300), relayer.settle(r)) } as Settler;
+      const slowApp = await startApp(store, { settler: slow });
+      try {
+        const before = await balance();
+        const sig = await payment(10_000n, newId());
+        await new Promise<void>((resolve) => {
+          const req = httpRequest(`${slowApp.url}/weather`, { headers: { "payment-signature": sig } });
+          slowApp.onRun.fn = () => setTimeout(() => (req.destroy(), resolve()), 50);
+          req.on("error", () => {});
+          req.end();
+        });
+        slowApp.onRun.fn = undefined;
+        let retry = await call(`${slowApp.url}/weather`, sig);
+        for (let i = 0; i < 20 && retry.status === 409; i++) {
+          await sleep(100);
+          retry = await call(`${slowApp.url}/weather`, sig);
+        }
+        assert.equal(retry.status, 200, retry.text);
+        assert.equal(JSON.parse(retry.text).weather, "sunny");
+        assert.equal(slowApp.runs.weather, 1);
+        assert.equal((await balance()) - before, 10_000n);
+      } finally {
+        await slowApp.close();
+      }
+    });
+
     it("the same id with another payment, body, query, path or method is 409: no handler run, no charge", async () => {
       const id = newId();
       const sig = await payment(50_000n, id);
@@ -293,6 +321,23 @@ describe("issue 17.3: payment-identifier (idempotent retries, dev chain)", funct
       // and the original retry still gets its answer
       const again = await call(`${app.url}/echo`, sig, { body: { a: 1 } });
       assert.equal(again.text, first.text);
+    });
+
+    it("a JSON body parsed before the paywall (express.json mounted first) is bound by its value: same → the answer, other → 409", async () => {
+      const paid = await startPaidApp(chain, { store, settler: relayer });
+      try {
+        const before = await balance();
+        const sig = await payment(50_000n, newId());
+        const first = await call(`${paid.url}/echo`, sig, { body: { k: "v" } });
+        assert.equal(first.status, 200, first.text);
+        assert.equal((await call(`${paid.url}/echo`, sig, { body: { k: "v" } })).text, first.text);
+        const other = await call(`${paid.url}/echo`, sig, { body: { k: "w" } });
+        assert.equal(other.status, 409, other.text);
+        assert.equal(paid.runs.echo, 1);
+        assert.equal((await balance()) - before, 50_000n);
+      } finally {
+        await paid.close();
+      }
     });
 
     it("parallel copies of one request: the handler runs once, one charge; the others get 409 with Retry-After (or the answer), then the answer", async () => {

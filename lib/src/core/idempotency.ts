@@ -116,7 +116,8 @@ export class PaymentIdHold {
     if (this.done) return;
     this.done = true;
     try {
-      const { body } = await this.binding();
+      // a body that cannot be read whole (the client left mid-upload) binds nothing: its retry gets 409, never a charge
+      const body = await this.binding().then((b) => b.body, () => undefined);
       const rec: PaymentIdRecord = { ...this.record, state: "kept", lockKey, payer, ...(body !== undefined ? { body } : {}) };
       await this.store.updatePaymentId(this.key, this.record.owner, JSON.stringify(rec), this.expiresAt);
     } catch {
@@ -282,7 +283,8 @@ export function jsonDigest(v: unknown): string {
  */
 export function httpBodyDigest(req: IncomingMessage & { body?: unknown }): () => Promise<string> {
   if (req.readableEnded) {
-    const parsed = `parsed:${sha256(canonicalJson(req.body ?? null))}`;
+    const b = req.body;
+    const parsed = Buffer.isBuffer(b) || typeof b === "string" ? `parsed:${sha256(b)}` : `parsed:${sha256(canonicalJson(b ?? null))}`;
     return () => Promise.resolve(parsed);
   }
   const hash = createHash("sha256");
@@ -306,12 +308,18 @@ export function httpBodyDigest(req: IncomingMessage & { body?: unknown }): () =>
         resolve((digest ??= `raw:${hash.digest("hex")}`));
       };
       if (ended || req.readableEnded) return finish();
+      if (req.destroyed) return req.complete && req.readableLength === 0 ? finish() : reject(new PaymentError("invalid_payload", "the request body did not arrive whole.", 400));
+      const timer = setTimeout(() => reject(new PaymentError("invalid_payload", "the request body did not arrive in time.", 400)), BODY_WAIT_MS);
+      timer.unref();
       req.once("end", finish);
       req.once("error", reject);
       req.once("close", () => (ended || req.readableEnded ? finish() : reject(new PaymentError("invalid_payload", "the request body did not arrive whole.", 400))));
       req.resume();
     }));
 }
+
+/** Longest wait for the rest of a body nobody read (the handler is done, or will not run). */
+const BODY_WAIT_MS = 10_000;
 
 /** Answer a payment-identifier refusal over HTTP: its status (409, 503), `Retry-After` when worth retrying, JSON `{ error, message }`. */
 export function sendPaymentIdRefusal(res: ServerResponse, err: PaymentError): void {
