@@ -524,5 +524,61 @@ export function runStoreConformance(name: string, makeStore: () => Promise<Store
         assert.equal(await store.getHeldAnswer(key), undefined, "an expired answer is gone");
       });
     });
+
+    // ---- Payment identifiers (issue 17 part 3): idempotent retries ----
+    describe("payment identifiers", function () {
+      const pid = () => `0xpayto:pay_${process.pid}_${Date.now()}_${keySeq++}`;
+      const MAX = 1000;
+
+      it("claim once: the next claim gets the live record; update and release only by the owner", async function () {
+        const key = pid();
+        const exp = Date.now() + 60_000;
+        assert.deepEqual(await store.claimPaymentId(key, "o1", "r1", exp, MAX), { ok: true });
+        assert.deepEqual(await store.claimPaymentId(key, "o2", "r2", exp, MAX), { ok: false, record: "r1" });
+        assert.equal(await store.updatePaymentId(key, "o2", "r3", exp), false, "not the owner");
+        assert.equal(await store.updatePaymentId(key, "o1", "r4", exp), true);
+        assert.deepEqual(await store.claimPaymentId(key, "o2", "r2", exp, MAX), { ok: false, record: "r4" });
+        await store.releasePaymentId(key, "o2");
+        assert.deepEqual(await store.claimPaymentId(key, "o2", "r2", exp, MAX), { ok: false, record: "r4" }, "another's release does nothing");
+        await store.releasePaymentId(key, "o1");
+        await store.releasePaymentId(key, "o1");
+        assert.equal(await store.updatePaymentId(key, "o1", "r5", exp), false, "a released record is not updated");
+        assert.deepEqual(await store.claimPaymentId(key, "o2", "r6", exp, MAX), { ok: true }, "a released identifier may be claimed again");
+      });
+
+      it("20 concurrent claims of one identifier: exactly one ok, the others see its record", async function () {
+        const key = pid();
+        const exp = Date.now() + 60_000;
+        const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.claimPaymentId(key, `o${i}`, `r${i}`, exp, MAX)));
+        const won = results.findIndex((r) => r.ok);
+        assert.equal(count(results, (r) => r.ok), 1);
+        for (const r of results) if (!r.ok) assert.deepEqual(r, { ok: false, record: `r${won}` });
+      });
+
+      it("an expired record is gone: claimed anew, and its owner can no longer update it", async function () {
+        const key = pid();
+        assert.deepEqual(await store.claimPaymentId(key, "o1", "r1", Date.now() + 50, MAX), { ok: true });
+        await sleep(80);
+        assert.equal(await store.updatePaymentId(key, "o1", "r2", Date.now() + 60_000), false);
+        assert.deepEqual(await store.claimPaymentId(key, "o2", "r3", Date.now() + 60_000, MAX), { ok: true });
+        assert.deepEqual(await store.claimPaymentId(key, "o3", "r4", Date.now() + 60_000, MAX), { ok: false, record: "r3" });
+      });
+
+      it("bounded: at maxEntries live records a new identifier is refused (full) until one expires or is released", async function () {
+        const exp = Date.now() + 60_000;
+        const keys = [pid(), pid(), pid()];
+        assert.deepEqual(await store.claimPaymentId(keys[0]!, "o", "a", exp, 3), { ok: true });
+        assert.deepEqual(await store.claimPaymentId(keys[1]!, "o", "b", Date.now() + 50, 3), { ok: true });
+        assert.deepEqual(await store.claimPaymentId(keys[2]!, "o", "c", exp, 3), { ok: true });
+        const extra = pid();
+        assert.deepEqual(await store.claimPaymentId(extra, "o", "d", exp, 3), { ok: false, full: true });
+        assert.deepEqual(await store.claimPaymentId(keys[0]!, "o2", "x", exp, 3), { ok: false, record: "a" }, "a live record is still answered when full");
+        await sleep(80);
+        assert.deepEqual(await store.claimPaymentId(extra, "o", "d", exp, 3), { ok: true }, "the expired record made room");
+        assert.deepEqual(await store.claimPaymentId(pid(), "o", "e", exp, 3), { ok: false, full: true });
+        await store.releasePaymentId(keys[2]!, "o");
+        assert.deepEqual(await store.claimPaymentId(pid(), "o", "e", exp, 3), { ok: true }, "a released record made room");
+      });
+    });
   });
 }

@@ -29,6 +29,8 @@ export { generatePaymentToken, hashToken, isWellFormedToken } from "./state/toke
 // core + adapters
 export { chainChecker, type PaymentChecker } from "./core/checker.js";
 export type { AbuseLimits } from "./core/limits.js";
+export type { PaymentIdentifierOptions } from "./core/idempotency.js"; // issue 17.3
+export type { PaymentIdClaim } from "./state/store.js"; // issue 17.3
 export { PaymentEngine, type PaymentInfo, type X402PaymentInfo, type TokenPaymentInfo, type PaymentEvent } from "./core/engine.js";
 export type { RouteOptions, PaymentOptions, SettlementMode, ResolvedRoute } from "./core/options.js";
 export { paywall, requirePayment, type PaywallOptions, type PaywallMiddleware } from "./adapters/express/paywall.js";

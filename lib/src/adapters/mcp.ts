@@ -47,6 +47,8 @@ import type { StoredPayment } from "../state/store.js";
 import type { PaywallMiddleware } from "./express/paywall.js";
 import { importOptional } from "../optional.js";
 import { holdToolResult, replayToolCall } from "./mcp-held.js";
+import { jsonDigest, toolAnswer, toolFromAnswer, type PaymentIdHold } from "../core/idempotency.js";
+import type { X402PaymentInfo, X402Replay } from "../core/engine.js";
 
 /** zod at run time (the MCP SDK installs it); a missing install is a one-line MissingDependencyError. */
 const { z: zod } = await importOptional<typeof import("zod/v4")>("zod/v4", "@modelcontextprotocol/sdk zod", "server402/mcp");
@@ -220,9 +222,10 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
     let base = pw.options.publicUrl ?? "";
     if (!base && /^https?:/.test(offer.resource)) base = new URL(offer.resource).origin;
     const { body } = pw.paymentRequired(offer, mcpRoute, error, base);
+    const v2 = toPaymentRequiredV2(offer, error, engine.paymentIds !== undefined);
     const pr: McpPaymentRequired = {
-      ...toPaymentRequiredV2(offer, error),
-      ...(bazaar ? { extensions: { bazaar } } : {}),
+      ...v2,
+      ...(bazaar ? { extensions: { ...v2.extensions, bazaar } } : {}),
       error,
       reason,
       message,
@@ -282,13 +285,23 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
 
   async function payWithX402(raw: unknown, key: string, args: PaidToolArgs<Shape>, validated: V, offer: Offer, extra: McpToolExtra): Promise<CallToolResult> {
     let attempt: X402Attempt;
+    let idHold: PaymentIdHold | undefined;
     try {
       const payload = typeof raw === "string" ? decodeHeader(raw, `_meta["${key}"]`) : raw;
       if (!isObject(payload)) throw new PaymentError("invalid_payload", `_meta["${key}"] must be an x402 PaymentPayload object.`);
       const version = payload.x402Version;
       if (version !== 1 && version !== 2) throw new PaymentError("invalid_x402_version", `_meta["${key}"].x402Version must be 1 or 2, got ${JSON.stringify(version)}.`);
+      if (version === 2 && engine.paymentIds) {
+        // issue 17.3 payment-identifier: a retry of the same paid call (tool and arguments) gets its result again; anything else with its id is refused
+        const d = await engine.paymentIds.begin<X402Replay>(payload, offer, { parts: ["mcp", opts.name, jsonDigest(args)] });
+        if (d.kind === "replay") return replayById(d.replay, key, args, validated, extra, offer);
+        if (d.kind === "refused") return d.error.status === 402 ? refusal(offer, d.error) : toolError(d.error.reason, d.error.message);
+        if (d.kind === "claimed") idHold = d.hold;
+      }
       attempt = await engine.verifyX402(version, payload, offer, serviceId);
+      attempt.paymentId = idHold;
     } catch (err) {
+      await idHold?.release();
       // issue 14 B10: a retry of a tool call whose answer was held while its settlement was pending
       const replay = await replayToolCall(engine, err, offer, (payment) => runHandler(args, { payment, validated, signal: extra.signal, extra }));
       if (replay?.kind === "paid") return withMeta(replay.result, receiptMeta(replay.response, replay.info));
@@ -322,6 +335,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
       return result;
     }
     try {
+      if (attempt.paymentId) attempt.paymentId.answer = toolAnswer(result, attempt.info); // issue 17.3: kept for a retry with the same id
       const receipt = settleResponse(attempt, await engine.settleX402(attempt));
       // issue 14 B10: the client went away while the transfer was settled: keep its paid result for a retry with the same payment
       if (extra.signal.aborted) await holdToolResult(engine, attempt, result);
@@ -330,6 +344,21 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
       if (err instanceof SettlementError && err.pending) await holdToolResult(engine, attempt, result); // issue 14 B10
       return refusal(offer, err, attempt);
     }
+  }
+
+  /** Issue 17.3: answer a payment-identifier retry with the held result (or "pending" again; settlement before: run once). */
+  async function replayById(replay: X402Replay, key: string, args: PaidToolArgs<Shape>, validated: V, extra: McpToolExtra, offer: Offer): Promise<CallToolResult> {
+    if (replay.kind === "pending") return refusal(offer, replay.error);
+    let held: { result: CallToolResult; info: X402PaymentInfo } | undefined;
+    if (replay.kind === "run") held = { result: await runHandler(args, { payment: replay.info, validated, signal: extra.signal, extra }), info: replay.info };
+    else held = toolFromAnswer<CallToolResult, X402PaymentInfo>(replay.answer);
+    if (!held) return toolError("payment_identifier_answer_unavailable", "the call with this payment identifier was paid, but its result was not kept; you were not charged again.");
+    const info = held.info;
+    return withMeta(held.result, {
+      [MCP_META.paymentResponse]: replay.response,
+      ...(key === MCP_META.paymentDotted ? { [MCP_META.paymentResponseDotted]: replay.response } : {}),
+      [MCP_META.server402Payment]: { method: "x402", payer: info.payer, amount: info.amount, network: info.network, transaction: replay.response.transaction },
+    });
   }
 
   const callback = async (input: Record<string, unknown>, extra: McpToolExtra): Promise<CallToolResult> => {

@@ -19,6 +19,7 @@ import { ExpiringMap, resolveLimits, TokenBucket, type AbuseLimits, type Resolve
 import { Reconciler, requestToJson, type PaidPayment, type SettlementRecord } from "./reconciler.js";
 import { chooseOffer } from "./offers.js";
 import { HookRunner, type PaymentHookContext, type PaymentHooks, type VerifiedHookContext } from "./hooks.js";
+import { PaymentIds, type HeldRefForReplay, type PaymentIdHold, type PaymentIdentifierOptions } from "./idempotency.js";
 
 /** What a paid handler sees as `req.payment`. */
 export type PaymentInfo = X402PaymentInfo | TokenPaymentInfo;
@@ -61,6 +62,8 @@ export interface X402Attempt {
   offer: Offer;
   lockKey: string;
   info: X402PaymentInfo;
+  /** Issue 17.3: the `payment-identifier` id this payment claimed (set by the adapter after `verifyX402`). */
+  paymentId?: PaymentIdHold;
 }
 
 /** A reserved token call waiting for commit or release. */
@@ -118,6 +121,8 @@ export interface EngineOptions {
   recordWaitMs?: number;
   /** Lifecycle hooks around verification and settlement (see core/hooks.ts for what they may do). */
   hooks?: PaymentHooks;
+  /** Issue 17.3: idempotent retries with the x402 v2 `payment-identifier` extension (on by default); `false` turns it off. */
+  paymentIdentifier?: PaymentIdentifierOptions | false;
 }
 
 /** A confirmed x402 settlement: whether its records were all stored now (else the outbox keeps them), and the prepaid payment it paid. */
@@ -136,6 +141,8 @@ export interface HeldAnswer {
   headers: Record<string, string | string[]>;
   /** Base64. */
   body: string;
+  /** Issue 17.3: kept for a `payment-identifier` retry: replayed only to a request with this fingerprint. */
+  bound?: string;
 }
 
 /** What to answer a retry of an authorization whose answer is held: the paid answer, or "pending" again. */
@@ -195,6 +202,8 @@ export class PaymentEngine {
   private readonly tokenFailures = new ExpiringMap<{ count: number; until: number; cooldown: number }>();
   private readonly smartWallets?: SmartWalletVerifier;
   private readonly hooks?: HookRunner;
+  /** Issue 17.3: the `payment-identifier` support; undefined when turned off or the store lacks its methods. */
+  readonly paymentIds?: PaymentIds;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -225,6 +234,9 @@ export class PaymentEngine {
       intervalMs: opts.reconcileIntervalMs ?? 5000,
       intentAgeMs: opts.settlementIntentAgeMs,
     });
+    if (opts.paymentIdentifier !== false && PaymentIds.supported(st)) {
+      this.paymentIds = new PaymentIds(st, opts.paymentIdentifier ?? {}, this.now, (ref, offer, bound) => this.replayHeld(ref, offer, bound) as never);
+    }
   }
 
   /** Record that a 402 was served. */
@@ -448,9 +460,11 @@ export class PaymentEngine {
           await this.reconciler.keep(pending);
         })();
         if ((await this.withinRecordWait(recording, storeBudget)) === LATE) this.recordLate(pending);
+        if (attempt.paymentId) await this.keepPaymentId(attempt); // issue 17.3: a retry gets "pending", then the answer
       } else {
         await this.store.releaseNonce(attempt.lockKey).catch(() => {});
         await this.reconciler.dropIntent(attempt.lockKey);
+        await attempt.paymentId?.release();
       }
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: offer.resource });
       if (this.hooks) await this.hooks.observe("onSettleFailure", { ...verifiedContext(attempt), error: err as Error });
@@ -466,6 +480,7 @@ export class PaymentEngine {
     })();
     let written = await this.withinRecordWait(recording, storeBudget);
     if (written === LATE) written = this.recordLate(rec);
+    if (attempt.paymentId) await this.keepPaymentId(attempt); // issue 17.3: a retry with the same id gets this answer
     this.emit({ type: "settled", method: "x402", amount: attempt.info.amount, asset: offer.asset.address, durationMs: this.now() - started, resource: offer.resource });
     if (this.hooks) await this.hooks.observe("onAfterSettle", { ...verifiedContext(attempt), transaction: result.transaction });
     return { ...result, recorded: written.ok, payment: written.payment };
@@ -519,6 +534,13 @@ export class PaymentEngine {
     };
   }
 
+  /** Issue 17.3: hold the attempt's answer (when the adapter gave one) for retries with its id, then mark the id kept. */
+  private async keepPaymentId(attempt: X402Attempt): Promise<void> {
+    const hold = attempt.paymentId!;
+    if (hold.answer) await this.holdAnswer(attempt, hold.answer);
+    await hold.keep(attempt.lockKey, attempt.info.payer);
+  }
+
   private recordFailed(what: "nonce" | "answer", err: unknown, resource: string, transaction?: string): void {
     this.emit({ type: "record_failed", what, reason: reasonOf(err), resource, transaction });
   }
@@ -551,6 +573,7 @@ export class PaymentEngine {
       answer === "run"
         ? { resource, status: 0, info: attempt.info, headers: {}, body: "" }
         : { resource, status: answer.status, headers: answer.headers, body: answer.body.toString("base64") };
+    if (attempt.paymentId) held.bound = await attempt.paymentId.bound().catch(() => "unbound"); // issue 17.3
     const json = JSON.stringify(held);
     if (json.length > this.heldMaxBytes * 1.34 + 1024) {
       return this.recordFailed("answer", new PaymentError("answer_too_large", "answer too large to hold"), resource, attempt.info.transaction);
@@ -574,11 +597,19 @@ export class PaymentEngine {
   async replayX402(err: unknown, offer: Offer): Promise<X402Replay | undefined> {
     const ref = (err as { [HELD_REF]?: HeldRef } | null)?.[HELD_REF];
     if (!ref) return undefined;
+    return this.replayHeld(ref, offer);
+  }
+
+  /**
+   * The replay of the answer held under `ref.lockKey`: only one held without a fingerprint, or
+   * (issue 17.3, a `payment-identifier` retry) one bound to exactly `bound`.
+   */
+  private async replayHeld(ref: HeldRef | HeldRefForReplay, offer: Offer, bound?: string): Promise<X402Replay | undefined> {
     try {
       const json = await this.store.getHeldAnswer(ref.lockKey);
       if (!json) return undefined;
       const answer = JSON.parse(json) as HeldAnswer;
-      if (answer.resource !== offer.resource) return undefined;
+      if (answer.resource !== offer.resource || answer.bound !== bound) return undefined;
       let nonce = await this.store.getNonce(ref.lockKey);
       if (nonce?.state === "pending") {
         await this.reconcile();
@@ -611,6 +642,7 @@ export class PaymentEngine {
    */
   async releaseX402(attempt: X402Attempt): Promise<void> {
     await this.store.giveBackNonce(attempt.lockKey).catch(() => this.store.releaseNonce(attempt.lockKey).catch(() => {}));
+    await attempt.paymentId?.release(); // issue 17.3: nothing charged, the id is free again
   }
 
   /**

@@ -8,6 +8,7 @@ import type { Settler } from "../chain/settler.js";
 import type { PaymentChecker } from "./checker.js";
 import type { PaymentEvent } from "./engine.js";
 import type { AbuseLimits } from "./limits.js";
+import type { PaymentIdentifierOptions } from "./idempotency.js";
 import { resolveNetwork, requireAddress, type AssetInfo, type NetworkInfo } from "../protocol/networks.js";
 import { resolvePrice, type AtomicPrice, type PriceInput, type ResolvedPrice } from "../protocol/price.js";
 import type { Store } from "../state/store.js";
@@ -130,6 +131,12 @@ export interface PaymentOptions {
   // --- abuse limits (issue 14, A5–A7) ---
   /** Retries of failed payments, work in flight per payer, and the budget of chain checks for unpaid traffic; see `AbuseLimits` for the defaults. */
   abuseLimits?: AbuseLimits;
+
+  /**
+   * Issue 17.3: idempotent retries with the x402 v2 `payment-identifier` extension, advertised in
+   * every v2 PaymentRequired (on by default when the store supports it); `false` turns it off.
+   */
+  paymentIdentifier?: PaymentIdentifierOptions | false;
 }
 
 /** A route with its options validated and its static parts precomputed. */

@@ -17,6 +17,8 @@ export interface DecodedPayment {
   signature: Hex;
   /** The payload exactly as received (for facilitators). */
   payload: PaymentPayloadV1 | PaymentPayloadV2;
+  /** v2: the client's `payment-identifier` id (issue 17.3), when it sent one. */
+  paymentId?: string;
 }
 
 const UINT = /^[0-9]{1,78}$/;
@@ -93,5 +95,31 @@ export function decodeV2(raw: Record<string, unknown>, offer: Offer): DecodedPay
   if (!sameAddress(acc.asset, offer.asset.address)) fail("invalid_payment_requirements", `accepted.asset does not match the required asset ${offer.asset.address}.`);
   if (!sameAddress(acc.payTo, offer.payTo)) fail("invalid_payment_requirements", `accepted.payTo does not match the required payTo ${offer.payTo}.`);
   if (acc.amount !== offer.amount.toString()) fail("invalid_payment_requirements", `accepted.amount ${JSON.stringify(acc.amount)} does not match the price ${offer.amount}.`);
-  return { x402Version: 2, ...exactPayload(raw.payload), payload: raw as unknown as PaymentPayloadV2 };
+  const paymentId = paymentIdentifierOf(raw);
+  return { x402Version: 2, ...exactPayload(raw.payload), payload: raw as unknown as PaymentPayloadV2, ...(paymentId ? { paymentId } : {}) };
+}
+
+/** Name of the x402 v2 `payment-identifier` extension (issue 17.3). */
+export const PAYMENT_IDENTIFIER = "payment-identifier";
+const PAYMENT_ID = /^[A-Za-z0-9_-]{16,128}$/;
+
+/**
+ * The `payment-identifier` id of a v2 payload (`extensions["payment-identifier"].info.id`), or
+ * undefined when the client sent none (an echo of the server's declaration without an `id` is none).
+ * A malformed extension or id (not 16–128 characters of A–Z, a–z, 0–9, `-`, `_`) is refused with
+ * `invalid_payload`.
+ */
+export function paymentIdentifierOf(raw: Record<string, unknown>): string | undefined {
+  const exts = raw.extensions;
+  if (exts === undefined || exts === null) return undefined;
+  if (!isObject(exts)) fail("invalid_payload", "extensions must be an object.");
+  const ext = exts[PAYMENT_IDENTIFIER];
+  if (ext === undefined || ext === null) return undefined;
+  if (!isObject(ext) || !isObject(ext.info)) fail("invalid_payload", `extensions["${PAYMENT_IDENTIFIER}"] must be an object with an info object.`);
+  const id = ext.info.id;
+  if (id === undefined) return undefined;
+  if (typeof id !== "string" || !PAYMENT_ID.test(id)) {
+    fail("invalid_payload", `extensions["${PAYMENT_IDENTIFIER}"].info.id must be 16 to 128 characters of A-Z, a-z, 0-9, '-' and '_'.`);
+  }
+  return id;
 }

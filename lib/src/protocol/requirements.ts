@@ -5,6 +5,7 @@
  */
 import type { Address } from "viem";
 import type { AssetInfo, NetworkInfo } from "./networks.js";
+import { PAYMENT_IDENTIFIER } from "./payload.js";
 import type { Eip712Extra, PaymentRequiredV2, PaymentRequirementsV1, PaymentRequirementsV2 } from "./types.js";
 
 /** The v1 402 `error` when no payment was sent (x402-express wording, which clients show). */
@@ -99,14 +100,36 @@ export function toRequirementsV2(offer: Offer): PaymentRequirementsV2 {
 }
 
 /** The v2 PaymentRequired object for an offer, with its bazaar discovery extension when the route is discoverable. */
-export function toPaymentRequiredV2(offer: Offer, error: string): PaymentRequiredV2 {
+export function toPaymentRequiredV2(offer: Offer, error: string, paymentIdentifier = true): PaymentRequiredV2 {
   const bazaar = bazaarOf(offer.outputSchema);
-  return {
+  const pr: PaymentRequiredV2 = {
     x402Version: 2,
     error,
     resource: { url: offer.resource, description: offer.description, mimeType: offer.mimeType },
     accepts: offer.alternatives?.length ? offersOf(offer).map(toRequirementsV2) : [toRequirementsV2(offer)],
     ...(bazaar ? { extensions: { bazaar } } : {}),
+  };
+  // issue 17.3: idempotent retries with a client-chosen id (optional for the client)
+  if (paymentIdentifier) pr.extensions = { ...pr.extensions, [PAYMENT_IDENTIFIER]: paymentIdentifierDeclaration() };
+  return pr;
+}
+
+/**
+ * The `payment-identifier` declaration: `info.required` false (the client may send an id), and the
+ * JSON schema of `info` (`required`, and the client's `id`: 16–128 characters of A–Z, a–z, 0–9, `-`, `_`).
+ */
+function paymentIdentifierDeclaration() {
+  return {
+    info: { required: false },
+    schema: {
+      $schema: "https://json-schema.org/draft/2020-12/schema",
+      type: "object",
+      properties: {
+        required: { type: "boolean" },
+        id: { type: "string", minLength: 16, maxLength: 128, pattern: "^[a-zA-Z0-9_-]+$" },
+      },
+      required: ["required"],
+    },
   };
 }
 

@@ -4,7 +4,7 @@
  * inside one tick, so each is atomic. Expired state is dropped lazily and by
  * an unref'd timer, so memory stays bounded under sustained traffic.
  */
-import { payerClaimRefusal, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerHold, type ReservedPayment, type ReserveResult, type Store, type StoredPayment } from "./store.js";
+import { payerClaimRefusal, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerHold, type PaymentIdClaim, type ReservedPayment, type ReserveResult, type Store, type StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -458,6 +458,35 @@ export class MemoryStore implements Store {
   async deleteHeldAnswer(key: string): Promise<void> {
     this.held.delete(key);
   }
+
+  // ---- Payment identifiers (issue 17 part 3): idempotent retries ----
+  private readonly paymentIds = new Map<string, { owner: string; record: string; expiresAt: number }>();
+
+  async claimPaymentId(key: string, owner: string, record: string, expiresAt: number, maxEntries: number): Promise<PaymentIdClaim> {
+    const now = Date.now();
+    const live = this.paymentIds.get(key);
+    if (live && live.expiresAt > now) return { ok: false, record: live.record };
+    this.paymentIds.delete(key);
+    if (this.paymentIds.size >= maxEntries) {
+      for (const [k, r] of this.paymentIds) if (r.expiresAt <= now) this.paymentIds.delete(k);
+      if (this.paymentIds.size >= maxEntries) return { ok: false, full: true };
+    }
+    this.paymentIds.set(key, { owner, record, expiresAt });
+    return { ok: true };
+  }
+
+  async updatePaymentId(key: string, owner: string, record: string, expiresAt: number): Promise<boolean> {
+    const r = this.paymentIds.get(key);
+    if (!r || r.owner !== owner || r.expiresAt <= Date.now()) return false;
+    r.record = record;
+    r.expiresAt = expiresAt;
+    return true;
+  }
+
+  async releasePaymentId(key: string, owner: string): Promise<void> {
+    if (this.paymentIds.get(key)?.owner === owner) this.paymentIds.delete(key);
+  }
+  // ---- end payment identifiers ----
 }
 
 /** Held answers a MemoryStore keeps at most (the oldest give way): memory stays bounded. */

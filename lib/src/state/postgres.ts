@@ -34,7 +34,7 @@ import { randomUUID } from "node:crypto";
 import type { Pool, PoolConfig } from "pg";
 import { ConfigError, StoreError } from "../errors.js";
 import { requireOptional } from "../optional.js";
-import type { LedgerEntry, NonceState, OutboxItem, PayerClaim, PayerHold, ReserveFailure, ReserveResult, Store, StoredPayment } from "./store.js";
+import type { LedgerEntry, NonceState, OutboxItem, PayerClaim, PayerHold, PaymentIdClaim, ReserveFailure, ReserveResult, Store, StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -724,6 +724,69 @@ export class PostgresStore implements Store {
   async deleteHeldAnswer(key: string): Promise<void> {
     await this.query("deleteHeldAnswer", this.q.deleteHeldAnswer, [key]);
   }
+
+  // ---- Payment identifiers (issue 17 part 3): idempotent retries ----
+  // Their table and function are created on first use (IF NOT EXISTS / OR REPLACE, under an advisory
+  // lock, in one transaction), so they need no numbered migration. The `maxEntries` count is read
+  // in the claim's statement: claims of other keys made at the same moment may pass it by a few.
+  private pidReady?: Promise<void>;
+
+  private paymentIdsReady(): Promise<void> {
+    const s = this.s;
+    this.pidReady ??= this.query(
+      "paymentIds",
+      `SELECT pg_advisory_xact_lock(hashtext('server402 payment ids ' || '${this.schema}'));
+      CREATE TABLE IF NOT EXISTS ${s}.payment_ids (key text PRIMARY KEY, owner text NOT NULL, record text NOT NULL, expires_at bigint NOT NULL);
+      CREATE INDEX IF NOT EXISTS payment_ids_expiry ON ${s}.payment_ids (expires_at);
+      CREATE OR REPLACE FUNCTION ${s}.claim_payment_id(k text, o text, rec text, exp bigint, now_ms bigint, max_n integer) RETURNS jsonb LANGUAGE plpgsql AS $$
+      DECLARE r text;
+      BEGIN
+        SELECT record INTO r FROM ${s}.payment_ids WHERE key = k AND expires_at > now_ms;
+        IF FOUND THEN RETURN jsonb_build_object('ok', false, 'record', r); END IF;
+        IF (SELECT count(*) FROM ${s}.payment_ids WHERE expires_at > now_ms) >= max_n THEN
+          RETURN jsonb_build_object('ok', false, 'full', true);
+        END IF;
+        INSERT INTO ${s}.payment_ids AS p (key, owner, record, expires_at) VALUES (k, o, rec, exp)
+        ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, record = excluded.record, expires_at = excluded.expires_at
+        WHERE p.expires_at <= now_ms;
+        IF NOT FOUND THEN
+          -- a concurrent claim of the same key committed first
+          SELECT record INTO r FROM ${s}.payment_ids WHERE key = k;
+          RETURN jsonb_build_object('ok', false, 'record', coalesce(r, ''));
+        END IF;
+        DELETE FROM ${s}.payment_ids WHERE key IN (
+          SELECT key FROM ${s}.payment_ids WHERE expires_at <= now_ms LIMIT 100 FOR UPDATE SKIP LOCKED);
+        RETURN jsonb_build_object('ok', true);
+      END $$;`,
+    ).then(
+      () => undefined,
+      (err: unknown) => {
+        this.pidReady = undefined;
+        throw err;
+      },
+    );
+    return this.pidReady;
+  }
+
+  async claimPaymentId(key: string, owner: string, record: string, expiresAt: number, maxEntries: number): Promise<PaymentIdClaim> {
+    await this.paymentIdsReady();
+    const rows = await this.query("claimPaymentId", `SELECT ${this.s}.claim_payment_id($1, $2, $3, $4, $5, $6) AS r`, [key, owner, record, expiresAt, Date.now(), maxEntries]);
+    const r = rows[0]!.r as { ok: boolean; record?: string; full?: boolean };
+    if (r.ok) return { ok: true };
+    return r.full ? { ok: false, full: true } : { ok: false, record: r.record ?? "" };
+  }
+
+  async updatePaymentId(key: string, owner: string, record: string, expiresAt: number): Promise<boolean> {
+    await this.paymentIdsReady();
+    const sql = `UPDATE ${this.s}.payment_ids SET record = $3, expires_at = $4 WHERE key = $1 AND owner = $2 AND expires_at > $5 RETURNING 1`;
+    return (await this.recording(() => this.query("updatePaymentId", sql, [key, owner, record, expiresAt, Date.now()]))).length === 1;
+  }
+
+  async releasePaymentId(key: string, owner: string): Promise<void> {
+    await this.paymentIdsReady();
+    await this.query("releasePaymentId", `DELETE FROM ${this.s}.payment_ids WHERE key = $1 AND owner = $2`, [key, owner]);
+  }
+  // ---- end payment identifiers ----
 
   async ping(): Promise<void> {
     await this.query("ping", "SELECT 1");

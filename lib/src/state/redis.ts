@@ -23,7 +23,7 @@ import { createHash } from "node:crypto";
 import type { Redis, RedisOptions } from "ioredis";
 import { ConfigError } from "../errors.js";
 import { requireOptional } from "../optional.js";
-import { RESERVED_PAYMENT_FIELDS, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerClaimFailure, type PayerHold, type ReserveResult, type ReserveFailure, type ReservedPayment, type Store, type StoredPayment } from "./store.js";
+import { RESERVED_PAYMENT_FIELDS, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerClaimFailure, type PayerHold, type PaymentIdClaim, type ReserveResult, type ReserveFailure, type ReservedPayment, type Store, type StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -560,7 +560,60 @@ return 1`);
       await this.client.del(this.prefix + "held:" + key);
     });
   }
+
+  // ---- Payment identifiers (issue 17 part 3): idempotent retries ----
+  // Keys: `pid:<key>` hash {owner, record}, PXAT = expiry; `pid:index` sorted set key → expiry (ms),
+  // which counts the live records for `maxEntries`. Each call is one script.
+
+  claimPaymentId(key: string, owner: string, record: string, expiresAt: number, maxEntries: number): Promise<PaymentIdClaim> {
+    return this.run("claimPaymentId", async () => {
+      const r = (await this.eval(CLAIM_PAYMENT_ID, [this.prefix + "pid:" + key, this.prefix + "pid:index"], [key, owner, record, expiresAt, maxEntries, Date.now()])) as [number, string?];
+      if (r[0] === 1) return { ok: true };
+      if (r[0] === 2) return { ok: false, full: true };
+      return { ok: false, record: r[1]! };
+    });
+  }
+
+  updatePaymentId(key: string, owner: string, record: string, expiresAt: number): Promise<boolean> {
+    return this.run("updatePaymentId", async () => (await this.eval(UPDATE_PAYMENT_ID, [this.prefix + "pid:" + key, this.prefix + "pid:index"], [key, owner, record, expiresAt])) === 1);
+  }
+
+  releasePaymentId(key: string, owner: string): Promise<void> {
+    return this.run("releasePaymentId", async () => {
+      await this.eval(RELEASE_PAYMENT_ID, [this.prefix + "pid:" + key, this.prefix + "pid:index"], [key, owner]);
+    });
+  }
+  // ---- end payment identifiers ----
 }
+
+// KEYS: pid:<key>, pid:index. ARGV: key, owner, record, expiresAt, maxEntries, now.
+// Answers {1} claimed, {0, record} a live record, {2} full.
+const CLAIM_PAYMENT_ID = script(`
+local rec = redis.call('HGET', KEYS[1], 'record')
+if rec then return {0, rec} end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return {2} end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'record', ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+return {1}`);
+
+// KEYS: pid:<key>, pid:index. ARGV: key, owner, record, expiresAt.
+const UPDATE_PAYMENT_ID = script(`
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'record', ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+return 1`);
+
+// KEYS: pid:<key>, pid:index. ARGV: key, owner.
+const RELEASE_PAYMENT_ID = script(`
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return 0`);
 
 /** How long the key of a once-only ledger append is remembered (30 days): far longer than any retry. */
 const LEDGER_KEY_TTL_MS = 30 * 24 * 3600_000;

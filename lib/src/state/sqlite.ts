@@ -12,7 +12,7 @@ import { dirname } from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
 import { StoreError } from "../errors.js";
 import { requireOptional } from "../optional.js";
-import { payerClaimRefusal, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerHold, type ReserveResult, type Store, type StoredPayment } from "./store.js";
+import { payerClaimRefusal, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerHold, type PaymentIdClaim, type ReserveResult, type Store, type StoredPayment } from "./store.js";
 import {
   DEFAULT_LEDGER_LIMIT,
   DEFAULT_PAYMENT_RETENTION_MS,
@@ -577,4 +577,51 @@ export class SqliteStore implements Store {
       this.records().deleteHeld.run(key);
     });
   }
+
+  // ---- Payment identifiers (issue 17 part 3): idempotent retries ----
+  // Their table is created on first use (IF NOT EXISTS), so it needs no schema migration. A claim
+  // runs in one IMMEDIATE transaction, so processes sharing the file see one order of claims.
+  private pids?: ReturnType<SqliteStore["preparePaymentIds"]>;
+
+  private preparePaymentIds() {
+    const db = this.db;
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS payment_ids (key TEXT PRIMARY KEY, owner TEXT NOT NULL, record TEXT NOT NULL, expiresAt INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS payment_ids_expiry ON payment_ids (expiresAt);
+    `);
+    const s = {
+      get: db.prepare("SELECT record FROM payment_ids WHERE key = ? AND expiresAt > ?").pluck(),
+      dropExpired: db.prepare("DELETE FROM payment_ids WHERE expiresAt <= ?"),
+      count: db.prepare("SELECT count(*) FROM payment_ids").pluck(),
+      put: db.prepare("INSERT OR REPLACE INTO payment_ids (key, owner, record, expiresAt) VALUES (?, ?, ?, ?)"),
+      update: db.prepare("UPDATE payment_ids SET record = ?, expiresAt = ? WHERE key = ? AND owner = ? AND expiresAt > ?"),
+      release: db.prepare("DELETE FROM payment_ids WHERE key = ? AND owner = ?"),
+    };
+    const claim = db.transaction((key: string, owner: string, record: string, expiresAt: number, maxEntries: number, now: number): PaymentIdClaim => {
+      const live = s.get.get(key, now) as string | undefined;
+      if (live !== undefined) return { ok: false, record: live };
+      if ((s.count.get() as number) >= maxEntries) {
+        s.dropExpired.run(now);
+        if ((s.count.get() as number) >= maxEntries) return { ok: false, full: true };
+      }
+      s.put.run(key, owner, record, expiresAt);
+      return { ok: true };
+    });
+    return { ...s, claim };
+  }
+
+  claimPaymentId(key: string, owner: string, record: string, expiresAt: number, maxEntries: number): Promise<PaymentIdClaim> {
+    return this.run("claimPaymentId", () => (this.pids ??= this.preparePaymentIds()).claim.immediate(key, owner, record, expiresAt, maxEntries, Date.now()));
+  }
+
+  updatePaymentId(key: string, owner: string, record: string, expiresAt: number): Promise<boolean> {
+    return this.durable("updatePaymentId", () => (this.pids ??= this.preparePaymentIds()).update.run(record, expiresAt, key, owner, Date.now()).changes === 1);
+  }
+
+  releasePaymentId(key: string, owner: string): Promise<void> {
+    return this.run("releasePaymentId", () => {
+      (this.pids ??= this.preparePaymentIds()).release.run(key, owner);
+    });
+  }
+  // ---- end payment identifiers ----
 }

@@ -222,7 +222,26 @@ export interface Store {
   getHeldAnswer(key: string): Promise<string | undefined>;
   /** Forget a held answer. Idempotent. */
   deleteHeldAnswer(key: string): Promise<void>;
+
+  // ---- Payment identifiers (issue 17 part 3): idempotent retries of x402 v2 payments ----
+  // One record per identifier (`key`, the engine's), owned by the request that claimed it (`owner`, a
+  // random token); `record` is the engine's JSON. The paid answer itself is a held answer (above).
+
+  /**
+   * Create the record `key` owned by `owner`, unless a live one exists (then it is returned, unchanged).
+   * Refused with `full` when `maxEntries` live records exist. Atomic: of concurrent claims of one key,
+   * exactly one gets `ok`. An expired record counts as absent.
+   */
+  claimPaymentId(key: string, owner: string, record: string, expiresAt: number, maxEntries: number): Promise<PaymentIdClaim>;
+  /** Replace the record `key` and its expiry while `owner` holds it; false when it does not (released, expired, or another's). */
+  updatePaymentId(key: string, owner: string, record: string, expiresAt: number): Promise<boolean>;
+  /** Delete the record `key` while `owner` holds it (nothing was charged: the identifier may be used again). Idempotent. */
+  releasePaymentId(key: string, owner: string): Promise<void>;
+  // ---- end payment identifiers ----
 }
+
+/** What `Store.claimPaymentId` answers: claimed, the live record of another request, or no room. */
+export type PaymentIdClaim = { ok: true } | { ok: false; record: string } | { ok: false; full: true };
 
 /** One outbox entry (see `Store.putOutbox`). */
 export interface OutboxItem {

@@ -26,6 +26,7 @@ import { withProtectedRequestHook } from "./protected-request.js";
 import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, requestPath, RouteTable } from "../routes.js";
 import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
+import { httpBodyDigest, sendPaymentIdRefusal, type PaymentIdHold } from "../../core/idempotency.js";
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -176,6 +177,7 @@ function build(options: PaymentOptions, routes: Record<string, RouteOptions<Requ
     hooks: options.hooks,
     // smart-wallet signatures (ERC-1271 / ERC-6492) are checked on-chain through rpcUrl; without it only EOAs pay
     smartWallets: options.rpcUrl ? smartWalletVerifier({ rpcUrl: options.rpcUrl }) : undefined,
+    paymentIdentifier: options.paymentIdentifier, // issue 17.3
   });
   return { engine, table: new RouteTable(resolved) };
 }
@@ -297,7 +299,7 @@ function makeMiddleware(
       };
     }
     // each version's `error` names the header that version pays with
-    return { body: shape402Body(route.paymentRequiredBody, body, offer, NO_PAYMENT), header: encodeHeader(toPaymentRequiredV2(offer, error === NO_PAYMENT ? NO_PAYMENT_V2 : error)) };
+    return { body: shape402Body(route.paymentRequiredBody, body, offer, NO_PAYMENT), header: encodeHeader(toPaymentRequiredV2(offer, error === NO_PAYMENT ? NO_PAYMENT_V2 : error, engine.paymentIds !== undefined)) };
   }
 
   function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>, status = 402) {
@@ -440,9 +442,21 @@ function makeMiddleware(
   async function handleX402(req: Request, res: Response, next: NextFunction, version: 1 | 2, raw: string, route: ResolvedRoute<Request>, offer: Offer, base: string) {
     const name = version === 1 ? "X-PAYMENT" : "PAYMENT-SIGNATURE";
     let attempt: X402Attempt;
+    let idHold: PaymentIdHold | undefined;
     try {
-      attempt = await engine.verifyX402(version, decodeHeader(raw, name), offer, route.options.serviceId, route.options.acceptOverpayment);
+      const payload = decodeHeader(raw, name);
+      if (version === 2 && engine.paymentIds) {
+        // issue 17.3 payment-identifier: a retry of the same paid request gets its answer again; anything else with its id, 409
+        const bound = { parts: ["http", req.method, req.originalUrl, route.key], body: route.settlement === "before" ? undefined : httpBodyDigest(req) };
+        const d = await engine.paymentIds.begin<X402Replay>(payload, offer, bound);
+        if (d.kind === "replay") return sendReplay(req, res, next, d.replay, version, offer, route, base);
+        if (d.kind === "refused") return d.error.status === 402 ? sendError(res, d.error, offer, route, base, version) : sendPaymentIdRefusal(res, d.error);
+        if (d.kind === "claimed") idHold = d.hold;
+      }
+      attempt = await engine.verifyX402(version, payload, offer, route.options.serviceId, route.options.acceptOverpayment);
+      attempt.paymentId = idHold;
     } catch (err) {
+      await idHold?.release();
       // issue 14 B10: a retry of an authorization whose answer was held while its settlement was pending
       const replay = await engine.replayX402(err, offer);
       if (replay) return sendReplay(req, res, next, replay, version, offer, route, base);
@@ -474,6 +488,7 @@ function makeMiddleware(
       return;
     }
     try {
+      if (attempt.paymentId) attempt.paymentId.answer = buffered.held(); // issue 17.3: kept for a retry with the same id
       const result = await engine.settleX402(attempt);
       // the client went away while the transfer was settled: keep its paid answer for a retry with the same payment
       if (res.destroyed) return engine.holdAnswer(attempt, buffered.held());
