@@ -11,6 +11,8 @@ import type { AbuseLimits } from "./limits.js";
 import { resolveNetwork, requireAddress, type AssetInfo, type NetworkInfo } from "../protocol/networks.js";
 import { resolvePrice, type AtomicPrice, type PriceInput, type ResolvedPrice } from "../protocol/price.js";
 import type { Store } from "../state/store.js";
+import { permit2Terms } from "./permit2-options.js";
+import type { Permit2OfferTerms } from "../protocol/permit2.js";
 
 /** Where the prepaid payments API is served and advertised unless `paymentsPath` says otherwise. */
 export const DEFAULT_PAYMENTS_PATH = "/api/payments";
@@ -20,8 +22,18 @@ export type RoutePrice<Req> = PriceInput | ((req: Req) => PriceInput | Promise<P
 
 /** One priced route. */
 export interface RouteOptions<Req = unknown> {
-  /** "$0.20", "0.20", `{ amount: "200000", asset }`, or `(req) => price`. The amount offered is exactly the amount verified and charged. */
-  price: RoutePrice<Req>;
+  /** "$0.20", "0.20", `{ amount: "200000", asset }`, or `(req) => price`. The amount offered is exactly the amount verified and charged. Omitted with `upto`. */
+  price?: RoutePrice<Req>;
+  /**
+   * Usage-based pricing instead of `price`: the most a request may cost
+   * ("$0.50", an atomic price or a function, like `price`). The route is
+   * offered as x402 `upto` over Permit2 (v2 only; needs a relayer settler and
+   * settlement "after"); the handler reports what it used with
+   * `req.payment.charge("$0.07")` (or atomic units) and only that is settled.
+   */
+  upto?: RoutePrice<Req>;
+  /** How payers authorize the transfer: "eip3009" (default, e.g. USDC) or "permit2" (any ERC-20; the payer approves Permit2 once). Overrides the paywall's. */
+  assetTransferMethod?: "eip3009" | "permit2";
   /** Human description, shown to clients in the 402 and in catalogs. */
   description?: string;
   /** MIME type of the paid response. Default "application/json". */
@@ -72,6 +84,8 @@ export interface PaymentOptions {
   network?: string;
   /** Asset for money prices, when not the network's USDC. */
   asset?: AtomicPrice["asset"];
+  /** How payers authorize the transfer on every route: "eip3009" (default) or "permit2" (x402 `exact` over Permit2, for ERC-20s without EIP-3009). */
+  assetTransferMethod?: "eip3009" | "permit2";
   /** Seconds a client's authorization should stay valid. Default 300. */
   maxTimeoutSeconds?: number;
   /** Settlement mode. Default "after". */
@@ -132,6 +146,8 @@ export interface ResolvedRoute<Req> {
   tokenTtl: number;
   /** The v1 `outputSchema` advertised for this route; `method` is the request's when the key names no verb. */
   outputSchema(method: string): Record<string, unknown>;
+  /** Set when the route is paid over Permit2 (`exact` with assetTransferMethod permit2, or `upto`). */
+  permit2?: Permit2OfferTerms;
 }
 
 /** Build the v1 `outputSchema` of a route once per HTTP method. */
@@ -203,7 +219,8 @@ function checkLease<Req>(at: string, r: RouteOptions<Req>, o: PaymentOptions): v
 export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentOptions): ResolvedRoute<Req> {
   const at = `routes[${JSON.stringify(key)}]`;
   if (!r || typeof r !== "object") throw new ConfigError(at, "must be an object with at least { price }.");
-  if (r.price === undefined || r.price === null) throw new ConfigError(`${at}.price`, `is required, e.g. "$0.20".`);
+  const price = r.upto ?? r.price;
+  if (price === undefined || price === null) throw new ConfigError(`${at}.price`, `is required, e.g. "$0.20" (or upto: "$0.50" for usage-based pricing).`);
   const network = resolveNetwork(r.network ?? o.network ?? DEFAULT_NETWORK, r.network ? `${at}.network` : "network");
   const payTo = requireAddress(r.payTo ?? o.payTo, r.payTo ? `${at}.payTo` : "payTo");
   const defaultAsset = o.asset ? resolvePrice({ amount: "1", asset: o.asset }, undefined, "asset").asset : network.usdc;
@@ -231,12 +248,13 @@ export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentO
     maxCalls,
     tokenTtl,
     outputSchema: outputSchemaOf(key, r),
+    ...permit2Terms(at, r, o, r.settlement ?? o.settlement ?? "after"),
   };
-  if (typeof r.price === "function") {
-    resolved.priceFn = r.price;
+  if (typeof price === "function") {
+    resolved.priceFn = price;
     if (!defaultAsset) throw new ConfigError(`${at}.network`, `${network.caip2} has no default USDC; set the "asset" option.`);
   } else {
-    resolved.staticPrice = resolvePrice(r.price, defaultAsset, `${at}.price`);
+    resolved.staticPrice = resolvePrice(price, defaultAsset, `${at}.${r.upto !== undefined ? "upto" : "price"}`);
     resolved.asset = resolved.staticPrice.asset;
   }
   return resolved;
