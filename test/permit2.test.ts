@@ -22,7 +22,7 @@ import { ExactEvmScheme } from "@x402/evm/exact/client";
 import { UptoEvmScheme } from "@x402/evm/upto/client";
 import { PERMIT2_ADDRESS as OFFICIAL_PERMIT2, x402ExactPermit2ProxyAddress, x402UptoPermit2ProxyAddress } from "@x402/evm";
 import { startDevChain, type DevChain } from "server402/devchain";
-import { encodeHeader, paywall, relayerSettler } from "server402";
+import { ConfigError, encodeHeader, facilitatorSettler, paywall, relayerSettler } from "server402";
 import { decodeHeader } from "../lib/src/protocol/encoding.js";
 import {
   PERMIT2_ADDRESS,
@@ -309,6 +309,27 @@ describe("Permit2 payments (issue 17.2: exact on a plain ERC-20, usage-based upt
       assert.equal(v1.status, 402);
       assert.equal(((await v1.json()) as { error: string }).error, "unsupported_scheme");
       assert.equal(await tokenBalance(payer.address), pb);
+    });
+  });
+
+  describe("route options", () => {
+    it("refuses upto routes that cannot work, at startup, naming the option", () => {
+      const relayer = relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey });
+      const make = (route: Record<string, unknown>, settler: unknown = relayer) =>
+        paywall({ payTo, settler: settler as never, routes: { "GET /x": route as never } });
+      const cases: [Record<string, unknown>, string, unknown?][] = [
+        [{ upto: "$0.50", price: "$0.10" }, 'routes["GET /x"].upto'],
+        [{ upto: "$0.50", settlement: "before" }, 'routes["GET /x"].settlement'],
+        [{ upto: "$0.50", serviceId: "svc" }, 'routes["GET /x"].serviceId'],
+        [{ upto: "$0.50", assetTransferMethod: "eip3009" }, 'routes["GET /x"].assetTransferMethod'],
+        [{ price: "$0.50", assetTransferMethod: "permit3" }, 'routes["GET /x"].assetTransferMethod'],
+        [{ upto: "$0.50" }, 'routes["GET /x"].upto', facilitatorSettler({ url: "http://127.0.0.1:9/facilitator" })],
+      ];
+      for (const [route, option, settler] of cases) {
+        assert.throws(() => make(route, settler), (err: unknown) => err instanceof ConfigError && err.message.includes(option), JSON.stringify(route));
+      }
+      assert.doesNotThrow(() => make({ upto: "$0.50" }));
+      assert.doesNotThrow(() => make({ price: "$0.10", assetTransferMethod: "permit2" }, facilitatorSettler({ url: "http://127.0.0.1:9/facilitator" })));
     });
   });
 

@@ -22,6 +22,7 @@ export function permit2Terms<Req>(at: string, r: RouteOptions<Req>, o: PaymentOp
   if (typeof address !== "string" || !isAddress(address, { strict: false })) {
     throw new ConfigError(`${at}.upto`, "needs a settler with its own address (relayerSettler): the payer signs who may settle an upto payment.");
   }
+  if (r.serviceId !== undefined) throw new ConfigError(`${at}.serviceId`, "prepaid tokens buy calls at a fixed price: an upto route cannot sell them (drop serviceId, or use price).");
   if (r.acceptOverpayment) throw new ConfigError(`${at}.acceptOverpayment`, "does not apply to upto routes.");
   return { permit2: { scheme: "upto", facilitator: getAddress(address) } };
 }
