@@ -15,12 +15,12 @@ import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import express from "express";
-import { createWalletClient, hashTypedData, http, maxUint256, type Address, type Hex } from "viem";
+import { createWalletClient, hashTypedData, http, maxUint256, toFunctionSelector, type Abi, type AbiFunction, type Address, type Hex } from "viem";
 import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
 import { wrapFetchWithPayment, x402Client, decodePaymentResponseHeader } from "@x402/fetch";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
 import { UptoEvmScheme } from "@x402/evm/upto/client";
-import { PERMIT2_ADDRESS as OFFICIAL_PERMIT2, x402ExactPermit2ProxyAddress, x402UptoPermit2ProxyAddress } from "@x402/evm";
+import { PERMIT2_ADDRESS as OFFICIAL_PERMIT2, x402ExactPermit2ProxyABI, x402ExactPermit2ProxyAddress, x402UptoPermit2ProxyABI, x402UptoPermit2ProxyAddress } from "@x402/evm";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { ConfigError, encodeHeader, facilitatorSettler, paywall, relayerSettler } from "server402";
 import { decodeHeader } from "../lib/src/protocol/encoding.js";
@@ -33,9 +33,10 @@ import {
   X402_UPTO_PERMIT2_PROXY,
   type Permit2Payment,
 } from "../lib/src/protocol/permit2.js";
-import { PERMIT2_READ_ABI } from "../lib/src/chain/permit2.js";
+import { PERMIT2_READ_ABI, X402_PERMIT2_PROXY_ABI } from "../lib/src/chain/permit2.js";
 import { compilePermit2Contracts, permit2FromPackage, PERMIT2_ARTIFACT_PATH, sha256Hex, type Permit2Artifact } from "../scripts/compile-permit2.js";
 import { devChainDef, publicClient } from "./support/paid-app.js";
+import { startFacilitator } from "./support/facilitator.js";
 
 const PRICE = 10_000n; // GET /plain: 0.01 of the plain token
 const MAX = 500_000n; // GET /usage: upto $0.50 (USDC)
@@ -169,6 +170,25 @@ describe("Permit2 payments (issue 17.2: exact on a plain ERC-20, usage-based upt
       // Permit2's own domain separator (recomputed for this chain id) is the one we verify against
       const sep = await pub().readContract({ address: PERMIT2_ADDRESS, abi: [{ type: "function", name: "DOMAIN_SEPARATOR", inputs: [], outputs: [{ type: "bytes32" }], stateMutability: "view" }], functionName: "DOMAIN_SEPARATOR" });
       assert.equal(sep, permit2DomainSeparator(chain.chainId));
+    });
+
+    it("our proxies' settle functions have the official ABI's selectors, and the official witness type strings", async () => {
+      const selectors = (abi: Abi) => abi.filter((x): x is AbiFunction => x.type === "function" && x.name === "settle").map((f) => toFunctionSelector(f)).sort();
+      const ours = selectors(X402_PERMIT2_PROXY_ABI as Abi);
+      const official = [...selectors(x402ExactPermit2ProxyABI as Abi), ...selectors(x402UptoPermit2ProxyABI as Abi)].sort();
+      assert.deepEqual(ours, official);
+      const artifact = JSON.parse(readFileSync(PERMIT2_ARTIFACT_PATH, "utf8")) as Permit2Artifact;
+      for (const [proxy, abi, officialAbi] of [
+        [X402_EXACT_PERMIT2_PROXY, artifact.exactProxy.abi, x402ExactPermit2ProxyABI],
+        [X402_UPTO_PERMIT2_PROXY, artifact.uptoProxy.abi, x402UptoPermit2ProxyABI],
+      ] as const) {
+        // the compiled contract's settle is the official one (settleWithPermit, the EIP-2612 extension, is not implemented)
+        assert.deepEqual(selectors(abi as Abi), selectors(officialAbi as Abi));
+        const permit2 = await pub().readContract({ address: proxy, abi: abi as Abi, functionName: "PERMIT2" });
+        assert.equal(permit2, PERMIT2_ADDRESS);
+      }
+      const uptoType = await pub().readContract({ address: X402_UPTO_PERMIT2_PROXY, abi: artifact.uptoProxy.abi as Abi, functionName: "WITNESS_TYPE_STRING" });
+      assert.equal(uptoType, "Witness witness)TokenPermissions(address token,uint256 amount)Witness(address to,address facilitator,uint256 validAfter)");
     });
 
     it("the plain token has no EIP-3009 (transferWithAuthorization reverts)", async () => {
@@ -309,6 +329,39 @@ describe("Permit2 payments (issue 17.2: exact on a plain ERC-20, usage-based upt
       assert.equal(v1.status, 402);
       assert.equal(((await v1.json()) as { error: string }).error, "unsupported_scheme");
       assert.equal(await tokenBalance(payer.address), pb);
+    });
+  });
+
+  describe("through the official x402 facilitator (@x402/evm 2.x ExactEvmScheme facilitator)", () => {
+    it("a Permit2 exact payment verified and settled by the official facilitator, through our exact proxy", async () => {
+      const facilitator = await startFacilitator({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.payers[8]!.privateKey });
+      const plainPrice = { amount: PRICE.toString(), asset: { address: token, decimals: 6, eip712: { name: "Plain Test Dollar", version: "1" } } };
+      const pw = paywall({ payTo, network: "base-sepolia", settler: facilitatorSettler({ url: facilitator.url }), routes: { "GET /viaf": { price: plainPrice, assetTransferMethod: "permit2" } } });
+      const app = express();
+      app.use(pw);
+      app.get("/viaf", (_req, res) => void res.json({ ok: true }));
+      const srv = await new Promise<Server>((resolve) => {
+        const s = app.listen(0, "127.0.0.1", () => resolve(s));
+      });
+      try {
+        const payer = privateKeyToAccount(chain.accounts.payers[2]!.privateKey);
+        await chain.mintToken(payer.address, 1_000_000n);
+        await approvePermit2(chain.accounts.payers[2]!.privateKey, token);
+        const [pb, tb] = await Promise.all([tokenBalance(payer.address), tokenBalance(payTo)]);
+        const res = await officialFetch(payer)(`http://127.0.0.1:${(srv.address() as AddressInfo).port}/viaf`);
+        assert.equal(res.status, 200, await res.clone().text());
+        const settled = decodePaymentResponseHeader(res.headers.get("payment-response")!);
+        assert.equal(settled.success, true);
+        assert.equal(await tokenBalance(payer.address), pb - PRICE);
+        assert.equal(await tokenBalance(payTo), tb + PRICE);
+        const tx = await pub().getTransaction({ hash: settled.transaction as Hex });
+        assert.equal(tx.to?.toLowerCase(), X402_EXACT_PERMIT2_PROXY.toLowerCase());
+        assert.ok(facilitator.calls.verify >= 1 && facilitator.calls.settle === 1);
+      } finally {
+        srv.closeAllConnections();
+        await new Promise<void>((r) => srv.close(() => r()));
+        await facilitator.close();
+      }
     });
   });
 
