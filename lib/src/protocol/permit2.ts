@@ -96,6 +96,13 @@ function address(v: unknown, field: string): Address {
   return getAddress(v);
 }
 
+/** An address that must equal `expected`: checked without checksumming (a keccak each), the expected spelling returned. */
+function expectedAddress(v: unknown, field: string, expected: Address | undefined, reason: string, message: string): Address {
+  if (typeof v !== "string" || !isAddress(v, { strict: false })) fail("invalid_payload", `permit2Authorization.${field} must be an EVM address.`);
+  if (expected === undefined || v.toLowerCase() !== expected.toLowerCase()) fail(reason, message);
+  return expected;
+}
+
 function sameAddress(a: unknown, b: string): boolean {
   return typeof a === "string" && a.toLowerCase() === b.toLowerCase();
 }
@@ -141,25 +148,22 @@ export function decodePermit2V2(raw: Record<string, unknown>, offer: Offer & { p
   const witnessKeys = terms.scheme === "upto" ? ["to", "facilitator", "validAfter"] : ["to", "validAfter"];
   onlyKeys(witness, witnessKeys, "permit2Authorization.witness");
 
+  const proxy = terms.scheme === "upto" ? X402_UPTO_PERMIT2_PROXY : X402_EXACT_PERMIT2_PROXY;
   const from = address(a.from, "from");
-  const token = address(permitted.token, "permitted.token");
+  const token = expectedAddress(permitted.token, "permitted.token", offer.asset.address, "permit2_token_mismatch", `permit2Authorization.permitted.token is not the required asset ${offer.asset.address}.`);
   const amount = uint(permitted.amount, "permitted.amount");
-  const spender = address(a.spender, "spender");
+  expectedAddress(a.spender, "spender", proxy, "invalid_permit2_spender", `permit2Authorization.spender must be the x402 ${terms.scheme} Permit2 proxy ${proxy}.`);
   const nonce = uint(a.nonce, "nonce", true);
   const deadline = uint(a.deadline, "deadline");
-  const to = address(witness.to, "witness.to");
+  const to = expectedAddress(witness.to, "witness.to", offer.payTo, "invalid_permit2_recipient_mismatch", `permit2Authorization.witness.to is not the payTo address ${offer.payTo}.`);
   const validAfter = uint(witness.validAfter, "witness.validAfter");
-  const facilitator = terms.scheme === "upto" ? address(witness.facilitator, "witness.facilitator") : undefined;
+  const facilitator =
+    terms.scheme === "upto"
+      ? expectedAddress(witness.facilitator, "witness.facilitator", terms.facilitator, "upto_facilitator_mismatch", `permit2Authorization.witness.facilitator must be ${terms.facilitator ?? "the server's facilitator"} (extra.facilitatorAddress).`)
+      : undefined;
 
-  const proxy = terms.scheme === "upto" ? X402_UPTO_PERMIT2_PROXY : X402_EXACT_PERMIT2_PROXY;
-  if (spender !== proxy) fail("invalid_permit2_spender", `permit2Authorization.spender must be the x402 ${terms.scheme} Permit2 proxy ${proxy}.`);
-  if (token !== offer.asset.address) fail("permit2_token_mismatch", `permit2Authorization.permitted.token ${token} is not the required asset ${offer.asset.address}.`);
   if (amount !== offer.amount) {
     fail("permit2_amount_mismatch", `permit2Authorization.permitted.amount ${amount} is not the ${terms.scheme === "upto" ? "maximum" : "price"} ${offer.amount}; sign exactly that amount.`);
-  }
-  if (to !== offer.payTo) fail("invalid_permit2_recipient_mismatch", `permit2Authorization.witness.to ${to} is not the payTo address ${offer.payTo}.`);
-  if (terms.scheme === "upto" && (!terms.facilitator || facilitator !== terms.facilitator)) {
-    fail("upto_facilitator_mismatch", `permit2Authorization.witness.facilitator must be ${terms.facilitator ?? "the server's facilitator"} (extra.facilitatorAddress).`);
   }
   if (deadline > MAX_DEADLINE) fail("invalid_payload", "permit2Authorization.deadline is not a plausible unix time in seconds.");
   if (deadline <= validAfter) fail("invalid_payload", "permit2Authorization.deadline must be after witness.validAfter.");
