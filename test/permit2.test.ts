@@ -25,6 +25,7 @@ import { startDevChain, type DevChain } from "server402/devchain";
 import { ConfigError, encodeHeader, facilitatorSettler, paywall, relayerSettler } from "server402";
 import { decodeHeader } from "../lib/src/protocol/encoding.js";
 import {
+  decodePermit2,
   PERMIT2_ADDRESS,
   permit2Digest,
   permit2DomainSeparator,
@@ -362,6 +363,47 @@ describe("Permit2 payments (issue 17.2: exact on a plain ERC-20, usage-based upt
         await new Promise<void>((r) => srv.close(() => r()));
         await facilitator.close();
       }
+    });
+  });
+
+  describe("relayer confirmation of a pending Permit2 settlement (the reconciler's path)", () => {
+    it("confirm() finds a mined Permit2 transfer, and calls a dropped one with the nonce unused dropped", async () => {
+      const relayer = relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey, pollingIntervalMs: 5 });
+      const payer = privateKeyToAccount(chain.accounts.payers[3]!.privateKey);
+      await chain.mintToken(payer.address, 1_000_000n);
+      await approvePermit2(chain.accounts.payers[3]!.privateKey, token);
+      const offer = {
+        network: { chainId: chain.chainId, caip2: "eip155:84532" },
+        asset: { address: token, decimals: 6, eip712Name: "Plain Test Dollar", eip712Version: "1" },
+        amount: PRICE,
+        payTo,
+        permit2: { scheme: "exact" as const },
+      };
+      const request = async () => {
+        const raw = decodeHeader(await specPayment(payer, "exact"), "PAYMENT-SIGNATURE");
+        const d = decodePermit2(2, raw, offer as never);
+        return {
+          authorization: d.authorization,
+          signature: d.signature,
+          asset: token,
+          chainId: chain.chainId,
+          network: "eip155:84532",
+          x402Version: 2 as const,
+          payload: raw,
+          requirements: {},
+          permit2: d.permit2,
+        };
+      };
+      const settled = await request();
+      const pb = await tokenBalance(payer.address);
+      const result = await relayer.settle(settled);
+      assert.equal(await tokenBalance(payer.address), pb - PRICE);
+      assert.deepEqual(await relayer.confirm!(settled, result.transaction), result);
+      const unknownHash = `0x${randomBytes(32).toString("hex")}` as Hex;
+      await assert.rejects(relayer.confirm!(await request(), unknownHash), (err: { reason?: string }) => err.reason === "settlement_dropped");
+      // replaying the settled request is refused on-chain (Permit2's nonce), nothing moves
+      await assert.rejects(relayer.settle(settled), (err: { reason?: string }) => err.reason === "invalid_exact_evm_nonce_already_used");
+      assert.equal(await tokenBalance(payer.address), pb - PRICE);
     });
   });
 
