@@ -251,6 +251,13 @@ describe("Permit2 payments (issue 17.2: exact on a plain ERC-20, usage-based upt
       assert.equal(up.accepts[0]!.scheme, "upto");
       assert.equal(up.accepts[0]!.amount, MAX.toString());
       assert.deepEqual(up.accepts[0]!.extra, { name: "USDC", version: "2", assetTransferMethod: "permit2", facilitatorAddress: chain.accounts.relayer.address });
+      // the browser page's script signs EIP-3009 only: browsers get the plain 402 (with PAYMENT-REQUIRED) on Permit2 routes
+      for (const path of ["/plain", "/usage"]) {
+        const page = await fetch(`${url}${path}`, { headers: { accept: "text/html", "user-agent": "Mozilla/5.0" } });
+        assert.equal(page.status, 402);
+        assert.match(page.headers.get("content-type")!, /application\/json/);
+        assert.ok(page.headers.get("payment-required"));
+      }
     });
   });
 

@@ -539,7 +539,8 @@ function makeMiddleware(
     const resource = resourceUrl(req, base, path);
     const v2 = headerValue(headers[HEADER.v2Payment]);
     const v1 = headerValue(headers[HEADER.v1Payment]);
-    if (v2 === undefined && v1 === undefined && page !== undefined && page.wants(method, headers)) return page.send(req, res, next, route, resource, base);
+    // the page's script signs EIP-3009 only: a Permit2 route answers browsers with the plain 402
+    if (v2 === undefined && v1 === undefined && page !== undefined && !route.permit2 && page.wants(method, headers)) return page.send(req, res, next, route, resource, base);
     if (v2 === undefined && v1 === undefined && route.staticPrice) {
       // hot path: an unpaid request for a static price is answered from the cache
       const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT, route.outputSchema(method)));
