@@ -13,6 +13,7 @@ export { toRequirementsV1, toRequirementsV2, toPaymentRequiredV2, type Offer } f
 export { authorizationDigest, verifyAuthorization, recoveryBackend, TRANSFER_WITH_AUTHORIZATION_TYPES } from "./protocol/verify.js";
 export { verifyPayer, type VerifiedPayer } from "./protocol/verify.js";
 export * from "./protocol/types.js";
+export { PERMIT2_ADDRESS, X402_EXACT_PERMIT2_PROXY, X402_UPTO_PERMIT2_PROXY, permit2Digest, permit2TypedData, verifyPermit2, type Permit2Payment, type Permit2Scheme } from "./protocol/permit2.js";
 
 // chain
 export type { Settler, SettleRequest, SettleResult, ChainReader, ExactAuthorization } from "./chain/settler.js";
@@ -28,6 +29,8 @@ export { generatePaymentToken, hashToken, isWellFormedToken } from "./state/toke
 
 // core + adapters
 export { chainChecker, type PaymentChecker } from "./core/checker.js";
+export { permit2Checker, type Permit2CheckerOptions } from "./chain/permit2.js";
+export type { UptoPaymentInfo } from "./core/upto.js";
 export type { AbuseLimits } from "./core/limits.js";
 export type { PaymentIdentifierOptions } from "./core/idempotency.js"; // issue 17.3
 export type { PaymentIdClaim } from "./state/store.js"; // issue 17.3

@@ -149,6 +149,7 @@ function findRoute(pw: PaywallMiddleware, o: { name: string; serviceId?: string;
     throw new ConfigError(`${at}.${o.serviceId ? "serviceId" : "route"}`, `no paywall route has ${JSON.stringify(o.serviceId ?? o.route)}; known: ${[...new Set(known)].join(", ") || "none"}.`);
   }
   if (!route.staticPrice) throw new ConfigError(at, `route ${JSON.stringify(route.key)} has a dynamic price; MCP tools need a static price.`);
+  if (route.permit2?.scheme === "upto") throw new ConfigError(at, `route ${JSON.stringify(route.key)} is usage-based (upto); MCP tools cannot report a charge yet, so they need a fixed price.`);
   return route;
 }
 

@@ -38,6 +38,7 @@ import { EIP3009_ABI } from "./abi.js";
 import { findAuthorizationUse, isTransferLog, type RawReceipt } from "./authorization-log.js";
 import { rpcOrigin } from "./reader.js";
 import { bytesSettleCall, MAX_DEPLOY_GAS, needsBytesForm, parseErc6492 } from "./smart-wallet.js";
+import { permit2NonceUsed, permit2SettleCall, settleTarget } from "./permit2.js";
 import type { ExactAuthorization, SettleRequest, SettleResult, Settler } from "./settler.js";
 
 export interface RelayerSettlerOptions {
@@ -100,6 +101,13 @@ const TOKEN_ERRORS = parseAbi([
   "error SignerMismatch()",
   "error InvalidSignatureV()",
   "error InvalidSignatureS()",
+  // Permit2 and the x402 Permit2 proxies
+  "error InvalidNonce()",
+  "error SignatureExpired(uint256 signatureDeadline)",
+  "error InvalidSigner()",
+  "error AmountExceedsPermitted()",
+  "error UnauthorizedFacilitator()",
+  "error PaymentTooEarly()",
 ]);
 
 interface NativeSigner {
@@ -138,9 +146,9 @@ export function reasonFromRevert(text: string): string {
   const t = text.toLowerCase();
   if (/authorization.*(expired|valid before)|authorizationexpired/.test(t)) return "invalid_exact_evm_payload_authorization_valid_before";
   if (/authorization.*not.*valid|authorizationnotyetvalid/.test(t)) return "invalid_exact_evm_payload_authorization_valid_after";
-  if (/authorization.*used|authorizationalreadyused|authorizationusedorcanceled/.test(t)) return "invalid_exact_evm_nonce_already_used";
+  if (/authorization.*used|authorizationalreadyused|authorizationusedorcanceled|invalidnonce/.test(t)) return "invalid_exact_evm_nonce_already_used";
   if (/transfer.*exceeds.*balance|insufficient.*balance|erc20insufficientbalance/.test(t)) return "invalid_exact_evm_insufficient_balance";
-  if (/invalid.*signature|signermismatch|invalidsignature[vs]/.test(t)) return "invalid_exact_evm_signature";
+  if (/invalid.*signature|signermismatch|invalidsignature[vs]|invalidsigner/.test(t)) return "invalid_exact_evm_signature";
   return "invalid_exact_evm_transaction_failed";
 }
 
@@ -357,22 +365,24 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
   };
 
   const submit = async (req: SettleRequest, key: string): Promise<Sent> => {
-    const smartWallet = needsBytesForm(req);
-    const data = smartWallet ? await smartWalletCall(req) : encodeSettleCall(req.authorization, req.signature);
+    const smartWallet = !req.permit2 && needsBytesForm(req);
+    const data = req.permit2 ? permit2SettleCall(req.permit2, req.signature) : smartWallet ? await smartWalletCall(req) : encodeSettleCall(req.authorization, req.signature);
+    const target = settleTarget(req); // the x402 Permit2 proxy for a Permit2 payment, else the token
     // A payment checked on-chain moments ago (nonce unused, balance covers it)
     // with a 65-byte signature verified locally skips the estimate: a fixed
     // limit above any EIP-3009 EOA transfer saves a round trip. A race lost to
     // another spender then reverts on-chain (reported, never charged twice).
     // A reading older than PRECHECK_FRESH_MS (a slow handler ran since) does not vouch: simulate.
     const fresh = req.precheckedAt === undefined || Date.now() - req.precheckedAt <= PRECHECK_FRESH_MS;
-    const precheckedEoa = req.prechecked === true && fresh && !smartWallet && size(req.signature) === 65;
+    const precheckedEoa = req.prechecked === true && fresh && !smartWallet && !req.permit2 && size(req.signature) === 65;
     const [gas, fee] = await Promise.all([
-      precheckedEoa ? EOA_TRANSFER_GAS : simulate(req.asset, data),
+      precheckedEoa ? EOA_TRANSFER_GAS : simulate(target, data),
       fees().catch((err: unknown) => Promise.reject(rpcFailure("fee lookup", err))),
       requireContract(req.asset).catch((err: unknown) => Promise.reject(err instanceof SettlementError ? err : rpcFailure("code lookup", err))),
+      target !== req.asset && requireContract(target).catch((err: unknown) => Promise.reject(err instanceof SettlementError ? err : rpcFailure("code lookup", err))),
     ]);
     try {
-      return await broadcast(req.asset, data, gas, fee);
+      return await broadcast(target, data, gas, fee);
     } catch (err) {
       if (err instanceof SettlementError && err.pending && err.transaction) remember(key, err.transaction as Hex);
       throw err;
@@ -440,7 +450,7 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
       let used: boolean;
       try {
         const data = encodeFunctionData({ abi: EIP3009_ABI, functionName: "authorizationState", args: [auth.from, auth.nonce] });
-        used = hexToBigInt(await rpc<Hex>("eth_call", [{ to: asset, data }, "latest"])) !== 0n;
+        used = req.permit2 ? await permit2NonceUsed(rpc, req.permit2) : hexToBigInt(await rpc<Hex>("eth_call", [{ to: asset, data }, "latest"])) !== 0n;
       } catch (err) {
         throw rpcFailure("authorization lookup", err);
       }

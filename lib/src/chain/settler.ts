@@ -6,6 +6,7 @@
  */
 import type { Address, Hex } from "viem";
 import type { SignatureKind } from "./smart-wallet.js";
+import type { Permit2Payment } from "../protocol/permit2.js";
 
 /** The EIP-3009 TransferWithAuthorization message, integers as bigint. */
 export interface ExactAuthorization {
@@ -45,6 +46,13 @@ export interface SettleRequest {
   prechecked?: boolean;
   /** When that pre-check read the chain (ms epoch); a settler trusts an old reading less. */
   precheckedAt?: number;
+  /**
+   * Set for a Permit2 payment (x402 `exact` with assetTransferMethod `permit2`, or `upto`):
+   * the transfer goes through the x402 Permit2 proxy instead of the token's
+   * `transferWithAuthorization`; `authorization` is its EIP-3009-shaped view
+   * (value = the amount settled).
+   */
+  permit2?: Permit2Payment;
 }
 
 /** A completed settlement. */

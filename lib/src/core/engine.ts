@@ -12,6 +12,8 @@ import { decodeV1, decodeV2, type DecodedPayment } from "../protocol/payload.js"
 import { toRequirementsV1, toRequirementsV2, type Offer } from "../protocol/requirements.js";
 import { verifyPayer } from "../protocol/verify.js";
 import type { SmartWalletVerifier } from "../chain/smart-wallet.js";
+import { decodePermit2, verifyPermit2 } from "../protocol/permit2.js";
+import { closeUptoCharge, makeUpto, type UptoPaymentInfo } from "./upto.js";
 import type { SettleResponse } from "../protocol/types.js";
 import type { LedgerEntry, PayerClaimFailure, ReserveResult, Store, StoredPayment } from "../state/store.js";
 import { hashToken, isWellFormedToken } from "../state/tokens.js";
@@ -38,6 +40,10 @@ export interface X402PaymentInfo {
   serviceId?: string;
   /** Set once settled (in `before` mode, before the handler runs). */
   transaction?: Hex;
+  /** `upto` payments (usage-based, over Permit2): see {@link UptoPaymentInfo}. */
+  scheme?: "exact" | "upto";
+  maximum?: string;
+  charge?: UptoPaymentInfo["charge"];
 }
 
 export interface TokenPaymentInfo {
@@ -52,6 +58,8 @@ export interface TokenPaymentInfo {
   /** Calls left after this one, if it succeeds. */
   callsRemaining: number;
   transaction?: string;
+  /** Only `upto` x402 payments have `charge` (so `req.payment?.charge?.(…)` reads on either kind). */
+  charge?: undefined;
 }
 
 /** A verified, locked x402 payment waiting for settlement or release. */
@@ -255,7 +263,7 @@ export class PaymentEngine {
     try {
       // several payment options: verify, lock and settle against the one this payment names (none: refused)
       if (offer.alternatives) offer = await chooseOffer(version, raw, offer);
-      const decoded = version === 1 ? decodeV1(raw, offer) : decodeV2(raw, offer);
+      const decoded = offer.permit2 ? decodePermit2(version, raw, offer) : version === 1 ? decodeV1(raw, offer) : decodeV2(raw, offer);
       const auth = decoded.authorization;
       if (this.hooks) await this.hooks.gate("onBeforeVerify", (hookCtx = hookContext(version, raw, offer)));
       // Never take more than the price silently: v1's "at least" only where the route opted in.
@@ -265,7 +273,9 @@ export class PaymentEngine {
           `authorization.value ${auth.value} is more than the price ${offer.amount}; sign exactly the price (this resource does not take overpayments).`,
         );
       }
-      const { payer, kind: signatureKind } = await verifyPayer(auth, decoded.signature, {
+      const { payer, kind: signatureKind } = decoded.permit2
+        ? await verifyPermit2(decoded.permit2, decoded.signature, offer.network.chainId, BigInt(Math.floor(this.now() / 1000)), this.smartWallets)
+        : await verifyPayer(auth, decoded.signature, {
         asset: offer.asset,
         chainId: offer.network.chainId,
         payTo: offer.payTo,
@@ -275,7 +285,7 @@ export class PaymentEngine {
         smartWallets: this.smartWallets,
       });
       const payerKey = `${offer.network.chainId}:${offer.asset.address}:${auth.from}`.toLowerCase();
-      const lockKey = `${payerKey}:${auth.nonce.toLowerCase()}`;
+      const lockKey = `${payerKey}:${decoded.permit2 ? "permit2:" : ""}${auth.nonce.toLowerCase()}`;
       const expiresAt = Math.min(Number(auth.validBefore + BigInt(this.lockMargin)) * 1000, 8.64e15);
       // Refuse what this process already knows, then what the store knows, before any write or RPC.
       this.refuseLocally(lockKey, payerKey, auth.value);
@@ -293,6 +303,7 @@ export class PaymentEngine {
         x402Version: version,
         payload: decoded.payload,
         requirements: version === 1 ? toRequirementsV1(offer) : toRequirementsV2(offer),
+        ...(decoded.permit2 ? { permit2: decoded.permit2 } : {}),
       };
       const checkedAt = this.now();
       const balance = this.checker ? await this.precheck(request, lockKey, payerKey, expiresAt) : undefined;
@@ -328,6 +339,7 @@ export class PaymentEngine {
         resource: offer.resource,
         serviceId,
       };
+      if (decoded.permit2?.scheme === "upto") makeUpto(info, offer.asset.decimals);
       if (this.hooks) await this.hooks.gate("onAfterVerify", { ...hookCtx!, payment: hookPayment(info) });
       this.emit({ type: "verified", method: "x402", resource: offer.resource });
       return { decoded, request, offer, lockKey, info };
@@ -436,6 +448,8 @@ export class PaymentEngine {
   async settleX402(attempt: X402Attempt, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">, pays?: PaidPayment): Promise<X402Settlement> {
     const { offer } = attempt;
     const started = this.now();
+    // upto: settle what the handler charged; nothing is sent for 0, and the authorization cannot be used again
+    if (attempt.info.scheme === "upto" && closeUptoCharge(attempt) === 0n) return this.settleNothing(attempt);
     // issue 14 B11: the intent is stored before money moves (found after a crash even if the records are refused later); a store that refuses it refuses the payment
     // one deadline for this settlement's store writes: what the intent leaves of recordWaitMs goes to the records after the transfer
     let storeBudget = this.recordWaitMs;
@@ -508,6 +522,17 @@ export class PaymentEngine {
     this.reconciler.remember(rec);
     this.emit({ type: "record_failed", what: "outbox", reason: "record_timeout", resource: rec.ledger.resource, transaction: rec.transaction });
     return { ok: false };
+  }
+
+  /** An `upto` payment charged 0: nothing moves; its authorization is marked used so it cannot pay another request. */
+  private async settleNothing(attempt: X402Attempt): Promise<X402Settlement> {
+    let recorded = true;
+    await this.store.setNonceState(attempt.lockKey, "settled").catch((e: unknown) => {
+      recorded = false;
+      this.recordFailed("nonce", e, attempt.offer.resource);
+    });
+    this.emit({ type: "settled", method: "x402", amount: "0", asset: attempt.offer.asset.address, durationMs: 0, resource: attempt.offer.resource });
+    return { transaction: "" as Hex, network: attempt.offer.network.caip2, payer: attempt.info.payer, recorded };
   }
 
   private recordOf(attempt: X402Attempt, state: SettlementRecord["state"], startedAt: number, transaction: string | undefined, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">, pays?: PaidPayment): SettlementRecord {
@@ -843,7 +868,10 @@ export function reasonOf(err: unknown): string {
 /** The settlement response header value for a result or a failure. */
 export function settleResponse(attempt: X402Attempt, outcome: SettleResult | SettlementError | Error): SettleResponse {
   const network = attempt.decoded.x402Version === 1 ? (attempt.offer.network.v1Name ?? attempt.offer.network.caip2) : attempt.offer.network.caip2;
-  if (!(outcome instanceof Error)) return { success: true, transaction: outcome.transaction, network, payer: attempt.info.payer };
+  if (!(outcome instanceof Error)) {
+    const ok: SettleResponse = { success: true, transaction: outcome.transaction, network, payer: attempt.info.payer };
+    return attempt.info.scheme === "upto" ? { ...ok, amount: attempt.info.amount } : ok;
+  }
   return {
     success: false,
     transaction: outcome instanceof SettlementError ? (outcome.transaction ?? "") : "",

@@ -15,6 +15,8 @@ import type { Store } from "../state/store.js";
 import { resolveOptions, type PaymentOption, type ResolvedOption } from "./offers.js";
 import { hookProblem, type PaymentHooks } from "./hooks.js";
 import { checkPaymentRequiredBody, type PaymentRequiredBody } from "./bodies.js";
+import { permit2Terms } from "./permit2-options.js";
+import type { Permit2OfferTerms } from "../protocol/permit2.js";
 
 /** Where the prepaid payments API is served and advertised unless `paymentsPath` says otherwise. */
 export const DEFAULT_PAYMENTS_PATH = "/api/payments";
@@ -35,6 +37,16 @@ export interface RouteOptions<Req = unknown> {
    * `settler: settlerByNetwork({...})`.
    */
   accepts?: PaymentOption[];
+  /**
+   * Usage-based pricing instead of `price`: the most a request may cost
+   * ("$0.50", an atomic price or a function, like `price`). The route is
+   * offered as x402 `upto` over Permit2 (v2 only; needs a relayer settler and
+   * settlement "after"); the handler reports what it used with
+   * `req.payment.charge("$0.07")` (or atomic units) and only that is settled.
+   */
+  upto?: RoutePrice<Req>;
+  /** How payers authorize the transfer: "eip3009" (default, e.g. USDC) or "permit2" (any ERC-20; the payer approves Permit2 once). Overrides the paywall's. */
+  assetTransferMethod?: "eip3009" | "permit2";
   /** Human description, shown to clients in the 402 and in catalogs. */
   description?: string;
   /** MIME type of the paid response. Default "application/json". */
@@ -87,6 +99,8 @@ export interface PaymentOptions {
   network?: string;
   /** Asset for money prices, when not the network's USDC. */
   asset?: AtomicPrice["asset"];
+  /** How payers authorize the transfer on every route: "eip3009" (default) or "permit2" (x402 `exact` over Permit2, for ERC-20s without EIP-3009). */
+  assetTransferMethod?: "eip3009" | "permit2";
   /** Seconds a client's authorization should stay valid. Default 300. */
   maxTimeoutSeconds?: number;
   /** Settlement mode. Default "after". */
@@ -161,6 +175,8 @@ export interface ResolvedRoute<Req> {
   alternatives?: readonly ResolvedOption[];
   /** Custom fields of this route's 402 bodies (the route's option, else the paywall's). */
   paymentRequiredBody?: PaymentRequiredBody;
+  /** Set when the route is paid over Permit2 (`exact` with assetTransferMethod permit2, or `upto`). */
+  permit2?: Permit2OfferTerms;
 }
 
 /** Build the v1 `outputSchema` of a route once per HTTP method. */
@@ -248,7 +264,8 @@ function checkLease<Req>(at: string, r: RouteOptions<Req>, o: PaymentOptions): v
 export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentOptions): ResolvedRoute<Req> {
   const at = `routes[${JSON.stringify(key)}]`;
   if (!r || typeof r !== "object") throw new ConfigError(at, "must be an object with at least { price }.");
-  if ((r.price === undefined || r.price === null) && r.accepts === undefined) throw new ConfigError(`${at}.price`, `is required, e.g. "$0.20".`);
+  const price = r.upto ?? r.price;
+  if ((price === undefined || price === null) && r.accepts === undefined) throw new ConfigError(`${at}.price`, `is required, e.g. "$0.20" (or upto: "$0.50" for usage-based pricing).`);
   const network = resolveNetwork(r.network ?? o.network ?? DEFAULT_NETWORK, r.network ? `${at}.network` : "network");
   const payTo = requireAddress(r.payTo ?? o.payTo, r.payTo ? `${at}.payTo` : "payTo");
   const defaultAsset = o.asset ? resolvePrice({ amount: "1", asset: o.asset }, undefined, "asset").asset : network.usdc;
@@ -276,7 +293,9 @@ export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentO
     maxCalls,
     tokenTtl,
     outputSchema: outputSchemaOf(key, r),
+    ...permit2Terms(at, r, o, r.settlement ?? o.settlement ?? "after"),
   };
+  if (r.accepts !== undefined && resolved.permit2) throw new ConfigError(`${at}.accepts`, `cannot be combined with Permit2 (upto or assetTransferMethod "permit2"); offer those on their own route.`);
   checkPaymentRequiredBody(`${at}.paymentRequiredBody`, r.paymentRequiredBody);
   if (r.paymentRequiredBody !== undefined || o.paymentRequiredBody !== undefined) resolved.paymentRequiredBody = r.paymentRequiredBody ?? o.paymentRequiredBody;
   if (r.accepts !== undefined) {
@@ -288,11 +307,11 @@ export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentO
       resolved.alternatives = rest;
       optionPrices.set(primary, rest);
     }
-  } else if (typeof r.price === "function") {
-    resolved.priceFn = r.price;
+  } else if (typeof price === "function") {
+    resolved.priceFn = price;
     if (!defaultAsset) throw new ConfigError(`${at}.network`, `${network.caip2} has no default USDC; set the "asset" option.`);
   } else {
-    resolved.staticPrice = resolvePrice(r.price as PriceInput, defaultAsset, `${at}.price`);
+    resolved.staticPrice = resolvePrice(price as PriceInput, defaultAsset, `${at}.${r.upto !== undefined ? "upto" : "price"}`);
     resolved.asset = resolved.staticPrice.asset;
   }
   return resolved;

@@ -30,6 +30,7 @@ import { EIP3009_ABI } from "../chain/abi.js";
 import { ConfigError, Server402Error } from "../errors.js";
 import { packageDir } from "../optional.js";
 import artifact from "./TestUSDC.artifact.json" with { type: "json" };
+import { plantPermit2, type DevPermit2 } from "./permit2.js";
 
 /** The well-known anvil / Hardhat development mnemonic. Never hold real funds with it. */
 export const DEV_MNEMONIC = "test test test test test test test test test test test junk";
@@ -76,6 +77,10 @@ export interface DevChain {
   mint(to: Address, amount: bigint): Promise<void>;
   /** Test USDC balance (atomic units). */
   balanceOf(owner: Address): Promise<bigint>;
+  /** Permit2 at its canonical address, the x402 exact/upto Permit2 proxies, and a plain ERC-20 (no EIP-3009) paid through them. */
+  permit2: DevPermit2;
+  /** Mint the plain ERC-20 (atomic units) to `to`; resolves once mined. Payers are not minted any at start. */
+  mintToken(to: Address, amount: bigint): Promise<void>;
   /** Stop anvil and wait for it to exit. Idempotent. */
   stop(): Promise<void>;
 }
@@ -156,7 +161,7 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
       client.request({ method: "anvil_setBalance", params: [DEV_MINTER, toHex(10n ** 24n)] } as never),
     ]);
     if (!runtime || runtime === "0x") throw new DevChainError("token_setup_failed", "the test token's constructor returned no code");
-    await client.request({ method: "anvil_setCode", params: [usdc, runtime] } as never);
+    const [, permit2] = await Promise.all([client.request({ method: "anvil_setCode", params: [usdc, runtime] } as never), plantPermit2(client)]);
 
     // Only this chain sends as DEV_MINTER, so a local nonce counter is exact.
     // Sends go out one after another (a queue), so anvil never sees a nonce
@@ -164,10 +169,10 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
     let minterNonce = 0;
     let sendQueue: Promise<unknown> = Promise.resolve();
     const mineTimeoutMs = 30_000 + 3_000 * (opts.blockTime ?? 0);
-    const mintOnce = async (to: Address, amount: bigint): Promise<void> => {
+    const mintOnce = async (to: Address, amount: bigint, token: Address = usdc): Promise<void> => {
       const data = encodeFunctionData({ abi: EIP3009_ABI, functionName: "mint", args: [to, amount] });
       const send = sendQueue.then(() => {
-        const tx = { from: DEV_MINTER, to: usdc, data, gas: toHex(MINT_GAS), nonce: toHex(minterNonce++) };
+        const tx = { from: DEV_MINTER, to: token, data, gas: toHex(MINT_GAS), nonce: toHex(minterNonce++) };
         return client.request({ method: "eth_sendTransaction", params: [tx] } as never) as Promise<Hex>;
       });
       sendQueue = send.catch(() => {});
@@ -198,6 +203,14 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
       accounts,
       mint,
       balanceOf,
+      permit2,
+      mintToken: async (to: Address, amount: bigint) => {
+        try {
+          await mintOnce(to, amount, permit2.token);
+        } catch (err) {
+          throw asDevChainError(err, "mint_failed", `mint of the plain token to ${to} failed`);
+        }
+      },
       stop: anvil.stop,
     };
   } catch (err) {

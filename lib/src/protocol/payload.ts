@@ -8,6 +8,7 @@ import { PaymentError } from "../errors.js";
 import type { ExactAuthorization } from "../chain/settler.js";
 import { MAX_SIGNATURE_BYTES } from "../chain/smart-wallet.js";
 import type { Offer } from "./requirements.js";
+import type { Permit2Payment } from "./permit2.js";
 import type { PaymentPayloadV1, PaymentPayloadV2 } from "./types.js";
 
 /** A payload that passed decoding and binding, ready for signature checks. */
@@ -19,6 +20,8 @@ export interface DecodedPayment {
   payload: PaymentPayloadV1 | PaymentPayloadV2;
   /** v2: the client's `payment-identifier` id (issue 17.3), when it sent one. */
   paymentId?: string;
+  /** Set for a Permit2 payment (see protocol/permit2.ts); `authorization` is then its EIP-3009-shaped view. */
+  permit2?: Permit2Payment;
 }
 
 const UINT = /^[0-9]{1,78}$/;

@@ -6,6 +6,7 @@
 import type { Address } from "viem";
 import type { AssetInfo, NetworkInfo } from "./networks.js";
 import { PAYMENT_IDENTIFIER } from "./payload.js";
+import type { Permit2OfferTerms } from "./permit2.js";
 import type { Eip712Extra, PaymentRequiredV2, PaymentRequirementsV1, PaymentRequirementsV2 } from "./types.js";
 
 /** The v1 402 `error` when no payment was sent (x402-express wording, which clients show). */
@@ -21,6 +22,11 @@ export const NO_PAYMENT_V2 = "PAYMENT-SIGNATURE header is required";
  * cloud service which method the token supports, and fails offline.
  */
 function extraOf(offer: Offer): Eip712Extra {
+  if (offer.permit2) {
+    // Permit2 (x402 `exact` with assetTransferMethod permit2, or `upto`): the payer signs Permit2's domain; `upto` names who settles
+    const facilitator = offer.permit2.facilitator;
+    return { name: offer.asset.eip712Name, version: offer.asset.eip712Version, assetTransferMethod: "permit2", ...(facilitator ? { facilitatorAddress: facilitator } : {}) };
+  }
   return { name: offer.asset.eip712Name, version: offer.asset.eip712Version, assetTransferMethod: "eip3009", primaryType: "TransferWithAuthorization" };
 }
 
@@ -40,6 +46,8 @@ export interface Offer {
   outputSchema: Record<string, unknown>;
   /** The route's other payment options (its `accepts` list after the first); the rest of the offer is shared. */
   alternatives?: readonly OfferOption[];
+  /** Paid over Permit2 (`exact` on any ERC-20, or `upto` with `amount` as the maximum); v2 only. Absent: EIP-3009 `exact`. */
+  permit2?: Permit2OfferTerms;
 }
 
 /** What differs between a route's payment options. */
@@ -70,7 +78,7 @@ export function requirementsV1Of(offer: Offer): PaymentRequirementsV1[] {
 
 /** The v1 `accepts` entry for an offer, or undefined when the network has no v1 name. */
 export function toRequirementsV1(offer: Offer): PaymentRequirementsV1 | undefined {
-  if (!offer.network.v1Name) return undefined;
+  if (!offer.network.v1Name || offer.permit2) return undefined;
   return {
     scheme: "exact",
     network: offer.network.v1Name,
@@ -89,7 +97,7 @@ export function toRequirementsV1(offer: Offer): PaymentRequirementsV1 | undefine
 /** The v2 requirements entry for an offer. */
 export function toRequirementsV2(offer: Offer): PaymentRequirementsV2 {
   return {
-    scheme: "exact",
+    scheme: offer.permit2?.scheme ?? "exact",
     network: offer.network.caip2,
     amount: offer.amount.toString(),
     asset: offer.asset.address,

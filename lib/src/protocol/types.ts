@@ -37,9 +37,9 @@ export interface PaymentRequiredV1 {
   [key: string]: unknown;
 }
 
-/** v2 PaymentRequirements. */
+/** v2 PaymentRequirements (`upto`: `amount` is the maximum; over Permit2). */
 export interface PaymentRequirementsV2 {
-  scheme: "exact";
+  scheme: "exact" | "upto";
   network: string;
   amount: string;
   asset: string;
@@ -104,6 +104,8 @@ export interface SettleResponse {
   payer?: string;
   errorReason?: string;
   errorMessage?: string;
+  /** `upto`: the amount settled (atomic units, may be "0"). */
+  amount?: string;
 }
 
 /** Request header names, lower-case as Node gives them. */

@@ -10,6 +10,7 @@ import { ChainError, ConfigError, PaymentError, Server402Error, SettlementError,
 import { createChainReader } from "../../chain/reader.js";
 import { smartWalletVerifier } from "../../chain/smart-wallet.js";
 import { chainChecker, type PaymentChecker } from "../../core/checker.js";
+import { permit2Checker } from "../../chain/permit2.js";
 import type { FacilitatorSettler } from "../../chain/facilitator.js";
 import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt, type X402Replay } from "../../core/engine.js";
 import { alternativesOf, DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
@@ -186,7 +187,8 @@ function build(options: PaymentOptions, routes: Record<string, RouteOptions<Requ
 function defaultChecker(options: PaymentOptions, chainId: number): PaymentChecker | undefined {
   if (options.checker === false) return undefined;
   if (options.checker) return options.checker;
-  if (options.rpcUrl) return chainChecker(createChainReader({ rpcUrl: options.rpcUrl, chainId }));
+  // Permit2 payments (nonce bitmap, allowance to Permit2, balance) in front of the EIP-3009 check
+  if (options.rpcUrl) return permit2Checker({ rpcUrl: options.rpcUrl }, chainChecker(createChainReader({ rpcUrl: options.rpcUrl, chainId })));
   const settler = options.settler as Partial<FacilitatorSettler>;
   return typeof settler.checker === "function" ? settler.checker() : undefined;
 }
@@ -286,6 +288,7 @@ function makeMiddleware(
       mimeType: route.mimeType,
       outputSchema: route.outputSchema(req?.method ?? "GET"),
       alternatives: alternativesOf(route),
+      ...(route.permit2 ? { permit2: route.permit2 } : {}),
     };
   }
 
@@ -342,7 +345,7 @@ function makeMiddleware(
     if (err instanceof PaymentError) {
       const payment = (err as PaymentError & { payment?: StoredPayment }).payment;
       // the v2 HTTP transport answers a malformed PAYMENT-SIGNATURE with 400 (v1's X-PAYMENT keeps 402)
-      const status = version === 2 && err.reason === "invalid_payload" ? 400 : 402;
+      const status = version === 2 && err.reason === "invalid_payload" ? 400 : err.status === 412 ? 412 : 402; // 412: permit2_allowance_required
       return send402(res, offer, route, base, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : undefined, status);
     }
     if (err instanceof SettlementError && err.status === 402) return send402(res, offer, route, base, err.reason, `payment settlement failed: ${err.message}`);
@@ -554,7 +557,8 @@ function makeMiddleware(
     const resource = resourceUrl(req, base, path);
     const v2 = headerValue(headers[HEADER.v2Payment]);
     const v1 = headerValue(headers[HEADER.v1Payment]);
-    if (v2 === undefined && v1 === undefined && page !== undefined && page.wants(method, headers)) return page.send(req, res, next, route, resource, base);
+    // the page's script signs EIP-3009 only: a Permit2 route answers browsers with the plain 402
+    if (v2 === undefined && v1 === undefined && page !== undefined && !route.permit2 && page.wants(method, headers)) return page.send(req, res, next, route, resource, base);
     if (v2 === undefined && v1 === undefined && route.staticPrice) {
       // hot path: an unpaid request for a static price is answered from the cache
       const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT, route.outputSchema(method)));

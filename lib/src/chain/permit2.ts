@@ -1,0 +1,119 @@
+/**
+ * The chain side of Permit2 payments (x402 `exact` with assetTransferMethod
+ * `permit2`, and `upto`): the proxy call the relayer sends, the pre-handler
+ * check (Permit2 nonce unused, allowance to Permit2, balance: three reads in
+ * one JSON-RPC batch), and the nonce lookup a pending settlement's
+ * confirmation needs.
+ */
+import { BaseError, createPublicClient, encodeFunctionData, http, parseAbi, type Address, type Hex } from "viem";
+import { ChainError, PaymentError } from "../errors.js";
+import type { PaymentChecker } from "../core/checker.js";
+import { PERMIT2_ADDRESS, type Permit2Payment } from "../protocol/permit2.js";
+import type { SettleRequest } from "./settler.js";
+
+/** The x402 Permit2 proxies' settle functions (the interface @x402/evm 2.x calls). */
+export const X402_PERMIT2_PROXY_ABI = parseAbi([
+  "struct TokenPermissions { address token; uint256 amount; }",
+  "struct PermitTransferFrom { TokenPermissions permitted; uint256 nonce; uint256 deadline; }",
+  "struct ExactWitness { address to; uint256 validAfter; }",
+  "struct UptoWitness { address to; address facilitator; uint256 validAfter; }",
+  "function settle(PermitTransferFrom permit, address owner, ExactWitness witness, bytes signature)",
+  "function settle(PermitTransferFrom permit, uint256 amount, address owner, UptoWitness witness, bytes signature)",
+]);
+
+/** What the pre-check and the confirmation read. */
+export const PERMIT2_READ_ABI = parseAbi([
+  "function nonceBitmap(address owner, uint256 wordPos) view returns (uint256)",
+  "function allowance(address owner, address spender) view returns (uint256)",
+  "function balanceOf(address owner) view returns (uint256)",
+  "function approve(address spender, uint256 amount) returns (bool)",
+]);
+
+/**
+ * Calldata of the proxy's `settle` for a Permit2 payment: `exact` moves the
+ * permitted amount; `upto` moves `settleAmount` (which must be set, and at
+ * most the permitted amount; the proxy also refuses more).
+ */
+export function permit2SettleCall(p: Permit2Payment, signature: Hex): Hex {
+  const permit = { permitted: { token: p.token, amount: BigInt(p.permitted) }, nonce: BigInt(p.nonce), deadline: BigInt(p.deadline) };
+  if (p.scheme === "exact") {
+    return encodeFunctionData({ abi: X402_PERMIT2_PROXY_ABI, functionName: "settle", args: [permit, p.owner, { to: p.to, validAfter: BigInt(p.validAfter) }, signature] });
+  }
+  if (p.settleAmount === undefined) throw new TypeError("server402: an upto settlement needs its settleAmount");
+  const amount = BigInt(p.settleAmount);
+  if (amount > BigInt(p.permitted)) throw new RangeError(`server402: upto settleAmount ${amount} exceeds the permitted ${p.permitted}`);
+  return encodeFunctionData({
+    abi: X402_PERMIT2_PROXY_ABI,
+    functionName: "settle",
+    args: [permit, amount, p.owner, { to: p.to, facilitator: p.facilitator!, validAfter: BigInt(p.validAfter) }, signature],
+  });
+}
+
+/** Where a nonce lives in Permit2's unordered nonce bitmap. */
+export function nonceSlot(nonce: string): { wordPos: bigint; bit: bigint } {
+  const n = BigInt(nonce);
+  return { wordPos: n >> 8n, bit: 1n << (n & 0xffn) };
+}
+
+type Rpc = <T>(method: string, params: unknown[]) => Promise<T>;
+
+/** True when Permit2 has the payment's nonce marked used (by any transfer). Throws on RPC failure. */
+export async function permit2NonceUsed(rpc: Rpc, p: Permit2Payment): Promise<boolean> {
+  const { wordPos, bit } = nonceSlot(p.nonce);
+  const data = encodeFunctionData({ abi: PERMIT2_READ_ABI, functionName: "nonceBitmap", args: [p.owner, wordPos] });
+  const word = BigInt(await rpc<Hex>("eth_call", [{ to: PERMIT2_ADDRESS, data }, "latest"]));
+  return (word & bit) !== 0n;
+}
+
+export interface Permit2CheckerOptions {
+  rpcUrl: string;
+  /** Per-request timeout in ms (one attempt). Default 5000. */
+  timeoutMs?: number;
+}
+
+/**
+ * A pre-handler check for Permit2 payments, in front of `base` (the EIP-3009
+ * check) for every other payment: the Permit2 nonce is unused, the payer's
+ * allowance to Permit2 covers the amount (else 412
+ * `permit2_allowance_required`: the payer must approve Permit2 once) and its
+ * balance does. Three `eth_call`s sent as one JSON-RPC batch (one HTTP
+ * request); the signature itself was verified locally.
+ */
+export function permit2Checker(opts: Permit2CheckerOptions, base?: PaymentChecker): PaymentChecker {
+  const client = createPublicClient({ transport: http(opts.rpcUrl, { timeout: opts.timeoutMs ?? 5000, retryCount: 0, batch: true }) });
+  return {
+    onChain: base ? base.onChain : true,
+    async check(req: SettleRequest) {
+      const p = req.permit2;
+      if (!p) return base ? base.check(req) : undefined;
+      const { wordPos, bit } = nonceSlot(p.nonce);
+      let word: bigint, allowance: bigint, balance: bigint;
+      try {
+        [word, allowance, balance] = await Promise.all([
+          client.readContract({ address: PERMIT2_ADDRESS, abi: PERMIT2_READ_ABI, functionName: "nonceBitmap", args: [p.owner, wordPos] }),
+          client.readContract({ address: p.token, abi: PERMIT2_READ_ABI, functionName: "allowance", args: [p.owner, PERMIT2_ADDRESS] }),
+          client.readContract({ address: p.token, abi: PERMIT2_READ_ABI, functionName: "balanceOf", args: [p.owner] }),
+        ]);
+      } catch (err) {
+        const detail = err instanceof BaseError ? err.shortMessage : String(err);
+        throw new ChainError("the chain RPC could not be reached (Permit2 pre-check failed).", { cause: err, detail: `Permit2 pre-check failed: ${detail}` });
+      }
+      const needed = BigInt(p.permitted);
+      if ((word & bit) !== 0n) throw new PaymentError("permit2_invalid_nonce", "this Permit2 nonce was already used on-chain; sign a new payment.");
+      if (allowance < needed) {
+        throw new PaymentError(
+          "permit2_allowance_required",
+          `the payer's allowance to Permit2 (${PERMIT2_ADDRESS}) is ${allowance}, below ${needed}: approve Permit2 on the token once (approve(${PERMIT2_ADDRESS}, amount)) and pay again.`,
+          412,
+        );
+      }
+      if (balance < needed) throw new PaymentError("insufficient_funds", `payer balance ${balance} is below the ${p.scheme === "upto" ? "authorized maximum" : "price"} ${needed}.`);
+      return { balance };
+    },
+  };
+}
+
+/** The `to` of the transaction that settles `req`: its x402 proxy for a Permit2 payment, else the token. */
+export function settleTarget(req: SettleRequest): Address {
+  return req.permit2 ? req.permit2.proxy : req.asset;
+}
