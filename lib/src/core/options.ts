@@ -5,6 +5,7 @@
 import type { Address } from "viem";
 import { ConfigError } from "../errors.js";
 import type { Settler } from "../chain/settler.js";
+import { checkSettlerNetwork } from "../chain/settler-options.js";
 import type { PaymentChecker } from "./checker.js";
 import type { PaymentEvent } from "./engine.js";
 import type { AbuseLimits } from "./limits.js";
@@ -156,10 +157,11 @@ const DEFAULT_NETWORK = "base-sepolia";
 export function validateShared(o: PaymentOptions): void {
   if (!o || typeof o !== "object") throw new ConfigError("options", "pass an options object.");
   requireAddress(o.payTo, "payTo");
-  resolveNetwork(o.network ?? DEFAULT_NETWORK, "network");
+  const network = resolveNetwork(o.network ?? DEFAULT_NETWORK, "network");
   if (!o.settler || typeof o.settler.settle !== "function") {
-    throw new ConfigError("settler", "is required: pass relayerSettler({ rpcUrl, privateKey }) or facilitatorSettler({ url }).");
+    throw new ConfigError("settler", "is required: pass relayerSettler({ rpcUrl, chainId, privateKey }) or facilitatorSettler({ url }).");
   }
+  checkSettlerNetwork(o.settler, network, "network");
   if (o.settlement !== undefined && o.settlement !== "after" && o.settlement !== "before") {
     throw new ConfigError("settlement", `must be "after" or "before", got ${JSON.stringify(o.settlement)}.`);
   }
@@ -205,6 +207,7 @@ export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentO
   if (!r || typeof r !== "object") throw new ConfigError(at, "must be an object with at least { price }.");
   if (r.price === undefined || r.price === null) throw new ConfigError(`${at}.price`, `is required, e.g. "$0.20".`);
   const network = resolveNetwork(r.network ?? o.network ?? DEFAULT_NETWORK, r.network ? `${at}.network` : "network");
+  if (o.settler) checkSettlerNetwork(o.settler, network, r.network ? `${at}.network` : "network");
   const payTo = requireAddress(r.payTo ?? o.payTo, r.payTo ? `${at}.payTo` : "payTo");
   const defaultAsset = o.asset ? resolvePrice({ amount: "1", asset: o.asset }, undefined, "asset").asset : network.usdc;
   const maxCalls = r.maxCalls ?? 1;
