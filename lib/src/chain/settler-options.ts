@@ -82,3 +82,14 @@ export function checkSettlerNetwork(settler: Settler, network: NetworkInfo, opti
     `is ${network.caip2} (chainId ${network.chainId}), but the ${settler.kind} settler is on chainId ${chainId}: create the settler with chainId: ${network.chainId}, or set ${option} to the settler's chain.`,
   );
 }
+
+/** Validate `createChainReader`'s options (see ChainReaderOptions). */
+export function validateReaderOptions(opts: unknown): void {
+  if (!opts || typeof opts !== "object") throw new ConfigError("createChainReader", "pass an options object: createChainReader({ rpcUrl, chainId }).");
+  const o = opts as Record<string, unknown>;
+  checkHttpUrl(o.rpcUrl, "rpcUrl", "https://sepolia.base.org");
+  if (typeof o.chainId !== "number" || !Number.isSafeInteger(o.chainId) || o.chainId < 1) {
+    throw new ConfigError("chainId", `must be the chain's id as a positive integer (84532 Base Sepolia, 8453 Base), got ${JSON.stringify(o.chainId)}.`);
+  }
+  checkMs(o.timeoutMs, "timeoutMs", 1, 600_000);
+}
