@@ -8,6 +8,7 @@ import type { AddressInfo } from "node:net";
 import { pino } from "pino";
 import { ConfigurationError, loadConfig } from "./config.js";
 import { startServer } from "./server.js";
+import { StartupError, type StartupReport } from "./startup.js";
 
 async function main() {
   let config;
@@ -21,7 +22,10 @@ async function main() {
     throw err;
   }
   const logger = pino({ level: config.logLevel, base: undefined });
-  const running = await startServer(config, logger);
+  // Progress on stdout as plain lines (the dev chain and the local face engine take a while); warnings on stderr.
+  const report: StartupReport = (kind, message) =>
+    kind === "warning" ? process.stderr.write(`server402 example: warning: ${message}\n`) : process.stdout.write(`server402 example: ${message}\n`);
+  const running = await startServer(config, logger, { report });
   const { port } = running.server.address() as AddressInfo;
   const url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`;
   const lines = [
@@ -64,6 +68,10 @@ async function main() {
 }
 
 main().catch((err) => {
+  if (err instanceof StartupError) {
+    process.stderr.write(`server402 example: ${err.message}\n`);
+    process.exit(1);
+  }
   process.stderr.write(`server402 example failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
 });
