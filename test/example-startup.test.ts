@@ -112,5 +112,9 @@ describe("example server startup names the variable at fault (issue 15)", functi
     const banner = r.stdout.search(BANNER);
     assert.ok(chain >= 0 && engine > chain && banner > engine, r.stdout);
     assert.doesNotMatch(r.stderr, /warning/, "the dev chain answers: no warning");
+    // Stopped right after its banner, the server stops its anvil too.
+    const rpc = /dev chain RPC\s+(http:\/\/127\.0\.0\.1:\d+)/.exec(r.stdout)?.[1];
+    assert.ok(rpc, r.stdout);
+    await assert.rejects(fetch(rpc, { method: "POST", body: "{}" }), "anvil is gone once the server has exited");
   });
 });

@@ -25,6 +25,10 @@ async function main() {
   // Progress on stdout as plain lines (the dev chain and the local face engine take a while); warnings on stderr.
   const report: StartupReport = (kind, message) =>
     kind === "warning" ? process.stderr.write(`server402 example: warning: ${message}\n`) : process.stdout.write(`server402 example: ${message}\n`);
+  // A signal while the dev chain or the face engine loads exits at once; process exit hooks stop anvil.
+  const duringStartup = (signal: NodeJS.Signals) => process.exit(signal === "SIGINT" ? 130 : 143);
+  process.once("SIGINT", duringStartup);
+  process.once("SIGTERM", duringStartup);
   const running = await startServer(config, logger, { report });
   const { port } = running.server.address() as AddressInfo;
   const url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`;
@@ -46,7 +50,6 @@ async function main() {
       `  try it          npm run demo`,
     );
   }
-  process.stdout.write(`${lines.join("\n")}\n\n`);
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -62,8 +65,11 @@ async function main() {
     logger.info("stopped");
     process.exit(0);
   };
+  process.off("SIGINT", duringStartup);
+  process.off("SIGTERM", duringStartup);
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.stdout.write(`${lines.join("\n")}\n\n`);
   await once(process, "beforeExit");
 }
 
