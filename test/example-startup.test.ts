@@ -104,6 +104,14 @@ describe("example server startup names the variable at fault (issue 15)", functi
     assert.doesNotMatch(r.stdout + r.stderr, /secret-api-key|redis-password/);
   });
 
+  it("a PostgreSQL store that cannot be opened: one line naming DATABASE_URL, without its password", async () => {
+    const port = await closedPort();
+    const r = await runServer({ ...external(`http://127.0.0.1:${await closedPort()}`), STORE: "postgres", DATABASE_URL: `postgres://user:pg-password@127.0.0.1:${port}/db` });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^server402 example: DATABASE_URL \\(postgres://127\\.0\\.0\\.1:${port}\\) could not be opened .*check DATABASE_URL`));
+    assert.doesNotMatch(r.stderr, /pg-password/);
+  });
+
   it("while the dev chain and the face engine load, it says what is loading, before the banner", async () => {
     const r = await runServer({ DEVCHAIN_PORT: "0" });
     assert.ok(r.served, `the server started: ${r.stdout}\n${r.stderr}`);

@@ -13,7 +13,7 @@ import type { Config } from "./config.js";
 import type { FaceEngine } from "./engine/types.js";
 import type { ServiceSpec } from "./discovery/catalog.js";
 import { redactingLogger } from "./observability/logging.js";
-import { checkPortFree, listen, prepareDataDir, probeRpc, probeStore, type StartupReport } from "./startup.js";
+import { checkPortFree, listen, originOf, prepareDataDir, probeRpc, probeStore, StartupError, type StartupReport } from "./startup.js";
 import type { Metrics } from "./observability/metrics.js";
 
 /** A listening example server and its parts. */
@@ -54,7 +54,9 @@ async function openStore(config: Config): Promise<Store> {
   }
   if (config.store === "postgres") {
     const { PostgresStore } = await import("server402/postgres");
-    return PostgresStore.open({ connectionString: config.databaseUrl!, schema: config.databaseSchema });
+    return PostgresStore.open({ connectionString: config.databaseUrl!, schema: config.databaseSchema }).catch((err: Error) => {
+      throw new StartupError("DATABASE_URL", `DATABASE_URL (${originOf(config.databaseUrl!)}) could not be opened (${err.message}): check DATABASE_URL and that PostgreSQL runs.`, { cause: err });
+    });
   }
   const { SqliteStore } = await import("server402/sqlite");
   prepareDataDir(config.dataDir);
