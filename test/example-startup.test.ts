@@ -80,6 +80,17 @@ describe("example server startup names the variable at fault (issue 15)", functi
     }
   });
 
+  it("DEVCHAIN_PORT in use: one line naming DEVCHAIN_PORT", async () => {
+    const { port, server } = await heldPort();
+    try {
+      const r = await runServer({ DEVCHAIN_PORT: String(port) });
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.stderr, `server402 example: DEVCHAIN_PORT=${port} is already in use on 127.0.0.1: stop the other server (e.g. another npm start) or set DEVCHAIN_PORT to a free port (DEVCHAIN_PORT=0 picks one).\n`);
+    } finally {
+      server.close();
+    }
+  });
+
   it("DATA_DIR that is a file or not writable: one line naming DATA_DIR", async () => {
     const dir = mkdtempSync(join(tmpdir(), "s402-datadir-"));
     try {

@@ -94,6 +94,7 @@ export async function startServer(config: Config, baseLogger: Logger, overrides:
   const logger = redactingLogger(baseLogger);
   const report: StartupReport = overrides.report ?? ((kind, message) => (kind === "warning" ? logger.warn(message) : logger.info(message)));
   await checkPortFree(config.host, config.port);
+  if (config.devchain && !overrides.devchain) await checkPortFree("127.0.0.1", config.devchainPort, "DEVCHAIN_PORT");
   if (config.devchain && !overrides.devchain) report("progress", "starting the dev chain (anvil + test USDC)…");
   const devchain = overrides.devchain ?? (config.devchain ? await startDevChain({ port: config.devchainPort }) : undefined);
   const cleanups: Array<() => Promise<void>> = [];

@@ -23,9 +23,9 @@ export class StartupError extends Error {
 /** What startup tells the operator: progress lines and warnings. */
 export type StartupReport = (kind: "progress" | "warning", message: string) => void;
 
-function portProblem(err: NodeJS.ErrnoException, host: string, port: number): StartupError {
+function portProblem(err: NodeJS.ErrnoException, host: string, port: number, variable = "PORT"): StartupError {
   const where = `${host}:${port}`;
-  if (err.code === "EADDRINUSE") return new StartupError("PORT", `PORT=${port} is already in use on ${host}: stop the other server (e.g. another npm start) or set PORT to a free port (PORT=0 picks one).`, { cause: err });
+  if (err.code === "EADDRINUSE") return new StartupError(variable, `${variable}=${port} is already in use on ${host}: stop the other server (e.g. another npm start) or set ${variable} to a free port (${variable}=0 picks one).`, { cause: err });
   if (err.code === "EACCES") return new StartupError("PORT", `PORT=${port} needs privileges on ${host}: use a port above 1023, e.g. PORT=4020.`, { cause: err });
   if (err.code === "EADDRNOTAVAIL") return new StartupError("HOST", `HOST=${host} is not an address of this machine (listening on ${where} failed): use 127.0.0.1 or 0.0.0.0.`, { cause: err });
   return new StartupError("PORT", `cannot listen on ${where} (PORT/HOST): ${err.code ?? err.message}.`, { cause: err });
@@ -36,11 +36,11 @@ function portProblem(err: NodeJS.ErrnoException, host: string, port: number): St
  * taken: bind it once and let go. (The real listen reports the same way if
  * another process takes it in between.)
  */
-export async function checkPortFree(host: string, port: number): Promise<void> {
+export async function checkPortFree(host: string, port: number, variable = "PORT"): Promise<void> {
   if (port === 0) return;
   const probe = createServer();
   await new Promise<void>((resolve, reject) => {
-    probe.once("error", (err: NodeJS.ErrnoException) => reject(portProblem(err, host, port)));
+    probe.once("error", (err: NodeJS.ErrnoException) => reject(portProblem(err, host, port, variable)));
     probe.listen(port, host, () => probe.close(() => resolve()));
   });
 }
