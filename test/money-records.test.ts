@@ -9,7 +9,8 @@ import { randomBytes } from "node:crypto";
 import express from "express";
 import request from "supertest";
 import type { Hex } from "viem";
-import { MemoryStore, paywall, relayerSettler, StoreError, type PaymentEvent, type Store } from "server402";
+import { MemoryStore, paywall, relayerSettler, StoreError, type PaymentEvent, type Settler, type Store } from "server402";
+import { PaymentEngine } from "server402/internal";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { startPaidApp, type PaidApp } from "./support/paid-app.js";
 import { v1Header, v2Header } from "./support/sign.js";
@@ -237,11 +238,122 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
   });
 
   describe("B11 failures after money moved", function () {
+    const RECORD_WRITES = ["appendLedger", "appendLedgerOnce", "setNonceState", "putOutbox", "deleteOutbox"];
+    /** A real relayer after whose transfer the store refuses `methods` (they are added to `failing`). */
+    const failAfterSettle = (failing: Set<string>, methods: string[]): Settler => {
+      const relayer = relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey });
+      return {
+        kind: "relayer",
+        settle: async (req) => {
+          const r = await relayer.settle(req);
+          for (const m of methods) failing.add(m);
+          return r;
+        },
+        confirm: relayer.confirm,
+        lookup: relayer.lookup,
+      };
+    };
+
+    it("B11 outbox durable across a crash: the store refuses every record after the transfer and the process dies; a new process on the same store finds the settlement and writes its ledger entry from the chain", async () => {
+      const inner = new MemoryStore();
+      const failing = new Set<string>();
+      const app = await startPaidApp(chain, { store: failingStore(inner, failing), settler: failAfterSettle(failing, RECORD_WRITES) });
+      let tx: string;
+      try {
+        const h = { "payment-signature": await v2Header({ privateKey: chain.accounts.payers[8]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }) };
+        const res = await fetch(`${app.url}/weather`, { headers: h });
+        assert.equal(res.status, 200, await res.clone().text());
+        tx = decode(res.headers.get("payment-response")).transaction;
+      } finally {
+        // the process dies: what it kept in memory is gone
+        app.pw.engine.stopReconciler();
+        await app.close();
+      }
+      failing.clear();
+      assert.deepEqual(await inner.listLedger(), []);
+      const restarted = new PaymentEngine({
+        store: inner,
+        settler: relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey }),
+        reconcileIntervalMs: 0,
+        settlementIntentAgeMs: 0,
+      });
+      await restarted.reconcile();
+      assert.deepEqual((await inner.listLedger()).map((e) => e.transaction), [tx], "the settled payment is on record after the crash");
+      assert.deepEqual(await inner.listOutbox(10), [], "nothing left to do");
+      await restarted.reconcile();
+      assert.equal((await inner.listLedger()).length, 1, "stored once");
+      await inner.close();
+    });
+
+    it("B11 store refusing the settlement's intent: the paid answer is refused with 503 before any money moves, and the authorization is released", async () => {
+      const inner = new MemoryStore();
+      const failing = new Set(["putOutbox"]);
+      const app = await startPaidApp(chain, { store: failingStore(inner, failing) });
+      try {
+        const payer = chain.accounts.payers[0]!;
+        const before = await chain.balanceOf(payer.address);
+        const h = { "payment-signature": await v2Header({ privateKey: payer.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }) };
+        const res = await fetch(`${app.url}/weather`, { headers: h });
+        const body = (await res.json()) as { error: string };
+        assert.equal(res.status, 503, JSON.stringify(body));
+        assert.equal(body.error, "store_unavailable");
+        assert.ok(res.headers.get("retry-after"));
+        assert.equal(await chain.balanceOf(payer.address), before, "no money moved");
+        failing.clear();
+        const retry = await fetch(`${app.url}/weather`, { headers: h });
+        assert.equal(retry.status, 200, await retry.clone().text());
+        assert.equal(before - (await chain.balanceOf(payer.address)), 10_000n, "charged once in all");
+        assert.equal((await inner.listLedger()).length, 1);
+      } finally {
+        await app.close();
+        await inner.close();
+      }
+    });
+
+    it("B11 one deadline for a settlement's records: with every record write hanging in a store outage, the paid request is answered within recordWaitMs (was one wait per write), and the reconciler stores the records once the store is back", async function () {
+      this.timeout(30_000);
+      const inner = new MemoryStore();
+      const slow = new Set<string>();
+      const HANG_MS = 1500;
+      // a store that, once the transfer is made, takes HANG_MS to fail each record write (as a store retrying through an outage does)
+      const store = new Proxy(inner, {
+        get(target, key, receiver) {
+          const v = Reflect.get(target, key, receiver);
+          if (typeof v !== "function") return v;
+          if (typeof key === "string" && slow.has(key)) return () => new Promise((_r, reject) => setTimeout(() => reject(new StoreError(`server402: test store ${key} timed out`)), HANG_MS));
+          return v.bind(target);
+        },
+      }) as Store;
+      const pw = paywall({ payTo: chain.accounts.payTo.address, network: "base-sepolia", settler: failAfterSettle(new Set(), []), store: inner, checker: false, routes: { "GET /r": { price: "$0.01" } } });
+      const relayer = failAfterSettle(slow, RECORD_WRITES);
+      const engine = new PaymentEngine({ store, settler: relayer, reconcileIntervalMs: 0, recordWaitMs: 1000 });
+      try {
+        const offer = await pw.offerFor(pw.routes[0]!, "http://127.0.0.1/r");
+        const header = await v2Header({ privateKey: chain.accounts.payers[8]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n });
+        const attempt = await engine.verifyX402(2, JSON.parse(Buffer.from(header, "base64").toString()), offer);
+        const started = performance.now();
+        const settled = await engine.settleX402(attempt);
+        const waited = performance.now() - started;
+        assert.ok(waited < 1000 + HANG_MS, `answered after ${Math.round(waited)} ms (records would take ${3 * HANG_MS} ms one after another)`);
+        assert.equal(settled.recorded, false);
+        await new Promise((r) => setTimeout(r, HANG_MS * 3));
+        slow.clear();
+        await engine.reconcile();
+        assert.deepEqual((await inner.listLedger()).map((e) => e.transaction), [settled.transaction]);
+        assert.deepEqual(await inner.listOutbox(10), []);
+      } finally {
+        engine.stopReconciler();
+        pw.engine.stopReconciler();
+        await inner.close();
+      }
+    });
+
     it("B11 failures after money moved: ledger and nonce writes failing after the transfer go to an outbox, are surfaced as events, and are stored by the reconciler", async () => {
       const inner = new MemoryStore();
-      const failing = new Set(["appendLedger", "appendLedgerOnce", "setNonceState", "putOutbox"]);
+      const failing = new Set<string>();
       const events: PaymentEvent[] = [];
-      const app = await startPaidApp(chain, { store: failingStore(inner, failing), onEvent: (e) => events.push(e) });
+      // the store starts failing once the transfer is made (its intent was stored before: issue 14 B11)
+      const app = await startPaidApp(chain, { store: failingStore(inner, failing), settler: failAfterSettle(failing, RECORD_WRITES), onEvent: (e) => events.push(e) });
       try {
         const nonce = `0x${randomBytes(32).toString("hex")}` as Hex;
         const payer = chain.accounts.payers[4]!;

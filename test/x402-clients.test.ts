@@ -51,6 +51,8 @@ describe("issue 16: independent x402 clients pay with the network blocked", func
     { client: "faremeter", version: "@faremeter/fetch 0.22.0 + @faremeter/payment-evm 0.22.0", payer: 2, route: "/echo", method: "POST", body: { hi: "there" }, price: 50_000n, key: "echo" },
     { client: "dexter", version: "@dexterai/x402 2.0.0 (wrapFetch, v2)", payer: 3, route: "/weather", method: "GET", price: 10_000n, key: "weather" },
     { client: "dexter", version: "@dexterai/x402 2.0.0 (wrapFetch, v2)", payer: 3, route: "/echo", method: "POST", body: { hi: "there" }, price: 50_000n, key: "echo" },
+    { client: "@x402/axios", version: "2.11.0 + @x402/evm 2.11.0 (wrapAxiosWithPayment, v2)", payer: 4, route: "/weather", method: "GET", price: 10_000n, key: "weather" },
+    { client: "@x402/axios", version: "2.11.0 + @x402/evm 2.11.0 (wrapAxiosWithPayment, v2)", payer: 4, route: "/echo", method: "POST", body: { hi: "there" }, price: 50_000n, key: "echo" },
   ];
 
   for (const c of matrix) {

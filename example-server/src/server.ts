@@ -106,7 +106,8 @@ export async function startServer(config: Config, baseLogger: Logger, overrides:
     const chainId = devchain?.chainId ?? findNetwork(config.network)!.chainId;
     if (config.settler === "facilitator") {
       const auth = config.facilitatorAuthorization;
-      settler = facilitatorSettler({ url: config.facilitatorUrl!, createAuthHeaders: auth ? () => ({ authorization: auth }) : undefined });
+      // with RPC_URL, settlements the facilitator leaves unknown are looked up on the chain (issue 14 B10)
+      settler = facilitatorSettler({ url: config.facilitatorUrl!, createAuthHeaders: auth ? () => ({ authorization: auth }) : undefined, rpcUrl });
     } else {
       settler = relayerSettler({ rpcUrl: rpcUrl!, chainId, privateKey: (config.relayerPrivateKey ?? devchain!.accounts.relayer.privateKey) as `0x${string}` });
     }

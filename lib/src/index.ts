@@ -16,6 +16,9 @@ export type { PaymentInfo, X402PaymentInfo, TokenPaymentInfo, PaymentEvent } fro
 export { PAYWALL_PAGE_CSP, type PaywallPageOptions, type PaywallPageContext, type PaywallPageSetting } from "./adapters/express/paywall-page.js";
 export { paymentsRouter, type PaymentsRouterOptions, type PaymentsApiOptions } from "./adapters/express/payments-router.js";
 export type { PublicPayment } from "./core/payment-object.js";
+export type { PaymentHooks, PaymentHookContext, VerifiedHookContext, HookAbort } from "./core/hooks.js";
+export type { PaymentRequiredBody, PaymentRequiredBodyContext } from "./core/bodies.js";
+export type { ProtectedRequestContext, ProtectedRequestResult } from "./adapters/express/protected-request.js";
 
 // Settlement and on-chain checks
 export { relayerSettler, type RelayerSettlerOptions, type RelayerSettler } from "./chain/relayer.js";
@@ -23,6 +26,7 @@ export { facilitatorSettler, type FacilitatorOptions, type FacilitatorSettler } 
 export type { Settler, SettleRequest, SettleResult, ChainReader, ExactAuthorization } from "./chain/settler.js";
 export { createChainReader, type ChainReaderOptions } from "./chain/reader.js";
 export { chainChecker, type PaymentChecker } from "./core/checker.js";
+export { settlerByNetwork, type PaymentOption, type NetworkSettler, type NetworkSettlerEntry } from "./core/offers.js";
 
 // Stores (SqliteStore: "server402/sqlite", RedisStore: "server402/redis", PostgresStore: "server402/postgres")
 export { MemoryStore, type MemoryStoreOptions } from "./state/memory.js";

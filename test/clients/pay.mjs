@@ -85,6 +85,19 @@ const clients = {
       await mcp.close();
     }
   },
+  /** @x402/axios 2.11 (the official v2 axios client, with @x402/core 2.11) and @x402/evm 2.11's exact scheme. */
+  async "@x402/axios"() {
+    const { default: axios } = await import("axios");
+    const { wrapAxiosWithPayment, x402Client } = await import("@x402/axios");
+    const { ExactEvmScheme } = await import("@x402/evm/exact/client");
+    const { privateKeyToAccount } = await import("viem/accounts");
+    const api = wrapAxiosWithPayment(axios.create(), new x402Client().register("eip155:*", new ExactEvmScheme(privateKeyToAccount(key))));
+    const res = await api.request({ url, method, data: body ? JSON.parse(body) : undefined }).catch((err) => {
+      if (err.response) return err.response;
+      throw err;
+    });
+    return { status: res.status, body: typeof res.data === "string" ? res.data : JSON.stringify(res.data), receipt: receiptOf(res.headers) };
+  },
   /** @dexterai/x402 2.0 `wrapFetch` with an EVM key; its balance check reads the local chain (RPC_URL, loopback). */
   async dexter() {
     const { wrapFetch } = await import("@dexterai/x402/client");

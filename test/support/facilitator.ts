@@ -19,7 +19,13 @@ export interface TestFacilitator {
   url: string;
   calls: { verify: number; settle: number; supported: number };
   /** Make every endpoint answer like this instead (fault injection). */
-  fault?: "down" | "garbage" | "hang" | "refuse" | "refuse-settle";
+  fault?: "down" | "garbage" | "hang" | "refuse" | "refuse-settle" | "settle-late" | "settle-drop";
+  /** `settle-late`: the settlement is made, then answered after this many ms (default 3000). `settle-drop`: made, then the connection is cut. */
+  lateMs?: number;
+  /** Runs before each /settle settles (e.g. a third party copies the authorization first). */
+  beforeSettle?: (paymentPayload: Record<string, any>) => Promise<void>;
+  /** Transaction hashes of the settlements this facilitator made (success answers, sent or not). */
+  settled: string[];
   close(): Promise<void>;
 }
 
@@ -36,7 +42,7 @@ export async function startFacilitator(chain: FacilitatorChain): Promise<TestFac
     new ExactEvmScheme(toFacilitatorEvmSigner({ ...(wallet as never as object), address: account.address } as never)),
   );
   const calls = { verify: 0, settle: 0, supported: 0 };
-  const state: TestFacilitator = { url: "", calls, close: async () => {} };
+  const state: TestFacilitator = { url: "", calls, settled: [], close: async () => {} };
   const app = express();
   app.use(express.json());
   app.use((_req, res, next) => {
@@ -64,7 +70,12 @@ export async function startFacilitator(chain: FacilitatorChain): Promise<TestFac
     if (state.fault === "refuse" || state.fault === "refuse-settle") return void res.json({ success: false, errorReason: "insufficient_funds", transaction: "", network: "base-sepolia" });
     const { paymentPayload, paymentRequirements } = req.body;
     try {
-      res.json(paymentPayload.x402Version === 1 ? await settleV1(wallet as never, paymentPayload, paymentRequirements) : await v2.settle(paymentPayload, paymentRequirements));
+      await state.beforeSettle?.(paymentPayload);
+      const answer = paymentPayload.x402Version === 1 ? await settleV1(wallet as never, paymentPayload, paymentRequirements) : await v2.settle(paymentPayload, paymentRequirements);
+      if (answer.success && answer.transaction) state.settled.push(answer.transaction);
+      if (state.fault === "settle-drop") return void res.socket?.destroy();
+      if (state.fault === "settle-late") await new Promise((r) => setTimeout(r, state.lateMs ?? 3000));
+      if (!res.writableEnded && !res.destroyed) res.json(answer);
     } catch (err) {
       res.json({ success: false, errorReason: "unexpected_settle_error", errorMessage: String(err).slice(0, 200), transaction: "", network: paymentRequirements?.network ?? "" });
     }

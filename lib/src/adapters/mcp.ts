@@ -46,6 +46,7 @@ import type { PaymentRequiredV2, SettleResponse } from "../protocol/types.js";
 import type { StoredPayment } from "../state/store.js";
 import type { PaywallMiddleware } from "./express/paywall.js";
 import { importOptional } from "../optional.js";
+import { holdToolResult, replayToolCall } from "./mcp-held.js";
 
 /** zod at run time (the MCP SDK installs it); a missing install is a one-line MissingDependencyError. */
 const { z: zod } = await importOptional<typeof import("zod/v4")>("zod/v4", "@modelcontextprotocol/sdk zod", "server402/mcp");
@@ -288,22 +289,27 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
       if (version !== 1 && version !== 2) throw new PaymentError("invalid_x402_version", `_meta["${key}"].x402Version must be 1 or 2, got ${JSON.stringify(version)}.`);
       attempt = await engine.verifyX402(version, payload, offer, serviceId);
     } catch (err) {
-      return refusal(offer, err);
+      // issue 14 B10: a retry of a tool call whose answer was held while its settlement was pending
+      const replay = await replayToolCall(engine, err, offer, (payment) => runHandler(args, { payment, validated, signal: extra.signal, extra }));
+      if (replay?.kind === "paid") return withMeta(replay.result, receiptMeta(replay.response, replay.info));
+      return refusal(offer, replay?.error ?? err);
     }
     const ctx: PaidToolContext<V> = { payment: attempt.info, validated, signal: extra.signal, extra };
-    const summary = () => ({ method: "x402", payer: attempt.info.payer, amount: attempt.info.amount, network: attempt.info.network, transaction: attempt.info.transaction });
     // the receipt goes where the client's family looks for it (the dotted key's clients read the dotted one)
-    const receiptMeta = (receipt: SettleResponse) => ({
-      [MCP_META.paymentResponse]: receipt,
-      ...(key === MCP_META.paymentDotted ? { [MCP_META.paymentResponseDotted]: receipt } : {}),
-      [MCP_META.server402Payment]: summary(),
-    });
+    function receiptMeta(receipt: SettleResponse, info = attempt.info) {
+      return {
+        [MCP_META.paymentResponse]: receipt,
+        ...(key === MCP_META.paymentDotted ? { [MCP_META.paymentResponseDotted]: receipt } : {}),
+        [MCP_META.server402Payment]: { method: "x402", payer: info.payer, amount: info.amount, network: info.network, transaction: info.transaction },
+      };
+    }
 
     if (route.settlement === "before") {
       let receipt: SettleResponse;
       try {
         receipt = settleResponse(attempt, await engine.settleX402(attempt));
       } catch (err) {
+        if (err instanceof SettlementError && err.pending) await holdToolResult(engine, attempt, "run"); // issue 14 B10
         return refusal(offer, err, attempt);
       }
       const result = await runHandler(args, ctx);
@@ -317,8 +323,11 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
     }
     try {
       const receipt = settleResponse(attempt, await engine.settleX402(attempt));
+      // issue 14 B10: the client went away while the transfer was settled: keep its paid result for a retry with the same payment
+      if (extra.signal.aborted) await holdToolResult(engine, attempt, result);
       return withMeta(result, receiptMeta(receipt));
     } catch (err) {
+      if (err instanceof SettlementError && err.pending) await holdToolResult(engine, attempt, result); // issue 14 B10
       return refusal(offer, err, attempt);
     }
   }

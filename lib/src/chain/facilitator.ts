@@ -7,6 +7,7 @@ import { ChainError, PaymentError, SettlementError } from "../errors.js";
 import type { PaymentChecker } from "../core/checker.js";
 import type { SettleRequest, SettleResult, Settler } from "./settler.js";
 import { validateFacilitatorOptions } from "./settler-options.js";
+import { settlementLookup, type SettlementLookup } from "./settlement-lookup.js";
 
 export interface FacilitatorOptions {
   /** Base URL, e.g. "https://x402.org/facilitator". Trailing slash ignored. */
@@ -15,6 +16,18 @@ export interface FacilitatorOptions {
   timeoutMs?: number;
   /** Extra headers per endpoint (e.g. CDP JWTs). Called for every request. */
   createAuthHeaders?: (endpoint: "verify" | "settle" | "supported") => Record<string, string> | Promise<Record<string, string>>;
+  /**
+   * JSON-RPC endpoint of the chain the facilitator settles on (issue 14 B10).
+   * With it, a settlement whose outcome the facilitator left unknown (no
+   * answer in time, a cut connection, an answer that is not x402) is looked
+   * up on the chain instead of given up: the authorization used by the
+   * authorized transfer means settled (with that transaction's hash), also
+   * when a third party's copy of it was mined first; the reconciler confirms
+   * pending ones the same way, never settling twice. Without it, a
+   * facilitator that cut the connection counts as a failure and the
+   * reconciler asks the facilitator again.
+   */
+  rpcUrl?: string;
 }
 
 /** A facilitator client that is also a `Settler`. */
@@ -42,9 +55,11 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
   async function call(endpoint: "verify" | "settle" | "supported", body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
     let res: Response;
     let text: string;
+    let sending = false;
     try {
       const headers: Record<string, string> = { accept: "application/json", ...(await opts.createAuthHeaders?.(endpoint)) };
       if (body !== undefined) headers["content-type"] = "application/json";
+      sending = true;
       res = await fetch(`${root}/${endpoint}`, {
         method: body === undefined ? "GET" : "POST",
         headers,
@@ -55,27 +70,32 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
       text = await res.text();
     } catch (err) {
       const timedOut = (err as Error | undefined)?.name === "TimeoutError";
-      throw new FacilitatorUnavailable(`facilitator /${endpoint} ${timedOut ? "did not answer in time" : `failed: ${(err as Error).message}`}`, timedOut, err);
+      const unavailable = new FacilitatorUnavailable(`facilitator /${endpoint} ${timedOut ? "did not answer in time" : `failed: ${(err as Error).message}`}`, timedOut, err);
+      throw sending ? unavailable : Object.assign(unavailable, { notSent: true });
     }
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch {
-      throw new FacilitatorUnavailable(`facilitator /${endpoint} answered HTTP ${res.status} with a body that is not JSON`);
+      throw Object.assign(new FacilitatorUnavailable(`facilitator /${endpoint} answered HTTP ${res.status} with a body that is not JSON`), { status: res.status });
     }
     if (!json || typeof json !== "object") throw new FacilitatorUnavailable(`facilitator /${endpoint} answered HTTP ${res.status} with a non-object`);
     return { status: res.status, json: json as Record<string, unknown> };
   }
 
   const bodyOf = (req: SettleRequest) => ({ x402Version: req.x402Version, paymentPayload: req.payload, paymentRequirements: req.requirements });
+  // issue 14 B10: outcomes the facilitator left unknown are read from the chain (see FacilitatorOptions.rpcUrl)
+  const lookup = opts.rpcUrl ? chainLookup(settlementLookup(opts.rpcUrl, Math.ceil(timeoutMs / 3))) : undefined;
 
   const settler: FacilitatorSettler = {
     kind: "facilitator",
     async settle(req: SettleRequest): Promise<SettleResult> {
+      const started = Date.now();
       let r;
       try {
         r = await call("settle", bodyOf(req));
       } catch (err) {
+        if (lookup && !neverReached(err)) return lookup.unknownOutcome(req, err, timeoutMs);
         const timedOut = err instanceof FacilitatorUnavailable && err.timedOut;
         const detail = err instanceof FacilitatorUnavailable ? err.message : `facilitator /settle failed: ${(err as Error).message}`;
         throw new SettlementError(timedOut ? "settlement_pending" : "unexpected_settle_error", timedOut ? `facilitator /settle did not answer within ${timeoutMs} ms; the transfer may still happen.` : "the facilitator could not be reached.", { pending: timedOut, cause: err, detail });
@@ -85,6 +105,11 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
         return { transaction: j.transaction as Hex, network: req.network, payer: (typeof j.payer === "string" ? j.payer : req.authorization.from) as Address };
       }
       const reason = typeof j.errorReason === "string" ? j.errorReason : "unexpected_settle_error";
+      // a refusal while the authorization was used (e.g. a copy of it front-ran the facilitator's transaction): paid as signed
+      if (lookup && reason !== "settlement_pending") {
+        const used = await lookup.usedSince(req, started, reason);
+        if (used) return used;
+      }
       // The facilitator's own text goes to `detail` (logs); clients get its reason code.
       throw new SettlementError(reason, `the facilitator refused the settlement: ${reason}`, {
         detail: `facilitator /settle refused (HTTP ${r.status}): ${reason}${typeof j.errorMessage === "string" ? `: ${j.errorMessage}` : ""}`,
@@ -107,7 +132,64 @@ export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler
       return { check: (req) => facilitatorVerify(settler, req) };
     },
   };
+  if (lookup) {
+    settler.confirm = (req, transaction) => lookup.outcome(req, transaction, () => settler.settle(req));
+    settler.lookup = (req) => lookup.outcome(req, undefined, () => settler.settle(req));
+  }
   return settler;
+}
+
+/** True when a /settle request certainly never reached the facilitator, or was refused before processing (so nothing can have been settled). */
+function neverReached(err: unknown): boolean {
+  const { notSent, status } = err as { notSent?: boolean; status?: number };
+  if (notSent || (status !== undefined && status >= 400 && status < 500)) return true; // not sent, or refused (e.g. 401): not processed
+  const causes: unknown[] = [];
+  for (let e: unknown = err, i = 0; e && i < 5; e = (e as { cause?: unknown }).cause, i++) causes.push(e);
+  return causes.some((e) => /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT)$/.test(String((e as { code?: unknown }).code ?? "")));
+}
+
+/** The settlement lookup as the facilitator settler uses it: only for requests on the lookup's chain. */
+function chainLookup(l: SettlementLookup) {
+  const sameChain = async (req: SettleRequest) => (await l.chainId()) === req.chainId;
+  return {
+    /** Confirm from the chain; a request on another chain is asked of the facilitator again (`otherwise`). */
+    async outcome(req: SettleRequest, transaction: string | undefined, otherwise: () => Promise<SettleResult>): Promise<SettleResult | undefined> {
+      if (!(await sameChain(req))) return otherwise();
+      return l.outcome(req, transaction);
+    },
+    /** After a refusal: a use of the authorization since `startedMs`; an RPC failure makes the outcome unknown (pending). */
+    async usedSince(req: SettleRequest, startedMs: number, reason: string): Promise<SettleResult | undefined> {
+      try {
+        if (!(await sameChain(req))) return undefined;
+        return await l.usedSince(req, startedMs);
+      } catch (err) {
+        throw new SettlementError("settlement_pending", "the facilitator refused the settlement and the chain could not be asked whether the transfer happened; retry later with the same payment.", {
+          pending: true,
+          cause: err,
+          detail: `facilitator /settle refused (${reason}); the settlement lookup failed: ${(err as Error)?.message ?? String(err)}`,
+        });
+      }
+    },
+    /** The facilitator was reached but its answer is unknown: settled if the chain already shows it, else pending (the reconciler looks again). */
+    async unknownOutcome(req: SettleRequest, err: unknown, timeoutMs: number): Promise<SettleResult> {
+      const timedOut = err instanceof FacilitatorUnavailable && err.timedOut;
+      const why = err instanceof FacilitatorUnavailable ? err.message : `facilitator /settle failed: ${(err as Error)?.message ?? String(err)}`;
+      try {
+        if (await sameChain(req)) {
+          const found = await l.outcome(req);
+          if (found) return found;
+        }
+      } catch (lookupErr) {
+        // a payer's cancel is final; RPC trouble leaves it pending
+        if (lookupErr instanceof SettlementError && lookupErr.reason === "settlement_canceled") throw lookupErr;
+      }
+      throw new SettlementError(
+        "settlement_pending",
+        timedOut ? `facilitator /settle did not answer within ${timeoutMs} ms; the transfer may still happen.` : "the facilitator's answer was lost; the transfer may still happen.",
+        { pending: true, cause: err, detail: `${why} (outcome unknown: looked up on the chain until settled or expired)` },
+      );
+    },
+  };
 }
 
 /** A facilitator that could not be reached or answered something that is not x402 (code `chain_unavailable`). */

@@ -458,6 +458,8 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
       unresolved.delete(key);
       throw new SettlementError("settlement_dropped", `transaction ${hash} was dropped and the authorization is unused: nothing was transferred`, { transaction: hash });
     },
+    // issue 14 B11: a settlement whose hash was never recorded (its process died): the transaction that used the authorization, nothing sent
+    lookup: (req: SettleRequest) => usedBy(req),
   };
 
   /**

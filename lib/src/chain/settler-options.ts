@@ -64,6 +64,7 @@ export function validateFacilitatorOptions(opts: unknown): void {
   const o = opts as Record<string, unknown>;
   checkHttpUrl(o.url, "facilitator.url", "https://x402.org/facilitator");
   checkMs(o.timeoutMs, "facilitator.timeoutMs", 1, 600_000);
+  if (o.rpcUrl !== undefined) checkHttpUrl(o.rpcUrl, "facilitator.rpcUrl", "https://sepolia.base.org");
   if (o.createAuthHeaders !== undefined && typeof o.createAuthHeaders !== "function") {
     throw new ConfigError("facilitator.createAuthHeaders", "must be a function (endpoint) => headers, e.g. () => ({ authorization: `Bearer ${process.env.FACILITATOR_TOKEN}` }).");
   }

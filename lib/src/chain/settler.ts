@@ -74,6 +74,15 @@ export interface Settler {
    * dropped with the authorization unused). The reconciler uses it.
    */
   confirm?(req: SettleRequest, transaction: string): Promise<SettleResult | undefined>;
+  /**
+   * Optional (issue 14 B10): the outcome of a transfer `settle` left pending
+   * without a transaction hash (e.g. a facilitator that did not answer in
+   * time), read without sending anything: resolves the result once the
+   * authorization was used by the authorized transfer, undefined while it may
+   * still be; throws a `SettlementError` (not pending) once it certainly
+   * failed. Without it the reconciler calls `settle` again.
+   */
+  lookup?(req: SettleRequest): Promise<SettleResult | undefined>;
 }
 
 /**

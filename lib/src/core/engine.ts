@@ -17,6 +17,8 @@ import type { LedgerEntry, PayerClaimFailure, ReserveResult, Store, StoredPaymen
 import { hashToken, isWellFormedToken } from "../state/tokens.js";
 import { ExpiringMap, resolveLimits, TokenBucket, type AbuseLimits, type ResolvedLimits } from "./limits.js";
 import { Reconciler, requestToJson, type PaidPayment, type SettlementRecord } from "./reconciler.js";
+import { chooseOffer } from "./offers.js";
+import { HookRunner, type PaymentHookContext, type PaymentHooks, type VerifiedHookContext } from "./hooks.js";
 
 /** What a paid handler sees as `req.payment`. */
 export type PaymentInfo = X402PaymentInfo | TokenPaymentInfo;
@@ -78,7 +80,9 @@ export type PaymentEvent =
   /** A record of money that moved could not be stored yet (it is kept in the outbox and retried): log it and count it. */
   | { type: "record_failed"; what: "ledger" | "nonce" | "payment" | "outbox" | "answer"; reason: string; resource: string; transaction?: string }
   /** The reconciler confirmed or failed a pending transfer, or stored the records it kept. */
-  | { type: "reconciled"; outcome: "settled" | "failed" | "recorded"; resource: string; transaction?: string };
+  | { type: "reconciled"; outcome: "settled" | "failed" | "recorded"; resource: string; transaction?: string }
+  /** A lifecycle hook (`hooks` option) threw: the payment was refused (gating hooks) or went on (observing hooks). */
+  | { type: "hook_failed"; hook: string; reason: string; resource: string };
 
 export interface EngineOptions {
   store: Store;
@@ -103,6 +107,17 @@ export interface EngineOptions {
   abuseLimits?: AbuseLimits;
   /** Slow path for smart-wallet signatures (ERC-1271 / ERC-6492); without it only EOA signatures are accepted. */
   smartWallets?: SmartWalletVerifier;
+  /** Issue 14 B11: age (ms) after which a settlement's intent left in the outbox (its process died) is looked up on the chain. Default 120 000. */
+  settlementIntentAgeMs?: number;
+  /**
+   * Issue 14: the longest one paid answer waits for the store's records of its settlement (the intent
+   * before, the ledger, nonce and outbox writes after; a store retrying each write through an outage
+   * could otherwise add up), ms. Past it the answer is sent, the writes go on and the reconciler
+   * finishes them; the intent, stored first, keeps them safe from a crash. Default 10 000.
+   */
+  recordWaitMs?: number;
+  /** Lifecycle hooks around verification and settlement (see core/hooks.ts for what they may do). */
+  hooks?: PaymentHooks;
 }
 
 /** A confirmed x402 settlement: whether its records were all stored now (else the outbox keeps them), and the prepaid payment it paid. */
@@ -136,6 +151,8 @@ interface HeldRef {
   lockKey: string;
   payer: Address;
   version: 1 | 2;
+  /** The receipt's network: the option the payment was matched to (a route may offer several). */
+  network?: string;
 }
 
 /** A store with the same-tick token calls. */
@@ -161,6 +178,7 @@ export class PaymentEngine {
   private readonly reconciler: Reconciler;
   private readonly heldMaxBytes: number;
   private readonly heldTtlMs: number;
+  private readonly recordWaitMs: number;
   // --- abuse limits (issue 14, A5–A7): what this process remembers to refuse before any store write or RPC ---
   private readonly limits: ResolvedLimits;
   /** lockKey → refusal, for authorizations found used or out of retries (until their lock would expire) */
@@ -176,6 +194,7 @@ export class PaymentEngine {
   /** token hash → consecutive failed runs, and until when it is refused */
   private readonly tokenFailures = new ExpiringMap<{ count: number; until: number; cooldown: number }>();
   private readonly smartWallets?: SmartWalletVerifier;
+  private readonly hooks?: HookRunner;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -189,12 +208,14 @@ export class PaymentEngine {
     this.limits = resolveLimits(opts.abuseLimits);
     this.newPayerChecks = new TokenBucket(this.limits.newPayerChecksPerSecond, 2 * this.limits.newPayerChecksPerSecond, this.now());
     this.smartWallets = opts.smartWallets && this.budgeted(opts.smartWallets);
+    if (opts.hooks) this.hooks = new HookRunner(opts.hooks, (hook, err, resource) => this.emit({ type: "hook_failed", hook, reason: err instanceof Error ? err.message : String(err), resource }));
     const st = opts.store;
     if (typeof st.reserveCallSync === "function" && typeof st.commitCallSync === "function" && typeof st.releaseCallSync === "function") {
       this.syncStore = st as SyncTokenStore;
     }
     this.heldMaxBytes = opts.heldAnswerMaxBytes ?? 1 << 20;
     this.heldTtlMs = opts.heldAnswerTtlMs ?? 3600_000;
+    this.recordWaitMs = opts.recordWaitMs ?? 10_000;
     this.reconciler = new Reconciler({
       store: st,
       settler: opts.settler,
@@ -202,6 +223,7 @@ export class PaymentEngine {
       now: this.now,
       graceSeconds: this.lockMargin,
       intervalMs: opts.reconcileIntervalMs ?? 5000,
+      intentAgeMs: opts.settlementIntentAgeMs,
     });
   }
 
@@ -217,9 +239,13 @@ export class PaymentEngine {
   async verifyX402(version: 1 | 2, raw: Record<string, unknown>, offer: Offer, serviceId?: string, acceptOverpayment = false): Promise<X402Attempt> {
     let locked: string | undefined;
     let verifying: string | undefined;
+    let hookCtx: PaymentHookContext | undefined;
     try {
+      // several payment options: verify, lock and settle against the one this payment names (none: refused)
+      if (offer.alternatives) offer = await chooseOffer(version, raw, offer);
       const decoded = version === 1 ? decodeV1(raw, offer) : decodeV2(raw, offer);
       const auth = decoded.authorization;
+      if (this.hooks) await this.hooks.gate("onBeforeVerify", (hookCtx = hookContext(version, raw, offer)));
       // Never take more than the price silently: v1's "at least" only where the route opted in.
       if (auth.value > offer.amount && !(version === 1 && acceptOverpayment)) {
         throw new PaymentError(
@@ -243,7 +269,7 @@ export class PaymentEngine {
       this.refuseLocally(lockKey, payerKey, auth.value);
       this.verifying.add((verifying = lockKey));
       const prior = await this.store.getNonce(lockKey);
-      if (prior) throw withHeldRef(duplicate(prior.state === "locked"), { lockKey, payer, version });
+      if (prior) throw withHeldRef(duplicate(prior.state === "locked"), { lockKey, payer, version, network: version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2 });
       const request: SettleRequest = {
         authorization: auth,
         signature: decoded.signature,
@@ -270,7 +296,7 @@ export class PaymentEngine {
       });
       if (!claim.ok) {
         const refusal = this.claimRefusal(claim.reason, claim.held, lockKey, expiresAt, auth.value, balance);
-        throw claim.reason === "used" || claim.reason === "in_use" ? withHeldRef(refusal, { lockKey, payer, version }) : refusal;
+        throw claim.reason === "used" || claim.reason === "in_use" ? withHeldRef(refusal, { lockKey, payer, version, network: version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2 }) : refusal;
       }
       locked = lockKey;
       // The pre-check vouches for the transfer only when no other payment of this payer was live
@@ -290,11 +316,13 @@ export class PaymentEngine {
         resource: offer.resource,
         serviceId,
       };
+      if (this.hooks) await this.hooks.gate("onAfterVerify", { ...hookCtx!, payment: hookPayment(info) });
       this.emit({ type: "verified", method: "x402", resource: offer.resource });
       return { decoded, request, offer, lockKey, info };
     } catch (err) {
       if (locked) await this.store.releaseNonce(locked).catch(() => {});
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "verify", resource: offer.resource });
+      if (this.hooks) await this.hooks.observe("onVerifyFailure", { ...(hookCtx ?? hookContext(version, raw, offer)), error: err as Error });
       throw err;
     } finally {
       if (verifying) this.verifying.delete(verifying);
@@ -396,25 +424,75 @@ export class PaymentEngine {
   async settleX402(attempt: X402Attempt, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">, pays?: PaidPayment): Promise<X402Settlement> {
     const { offer } = attempt;
     const started = this.now();
+    // issue 14 B11: the intent is stored before money moves (found after a crash even if the records are refused later); a store that refuses it refuses the payment
+    // one deadline for this settlement's store writes: what the intent leaves of recordWaitMs goes to the records after the transfer
+    let storeBudget = this.recordWaitMs;
+    try {
+      const wrote = await this.withinRecordWait(this.reconciler.writeIntent(this.recordOf(attempt, "intent", started, undefined, ledgerExtra, pays)), storeBudget);
+      if (wrote === LATE) throw new StoreError("server402: the store did not take the settlement's intent in time; nothing was charged.");
+      storeBudget -= this.now() - started;
+    } catch (err) {
+      await this.store.releaseNonce(attempt.lockKey).catch(() => {});
+      this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: offer.resource });
+      throw err;
+    }
     let result: SettleResult;
     try {
+      if (this.hooks) await this.hooks.gate("onBeforeSettle", verifiedContext(attempt));
       result = await this.settler.settle(attempt.request);
     } catch (err) {
       if (err instanceof SettlementError && err.pending) {
-        await this.store.setNonceState(attempt.lockKey, "pending", err.transaction).catch((e: unknown) => this.recordFailed("nonce", e, offer.resource, err.transaction));
-        await this.reconciler.keep(this.recordOf(attempt, "pending", started, err.transaction, ledgerExtra, pays));
+        const pending = this.recordOf(attempt, "pending", started, err.transaction, ledgerExtra, pays);
+        const recording = (async () => {
+          await this.store.setNonceState(attempt.lockKey, "pending", err.transaction).catch((e: unknown) => this.recordFailed("nonce", e, offer.resource, err.transaction));
+          await this.reconciler.keep(pending);
+        })();
+        if ((await this.withinRecordWait(recording, storeBudget)) === LATE) this.recordLate(pending);
       } else {
         await this.store.releaseNonce(attempt.lockKey).catch(() => {});
+        await this.reconciler.dropIntent(attempt.lockKey);
       }
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: offer.resource });
+      if (this.hooks) await this.hooks.observe("onSettleFailure", { ...verifiedContext(attempt), error: err as Error });
       throw err;
     }
     attempt.info.transaction = result.transaction;
     const rec = this.recordOf(attempt, "settled", started, result.transaction, ledgerExtra, pays);
-    const written = await this.reconciler.write(rec);
-    if (!written.ok) await this.reconciler.keep(rec);
+    const recording = (async () => {
+      const w = await this.reconciler.write(rec);
+      if (!w.ok) await this.reconciler.keep(rec);
+      else await this.reconciler.dropIntent(attempt.lockKey);
+      return w;
+    })();
+    let written = await this.withinRecordWait(recording, storeBudget);
+    if (written === LATE) written = this.recordLate(rec);
     this.emit({ type: "settled", method: "x402", amount: attempt.info.amount, asset: offer.asset.address, durationMs: this.now() - started, resource: offer.resource });
+    if (this.hooks) await this.hooks.observe("onAfterSettle", { ...verifiedContext(attempt), transaction: result.transaction });
     return { ...result, recorded: written.ok, payment: written.payment };
+  }
+
+  /** `work`, or LATE once `left` ms have passed (the work goes on). */
+  private async withinRecordWait<T>(work: Promise<T>, left: number): Promise<T | typeof LATE> {
+    if (left <= 0) {
+      work.catch(() => {});
+      return LATE;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<typeof LATE>((resolve) => {
+      timer = setTimeout(() => resolve(LATE), left);
+    });
+    try {
+      return await Promise.race([work, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The records of `rec` were not stored by the deadline: answer now, keep them in memory too (its intent is in the store). */
+  private recordLate(rec: SettlementRecord): { ok: false; payment?: StoredPayment } {
+    this.reconciler.remember(rec);
+    this.emit({ type: "record_failed", what: "outbox", reason: "record_timeout", resource: rec.ledger.resource, transaction: rec.transaction });
+    return { ok: false };
   }
 
   private recordOf(attempt: X402Attempt, state: SettlementRecord["state"], startedAt: number, transaction: string | undefined, ledgerExtra?: Pick<LedgerEntry, "paymentId" | "serviceId">, pays?: PaidPayment): SettlementRecord {
@@ -506,7 +584,7 @@ export class PaymentEngine {
         await this.reconcile();
         nonce = await this.store.getNonce(ref.lockKey);
       }
-      const network = ref.version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2;
+      const network = ref.network ?? (ref.version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2);
       if (nonce?.state === "settled" && nonce.transaction) {
         const response: SettleResponse = { success: true, transaction: nonce.transaction, network, payer: ref.payer };
         if (answer.status !== 0) return { kind: "paid", answer, response };
@@ -678,6 +756,30 @@ export class PaymentEngine {
     this.tokenRun(attempt.tokenHash, false);
     await this.store.releaseCall(attempt.reservationId).catch(() => {});
   }
+}
+
+/** What `withinRecordWait` answers once the deadline passed. */
+const LATE = Symbol("server402.late");
+
+/** What a lifecycle hook sees of a payment before it is verified. */
+function hookContext(version: 1 | 2, raw: Record<string, unknown>, offer: Offer): PaymentHookContext {
+  const requirements = (version === 1 ? toRequirementsV1(offer) : toRequirementsV2(offer)) ?? {};
+  return { resource: offer.resource, x402Version: version, paymentPayload: raw, requirements: requirements as unknown as Record<string, unknown> };
+}
+
+function hookPayment(info: X402PaymentInfo): VerifiedHookContext["payment"] {
+  return { payer: info.payer, amount: info.amount, asset: info.asset, network: info.network, nonce: info.nonce, serviceId: info.serviceId };
+}
+
+/** What a lifecycle hook sees of a verified payment. */
+function verifiedContext(attempt: X402Attempt): VerifiedHookContext {
+  return {
+    resource: attempt.offer.resource,
+    x402Version: attempt.decoded.x402Version,
+    paymentPayload: attempt.decoded.payload as unknown as Record<string, unknown>,
+    requirements: (attempt.request.requirements ?? {}) as unknown as Record<string, unknown>,
+    payment: hookPayment(attempt.info),
+  };
 }
 
 /** A refused copy of an authorization that is locked (`inUse`) or was used. */

@@ -11,7 +11,9 @@ export interface AbuseLimits {
    * How many times a payment (an x402 authorization, or a token call) that was
    * given back after a failed run may be tried again. The next try is refused
    * without running the handler: an authorization for good (sign a new one), a
-   * token for a cooldown. Default 2.
+   * token for a cooldown. Default 2. An authorization's count is kept in the
+   * store (exact across instances); a token's is kept per process, so with N
+   * instances a failing token runs at most N × (1 + maxRetries) times per cooldown.
    */
   maxRetries?: number;
   /** x402 payments one payer may have running at once (verified, not yet settled or given back). Default 4. */

@@ -12,6 +12,9 @@ import type { AbuseLimits } from "./limits.js";
 import { resolveNetwork, requireAddress, type AssetInfo, type NetworkInfo } from "../protocol/networks.js";
 import { resolvePrice, type AtomicPrice, type PriceInput, type ResolvedPrice } from "../protocol/price.js";
 import type { Store } from "../state/store.js";
+import { resolveOptions, type PaymentOption, type ResolvedOption } from "./offers.js";
+import { hookProblem, type PaymentHooks } from "./hooks.js";
+import { checkPaymentRequiredBody, type PaymentRequiredBody } from "./bodies.js";
 
 /** Where the prepaid payments API is served and advertised unless `paymentsPath` says otherwise. */
 export const DEFAULT_PAYMENTS_PATH = "/api/payments";
@@ -21,8 +24,17 @@ export type RoutePrice<Req> = PriceInput | ((req: Req) => PriceInput | Promise<P
 
 /** One priced route. */
 export interface RouteOptions<Req = unknown> {
-  /** "$0.20", "0.20", `{ amount: "200000", asset }`, or `(req) => price`. The amount offered is exactly the amount verified and charged. */
-  price: RoutePrice<Req>;
+  /** "$0.20", "0.20", `{ amount: "200000", asset }`, or `(req) => price`. The amount offered is exactly the amount verified and charged. Optional when every `accepts` option has its own price. */
+  price?: RoutePrice<Req>;
+  /**
+   * Several payment options (the v2 `accepts` list), e.g. USDC on two
+   * networks: `[{ network: "base", price: "$0.01" }, { network: "base-sepolia", price: "$0.01" }]`.
+   * Each option's missing fields come from the route, then the paywall;
+   * prices must be static. A payment is matched to exactly one option and
+   * verified and settled against it; several networks need
+   * `settler: settlerByNetwork({...})`.
+   */
+  accepts?: PaymentOption[];
   /** Human description, shown to clients in the 402 and in catalogs. */
   description?: string;
   /** MIME type of the paid response. Default "application/json". */
@@ -57,6 +69,8 @@ export interface RouteOptions<Req = unknown> {
   acceptOverpayment?: boolean;
   /** This route's handler deadline in ms (overrides the paywall's `handlerTimeoutMs`). */
   handlerTimeoutMs?: number;
+  /** Fields added to this route's 402 JSON bodies (overrides the paywall's); the x402 fields and header are untouched. */
+  paymentRequiredBody?: PaymentRequiredBody;
 }
 
 /**
@@ -109,6 +123,10 @@ export interface PaymentOptions {
   paymentsPath?: string;
   /** Receives payment events (metrics). Must not throw. */
   onEvent?: (e: PaymentEvent) => void;
+  /** Lifecycle hooks: before/after verify, verify failure, before/after settle, settle failure (see `PaymentHooks`). */
+  hooks?: PaymentHooks;
+  /** Fields added to every route's 402 JSON bodies, e.g. `{ docs: "https://..." }` or `(ctx) => ({ ... })`; the x402 fields and header are untouched. */
+  paymentRequiredBody?: PaymentRequiredBody;
 
   // --- abuse limits (issue 14, A5–A7) ---
   /** Retries of failed payments, work in flight per payer, and the budget of chain checks for unpaid traffic; see `AbuseLimits` for the defaults. */
@@ -133,6 +151,10 @@ export interface ResolvedRoute<Req> {
   tokenTtl: number;
   /** The v1 `outputSchema` advertised for this route; `method` is the request's when the key names no verb. */
   outputSchema(method: string): Record<string, unknown>;
+  /** The payment options after the first, when the route has an `accepts` list of several (the first is `network`/`payTo`/`staticPrice`). */
+  alternatives?: readonly ResolvedOption[];
+  /** Custom fields of this route's 402 bodies (the route's option, else the paywall's). */
+  paymentRequiredBody?: PaymentRequiredBody;
 }
 
 /** Build the v1 `outputSchema` of a route once per HTTP method. */
@@ -153,6 +175,19 @@ function outputSchemaOf<Req>(key: string, r: RouteOptions<Req>): (method: string
 
 const DEFAULT_NETWORK = "base-sepolia";
 
+/** The first-option price objects of routes with several options, and the other options. */
+const optionPrices = new WeakMap<ResolvedPrice, readonly ResolvedOption[]>();
+
+/**
+ * The other payment options an offer for `route` carries: the route's own,
+ * only while its price is the route's own first option. A copy of the route
+ * with another price (a prepaid payment for several calls) offers that price
+ * alone, never the per-call prices of the other options.
+ */
+export function alternativesOf<Req>(route: ResolvedRoute<Req>): readonly ResolvedOption[] | undefined {
+  return route.staticPrice ? optionPrices.get(route.staticPrice) : undefined;
+}
+
 /** Validate the shared options (without routes). */
 export function validateShared(o: PaymentOptions): void {
   if (!o || typeof o !== "object") throw new ConfigError("options", "pass an options object.");
@@ -172,6 +207,9 @@ export function validateShared(o: PaymentOptions): void {
     throw new ConfigError("tokenLeaseMs", "must be whole milliseconds from 1000 to 3600000 (longer than your slowest handler).");
   }
   checkDeadline(o.handlerTimeoutMs, "handlerTimeoutMs");
+  checkPaymentRequiredBody("paymentRequiredBody", o.paymentRequiredBody);
+  const hooks = hookProblem(o.hooks);
+  if (hooks) throw new ConfigError("hooks", hooks);
   if (o.publicUrl !== undefined && !/^https?:\/\/[^/\s]+$/.test(o.publicUrl)) {
     throw new ConfigError("publicUrl", `must be an origin like "https://api.example.com" (no path, no trailing slash), got ${JSON.stringify(o.publicUrl)}.`);
   }
@@ -205,7 +243,7 @@ function checkLease<Req>(at: string, r: RouteOptions<Req>, o: PaymentOptions): v
 export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentOptions): ResolvedRoute<Req> {
   const at = `routes[${JSON.stringify(key)}]`;
   if (!r || typeof r !== "object") throw new ConfigError(at, "must be an object with at least { price }.");
-  if (r.price === undefined || r.price === null) throw new ConfigError(`${at}.price`, `is required, e.g. "$0.20".`);
+  if ((r.price === undefined || r.price === null) && r.accepts === undefined) throw new ConfigError(`${at}.price`, `is required, e.g. "$0.20".`);
   const network = resolveNetwork(r.network ?? o.network ?? DEFAULT_NETWORK, r.network ? `${at}.network` : "network");
   if (o.settler) checkSettlerNetwork(o.settler, network, r.network ? `${at}.network` : "network");
   const payTo = requireAddress(r.payTo ?? o.payTo, r.payTo ? `${at}.payTo` : "payTo");
@@ -235,11 +273,22 @@ export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentO
     tokenTtl,
     outputSchema: outputSchemaOf(key, r),
   };
-  if (typeof r.price === "function") {
+  checkPaymentRequiredBody(`${at}.paymentRequiredBody`, r.paymentRequiredBody);
+  if (r.paymentRequiredBody !== undefined || o.paymentRequiredBody !== undefined) resolved.paymentRequiredBody = r.paymentRequiredBody ?? o.paymentRequiredBody;
+  if (r.accepts !== undefined) {
+    // several payment options: the first is the route's own network, payee and price; the rest ride along in every offer
+    const [first, ...rest] = resolveOptions(at, r.accepts, { price: r.price, network: r.network ?? o.network, payTo: r.payTo ?? o.payTo, maxTimeoutSeconds, asset: o.asset }, o.settler);
+    const primary: ResolvedPrice = { amount: first!.amount, asset: first!.asset };
+    Object.assign(resolved, { network: first!.network, payTo: first!.payTo, asset: first!.asset, maxTimeoutSeconds: first!.maxTimeoutSeconds, staticPrice: primary });
+    if (rest.length > 0) {
+      resolved.alternatives = rest;
+      optionPrices.set(primary, rest);
+    }
+  } else if (typeof r.price === "function") {
     resolved.priceFn = r.price;
     if (!defaultAsset) throw new ConfigError(`${at}.network`, `${network.caip2} has no default USDC; set the "asset" option.`);
   } else {
-    resolved.staticPrice = resolvePrice(r.price, defaultAsset, `${at}.price`);
+    resolved.staticPrice = resolvePrice(r.price as PriceInput, defaultAsset, `${at}.price`);
     resolved.asset = resolved.staticPrice.asset;
   }
   return resolved;

@@ -24,7 +24,11 @@ export interface PaidPayment {
 export interface SettlementRecord {
   /** The authorization's nonce lock key; also the outbox id and the ledger key (one entry per authorization). */
   lockKey: string;
-  state: "pending" | "settled";
+  /**
+   * `intent`: written before the settler is called (issue 14 B11), so a settlement whose records the store
+   * refused afterwards is still found after a crash; it is confirmed only by looking (never sent again).
+   */
+  state: "intent" | "pending" | "settled";
   transaction?: string;
   /** The settle request as JSON (bigints as strings), to confirm or retry a pending transfer. */
   request: string;
@@ -52,6 +56,8 @@ export interface ReconcilerOptions {
   graceSeconds: number;
   /** Interval of the background runs (ms); 0 = none (call `run()`). */
   intervalMs: number;
+  /** Age (ms) after which an `intent` entry's settlement is taken as abandoned (its process died) and looked up on the chain. Default 120 000. */
+  intentAgeMs?: number;
 }
 
 /** Outbox entries handled per run. */
@@ -154,6 +160,27 @@ export class Reconciler {
     }
   }
 
+  /**
+   * Issue 14 B11: put the settlement's intent in the store before any money moves. Throws the
+   * store's error when it refuses: then the settlement must not start (the answer is refused).
+   */
+  async writeIntent(rec: SettlementRecord): Promise<void> {
+    await this.o.store.putOutbox(rec.lockKey, JSON.stringify(rec));
+  }
+
+  /**
+   * Issue 14: a record whose writes did not finish by the engine's deadline is answered for now and
+   * kept in memory too (its intent is in the store); the writes go on and the reconciler finishes them.
+   */
+  remember(rec: SettlementRecord): void {
+    this.unstored.set(rec.lockKey, rec);
+  }
+
+  /** The settlement failed before money moved: its intent is no longer needed (left for the reconciler if the store refuses). */
+  async dropIntent(lockKey: string): Promise<void> {
+    await this.o.store.deleteOutbox(lockKey).catch(() => {});
+  }
+
   /** One pass over the outbox (memory first). Concurrent calls share the pass in progress. */
   run(): Promise<void> {
     return (this.running ??= this.pass().finally(() => (this.running = undefined)));
@@ -183,7 +210,9 @@ export class Reconciler {
   private async one(rec: SettlementRecord, inStore: boolean): Promise<void> {
     const { store, emit } = this.o;
     const resource = rec.ledger.resource;
-    if (rec.state === "pending") {
+    // an intent is the mark of a settlement in progress: looked at only once its process is taken as gone
+    if (rec.state === "intent" && this.o.now() - rec.startedAt < (this.o.intentAgeMs ?? 120_000)) return;
+    if (rec.state === "pending" || rec.state === "intent") {
       const outcome = await this.confirm(rec);
       if (outcome === "pending") {
         if (!inStore) await this.keep(rec);
@@ -233,6 +262,11 @@ export class Reconciler {
       if (settler.confirm && rec.transaction) {
         const r = await settler.confirm(req, rec.transaction);
         if (r) return r;
+      } else if (settler.lookup) {
+        const r = await settler.lookup(req);
+        if (r) return r;
+      } else if (rec.state === "intent") {
+        // never sent again: the settler cannot look without sending, so only the authorization's expiry ends it
       } else {
         return await settler.settle(req);
       }

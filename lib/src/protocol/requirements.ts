@@ -37,6 +37,34 @@ export interface Offer {
   mimeType: string;
   /** v1 `outputSchema` (always an object; v1 clients reject null). */
   outputSchema: Record<string, unknown>;
+  /** The route's other payment options (its `accepts` list after the first); the rest of the offer is shared. */
+  alternatives?: readonly OfferOption[];
+}
+
+/** What differs between a route's payment options. */
+export interface OfferOption {
+  network: NetworkInfo;
+  asset: AssetInfo;
+  amount: bigint;
+  payTo: Address;
+  maxTimeoutSeconds: number;
+}
+
+/** Every payment option of an offer, the first being the offer itself. */
+export function offersOf(offer: Offer): Offer[] {
+  const alts = offer.alternatives;
+  if (!alts || alts.length === 0) return [offer];
+  return [offer, ...alts.map((a) => ({ ...offer, ...a, alternatives: undefined }))];
+}
+
+/** The v1 `accepts` list of an offer: every option on a network v1 clients know. */
+export function requirementsV1Of(offer: Offer): PaymentRequirementsV1[] {
+  const out: PaymentRequirementsV1[] = [];
+  for (const o of offersOf(offer)) {
+    const r = toRequirementsV1(o);
+    if (r) out.push(r);
+  }
+  return out;
 }
 
 /** The v1 `accepts` entry for an offer, or undefined when the network has no v1 name. */
@@ -77,7 +105,7 @@ export function toPaymentRequiredV2(offer: Offer, error: string): PaymentRequire
     x402Version: 2,
     error,
     resource: { url: offer.resource, description: offer.description, mimeType: offer.mimeType },
-    accepts: [toRequirementsV2(offer)],
+    accepts: offer.alternatives?.length ? offersOf(offer).map(toRequirementsV2) : [toRequirementsV2(offer)],
     ...(bazaar ? { extensions: { bazaar } } : {}),
   };
 }

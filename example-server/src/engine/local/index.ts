@@ -1,6 +1,7 @@
 /**
  * Embedded face-comparison engine: @vladmandic/human (BlazeFace + FaceMesh +
- * HSE FaceRes) on the TensorFlow.js WASM backend, images decoded with sharp.
+ * HSE FaceRes on a five-point aligned crop) on the TensorFlow.js WASM backend,
+ * images decoded with sharp.
  * Everything loads from node_modules; no network at run time. Inference runs
  * in worker threads so the event loop stays responsive.
  *

@@ -5,17 +5,18 @@
  * ## Confidence calibration
  *
  * Human's FaceRes descriptors are non-negative (ReLU pooling), so even
- * unrelated faces have a cosine similarity around 0.4. Cosine `c` is mapped
+ * unrelated faces have a cosine similarity around 0.4. Cosine `c` (FaceRes on
+ * the five-point aligned crop, recognizer "faceres-aligned") is mapped
  * piecewise-linearly onto Confidence 0–100 through `CALIBRATION_ANCHORS`,
  * fitted by `npm run calibrate:face` on the calibration half of real photos
  * (test/fixtures/faces/meds: 24 people, 1241 different-person pairs):
  *
  * | cosine | Confidence | meaning                                                  |
  * |--------|------------|----------------------------------------------------------|
- * | 0.0989 | 0          | mean − 3 sd of different-person cosines                  |
- * | 0.7079 | 61         | Thresholds[0]: FAR 1e-3 on the calibration pairs (measured) |
- * | 0.775  | 69         | Thresholds[1]: FAR 1e-4 (extrapolated, normal tail)      |
- * | 0.8333 | 75         | Thresholds[2]: FAR 1e-5 (extrapolated, normal tail)      |
+ * | 0.1181 | 0          | mean − 3 sd of different-person cosines                  |
+ * | 0.7041 | 61         | Thresholds[0]: FAR 1e-3 on the calibration pairs (measured) |
+ * | 0.7693 | 69         | Thresholds[1]: FAR 1e-4 (extrapolated, normal tail)      |
+ * | 0.8258 | 75         | Thresholds[2]: FAR 1e-5 (extrapolated, normal tail)      |
  * | 1      | 100        |                                                          |
  *
  * so the engine reports Alibaba's own Thresholds `[61, 69, 75]` with their
@@ -26,6 +27,18 @@ import type { FaceImageStats, DecodedImage, DetectedFace } from "./protocol.js";
 
 /** Cosine → Confidence anchors, ascending; see the module comment. */
 export const CALIBRATION_ANCHORS: readonly (readonly [cosine: number, confidence: number])[] = [
+  [0.1181, 0],
+  [0.7041, 61],
+  [0.7693, 69],
+  [0.8258, 75],
+  [1, 100],
+];
+
+/**
+ * The anchors of the previous release: FaceRes on Human's own crop (recognizer
+ * "faceres"), fitted on the calibration half the same way.
+ */
+export const HUMAN_CROP_FACERES_ANCHORS: readonly (readonly [cosine: number, confidence: number])[] = [
   [0.0989, 0],
   [0.7079, 61],
   [0.775, 69],

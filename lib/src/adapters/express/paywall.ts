@@ -12,15 +12,17 @@ import { smartWalletVerifier } from "../../chain/smart-wallet.js";
 import { chainChecker, type PaymentChecker } from "../../core/checker.js";
 import type { FacilitatorSettler } from "../../chain/facilitator.js";
 import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt, type X402Replay } from "../../core/engine.js";
-import { DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
+import { alternativesOf, DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
-import { NO_PAYMENT, NO_PAYMENT_V2, toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
+import { NO_PAYMENT, NO_PAYMENT_V2, requirementsV1Of, toPaymentRequiredV2, type Offer } from "../../protocol/requirements.js";
 import { HEADER } from "../../protocol/types.js";
 import { MemoryStore } from "../../state/memory.js";
 import type { Store, StoredPayment } from "../../state/store.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
+import { shape402Body } from "../../core/bodies.js";
+import { withProtectedRequestHook } from "./protected-request.js";
 import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, requestPath, RouteTable } from "../routes.js";
 import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
@@ -171,6 +173,7 @@ function build(options: PaymentOptions, routes: Record<string, RouteOptions<Requ
     tokenLeaseMs: options.tokenLeaseMs,
     onEvent: options.onEvent,
     abuseLimits: options.abuseLimits,
+    hooks: options.hooks,
     // smart-wallet signatures (ERC-1271 / ERC-6492) are checked on-chain through rpcUrl; without it only EOAs pay
     smartWallets: options.rpcUrl ? smartWalletVerifier({ rpcUrl: options.rpcUrl }) : undefined,
   });
@@ -280,12 +283,12 @@ function makeMiddleware(
       description: route.description,
       mimeType: route.mimeType,
       outputSchema: route.outputSchema(req?.method ?? "GET"),
+      alternatives: alternativesOf(route),
     };
   }
 
   function paymentRequired(offer: Offer, route: ResolvedRoute<Request>, error: string, base: string) {
-    const v1 = toRequirementsV1(offer);
-    const body: Record<string, unknown> = { x402Version: 1, error, accepts: v1 ? [v1] : [] };
+    const body: Record<string, unknown> = { x402Version: 1, error, accepts: requirementsV1Of(offer) };
     if (acceptTokens && route.options.serviceId) {
       body.prepaid = {
         header: "X-Payment-Token",
@@ -294,7 +297,7 @@ function makeMiddleware(
       };
     }
     // each version's `error` names the header that version pays with
-    return { body, header: encodeHeader(toPaymentRequiredV2(offer, error === NO_PAYMENT ? NO_PAYMENT_V2 : error)) };
+    return { body: shape402Body(route.paymentRequiredBody, body, offer, NO_PAYMENT), header: encodeHeader(toPaymentRequiredV2(offer, error === NO_PAYMENT ? NO_PAYMENT_V2 : error)) };
   }
 
   function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>, status = 402) {
@@ -545,7 +548,7 @@ function makeMiddleware(
     return handleOffer(req, res, next, route, resource, base, v1, v2);
   } as PaywallMiddleware;
 
-  const pw = Object.assign(middleware, {
+  const pw = Object.assign(withProtectedRequestHook(middleware, options, pick), {
     engine,
     routes: table.routes.map((r) => r.value),
     options,
