@@ -189,11 +189,14 @@ describe("package: npm pack, install outside the workspace, README Quickstart wi
       join(app, "consumer.ts"),
       `import express from "express";
 import { paywall, relayerSettler, MemoryStore, PaymentError, type PaymentInfo, type Server402ErrorCode } from "server402";
-import { SqliteStore } from "server402/sqlite";
-import { RedisStore } from "server402/redis";
-import { PostgresStore } from "server402/postgres";
+import type { RelayerSettlerOptions, ChainReaderOptions, MemoryStoreOptions } from "server402";
+// @ts-expect-error PaymentEngine is not public API
+import { PaymentEngine } from "server402";
+import { SqliteStore, type SqliteStoreOptions } from "server402/sqlite";
+import { RedisStore, type RedisStoreOptions } from "server402/redis";
+import { PostgresStore, type PostgresStoreOptions } from "server402/postgres";
 import { registerPaidTool } from "server402/mcp";
-import { startDevChain, DevChainError } from "server402/devchain";
+import { startDevChain, DevChainError, type DevChainOptions } from "server402/devchain";
 
 const app = express();
 app.use(paywall({
@@ -209,9 +212,16 @@ app.get("/weather", (req, res) => {
   const wrong: number = req.payment?.payer;
   res.json({ info, payer, wrong });
 });
+// Internals are not in the published types (issue 15): the engine, the middleware's @internal methods.
+const pw = paywall({ payTo: "0x0000000000000000000000000000000000000001", settler: relayerSettler({ rpcUrl: "http://127.0.0.1:8545", chainId: 84532, privateKey: "0x${"1".repeat(64)}" }), routes: {} });
+// @ts-expect-error PaywallMiddleware.engine is internal
+void pw.engine;
+// @ts-expect-error PaywallMiddleware.send402 is internal
+void pw.send402;
+const options: [RelayerSettlerOptions?, ChainReaderOptions?, MemoryStoreOptions?, SqliteStoreOptions?, RedisStoreOptions?, PostgresStoreOptions?, DevChainOptions?] = [];
 const code: Server402ErrorCode = new PaymentError("x", "y").code;
 const refused: unknown = new PaymentError("x", "y").payment;
-void [SqliteStore, RedisStore, PostgresStore, registerPaidTool, startDevChain, DevChainError, code, refused];
+void [SqliteStore, RedisStore, PostgresStore, registerPaidTool, startDevChain, DevChainError, code, refused, options, PaymentEngine];
 `,
     );
     await run(process.execPath, [join(app, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.json"], { cwd: app, env: cleanEnv(), timeout: 120_000 }).catch((err: { stdout?: string }) => {

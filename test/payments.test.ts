@@ -256,6 +256,10 @@ describe("prepaid payments and X-Payment-Token (real chain, real SQLite)", funct
     assert.ok(onchain.length >= 5);
     assert.ok(onchain.every((e) => /^0x[0-9a-f]{64}$/.test(e.transaction!)));
     assert.equal((await request(app).get("/api/ledger?limit=0").set("Authorization", `Bearer ${ADMIN}`)).status, 400);
+    // Empty parameters mean their defaults (issue 15: the README's `?afterId=&limit=` answered 400).
+    const empty = await request(app).get("/api/ledger?afterId=&limit=").set("Authorization", `Bearer ${ADMIN}`);
+    assert.equal(empty.status, 200);
+    assert.equal(empty.body.entries.length, entries.length);
   });
 
   it("creation is rate limited per client with 429", async () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import express from "express";
-import { ConfigError, PaymentError, decodeHeader, encodeHeader, findNetwork, parseMoney, paywall, requirePayment, resolvePrice } from "server402";
+import { ConfigError, PaymentError, decodeHeader, encodeHeader, findNetwork, paywall, requirePayment } from "server402";
+import { parseMoney, resolvePrice } from "server402/internal";
 import { compileRoute, normalizePath, requestPath, RouteTable } from "../lib/src/adapters/routes.js";
 
 describe("price parsing (exact integer math)", () => {

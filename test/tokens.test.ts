@@ -117,7 +117,7 @@ describe("PaymentEngine token calls", function () {
       settler: { kind: "none", settle: () => Promise.reject(new Error("unused")) },
     });
     assert.equal(asyncOnly.syncTokens, false);
-    assert.throws(() => asyncOnly.reserveTokenSync(token, "svc", "http://x/y"), TypeError);
+    assert.throws(() => asyncOnly.reserveTokenSync(token, "svc", "http://x/y"), (e: unknown) => e instanceof Error && (e as { code?: string }).code === "invalid_config");
     await remote.close();
   });
 

@@ -11,7 +11,8 @@
  * With SERVER402_PURE_JS_SECP256K1=1 server402 runs its pure-JS fallback.
  */
 import { randomBytes } from "node:crypto";
-import { findNetwork, recoveryBackend, TRANSFER_WITH_AUTHORIZATION_TYPES as TYPES, verifyAuthorization } from "server402";
+import { findNetwork, TRANSFER_WITH_AUTHORIZATION_TYPES as TYPES } from "server402";
+import { recoveryBackend, verifyAuthorization } from "server402/internal";
 import { verifyTypedData, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 

@@ -8,6 +8,7 @@ import type { AddressInfo } from "node:net";
 import { pino } from "pino";
 import { ConfigurationError, loadConfig } from "./config.js";
 import { startServer } from "./server.js";
+import { StartupError, type StartupReport } from "./startup.js";
 
 async function main() {
   let config;
@@ -21,7 +22,14 @@ async function main() {
     throw err;
   }
   const logger = pino({ level: config.logLevel, base: undefined });
-  const running = await startServer(config, logger);
+  // Progress on stdout as plain lines (the dev chain and the local face engine take a while); warnings on stderr.
+  const report: StartupReport = (kind, message) =>
+    kind === "warning" ? process.stderr.write(`server402 example: warning: ${message}\n`) : process.stdout.write(`server402 example: ${message}\n`);
+  // A signal while the dev chain or the face engine loads exits at once; process exit hooks stop anvil.
+  const duringStartup = (signal: NodeJS.Signals) => process.exit(signal === "SIGINT" ? 130 : 143);
+  process.once("SIGINT", duringStartup);
+  process.once("SIGTERM", duringStartup);
+  const running = await startServer(config, logger, { report });
   const { port } = running.server.address() as AddressInfo;
   const url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`;
   const lines = [
@@ -42,7 +50,6 @@ async function main() {
       `  try it          npm run demo`,
     );
   }
-  process.stdout.write(`${lines.join("\n")}\n\n`);
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -58,12 +65,19 @@ async function main() {
     logger.info("stopped");
     process.exit(0);
   };
+  process.off("SIGINT", duringStartup);
+  process.off("SIGTERM", duringStartup);
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.stdout.write(`${lines.join("\n")}\n\n`);
   await once(process, "beforeExit");
 }
 
 main().catch((err) => {
+  if (err instanceof StartupError) {
+    process.stderr.write(`server402 example: ${err.message}\n`);
+    process.exit(1);
+  }
   process.stderr.write(`server402 example failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
 });

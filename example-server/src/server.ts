@@ -2,7 +2,6 @@
  * Wire the example server together from its configuration: chain, settler,
  * store, face engine, app; listen; close cleanly.
  */
-import { mkdirSync } from "node:fs";
 import type { Server } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
@@ -14,6 +13,7 @@ import type { Config } from "./config.js";
 import type { FaceEngine } from "./engine/types.js";
 import type { ServiceSpec } from "./discovery/catalog.js";
 import { redactingLogger } from "./observability/logging.js";
+import { checkPortFree, listen, originOf, prepareDataDir, probeRpc, probeStore, StartupError, type StartupReport } from "./startup.js";
 import type { Metrics } from "./observability/metrics.js";
 
 /** A listening example server and its parts. */
@@ -42,6 +42,8 @@ export interface ServerOverrides {
   onEvent?: (e: PaymentEvent) => void;
   /** Sell these instead of service.ts's services (e.g. another price). */
   services?: readonly ServiceSpec[];
+  /** Where startup progress and warnings go (default: the logger). */
+  report?: StartupReport;
 }
 
 async function openStore(config: Config): Promise<Store> {
@@ -52,10 +54,12 @@ async function openStore(config: Config): Promise<Store> {
   }
   if (config.store === "postgres") {
     const { PostgresStore } = await import("server402/postgres");
-    return PostgresStore.open({ connectionString: config.databaseUrl!, schema: config.databaseSchema });
+    return PostgresStore.open({ connectionString: config.databaseUrl!, schema: config.databaseSchema }).catch((err: Error) => {
+      throw new StartupError("DATABASE_URL", `DATABASE_URL (${originOf(config.databaseUrl!)}) could not be opened (${err.message}): check DATABASE_URL and that PostgreSQL runs.`, { cause: err });
+    });
   }
   const { SqliteStore } = await import("server402/sqlite");
-  mkdirSync(config.dataDir, { recursive: true });
+  prepareDataDir(config.dataDir);
   return new SqliteStore({ path: config.sqlitePath });
 }
 
@@ -88,6 +92,10 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
 /** Start everything and listen on config.host:config.port. */
 export async function startServer(config: Config, baseLogger: Logger, overrides: ServerOverrides = {}): Promise<RunningServer> {
   const logger = redactingLogger(baseLogger);
+  const report: StartupReport = overrides.report ?? ((kind, message) => (kind === "warning" ? logger.warn(message) : logger.info(message)));
+  await checkPortFree(config.host, config.port);
+  if (config.devchain && !overrides.devchain) await checkPortFree("127.0.0.1", config.devchainPort, "DEVCHAIN_PORT");
+  if (config.devchain && !overrides.devchain) report("progress", "starting the dev chain (anvil + test USDC)…");
   const devchain = overrides.devchain ?? (config.devchain ? await startDevChain({ port: config.devchainPort }) : undefined);
   const cleanups: Array<() => Promise<void>> = [];
   if (devchain && !overrides.devchain) cleanups.push(() => devchain.stop());
@@ -105,9 +113,16 @@ export async function startServer(config: Config, baseLogger: Logger, overrides:
     }
     const store = await openStore(config);
     cleanups.push(() => store.close());
+    // Reachability warnings run while the face engine loads.
+    const probes = Promise.all([
+      config.store === "redis" ? probeStore(store, "REDIS_URL", config.redisUrl!, report) : undefined,
+      rpcUrl && !devchain ? probeRpc(rpcUrl, chainId, report) : undefined,
+    ]);
+    if (!overrides.engine) report("progress", `loading the face engine (${config.faceEngine}${config.faceEngine === "local" ? "; 20-30 s on a first start" : ""})…`);
     const engine = overrides.engine ?? (await openEngine(config));
     if (!overrides.engine) cleanups.push(() => engine.close());
     await engine.ready();
+    await probes;
 
     const { app, paywall, metrics } = createApp({
       config,
@@ -124,10 +139,7 @@ export async function startServer(config: Config, baseLogger: Logger, overrides:
     if (devchain) {
       app.locals.devchain = devchain;
     }
-    const server: Server = await new Promise((resolve, reject) => {
-      const s = app.listen(config.port, config.host, () => resolve(s));
-      s.once("error", reject);
-    });
+    const server: Server = await listen(app, config.host, config.port);
     server.on("clientError", answerClientError);
     server.requestTimeout = 60_000;
     server.headersTimeout = 20_000;

@@ -5,16 +5,23 @@
 
 import type { StoredPayment } from "./state/store.js";
 
+/**
+ * Every `code` a server402 error can carry, in one list (README's error table
+ * is checked against it by test/error-table.test.ts).
+ */
+export const SERVER402_ERROR_CODES = [
+  "invalid_config",
+  "missing_dependency",
+  "payment_refused",
+  "duplicate_payment",
+  "settlement_failed",
+  "store_unavailable",
+  "chain_unavailable",
+  "devchain_failed",
+] as const;
+
 /** Every `code` a server402 error can carry. */
-export type Server402ErrorCode =
-  | "invalid_config"
-  | "missing_dependency"
-  | "payment_refused"
-  | "duplicate_payment"
-  | "settlement_failed"
-  | "store_unavailable"
-  | "chain_unavailable"
-  | "devchain_failed";
+export type Server402ErrorCode = (typeof SERVER402_ERROR_CODES)[number];
 
 /** Base class of every error thrown by server402. */
 export class Server402Error extends Error {

@@ -4,7 +4,13 @@
  * settlement mode are exactly what the paywall enforces.
  */
 import type { Request } from "express";
-import { formatUnitsExact, usdCents, type PaywallMiddleware, type ResolvedRoute } from "server402";
+import { formatUnitsExact, type PaywallMiddleware, type ResolvedRoute } from "server402";
+
+/** Whole USD cents of a USD-stablecoin amount (rounded up), for display. */
+function usdCents(amount: bigint, decimals: number): number {
+  const unit = 10n ** BigInt(Math.max(decimals - 2, 0));
+  return Number((amount + unit - 1n) / unit);
+}
 import type { ServiceDefinition } from "../service.js";
 
 type Widen<T> = T extends string

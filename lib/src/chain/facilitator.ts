@@ -3,9 +3,10 @@
  * v2 bodies), usable as the settler and as the pre-handler checker.
  */
 import type { Address, Hex } from "viem";
-import { ChainError, ConfigError, PaymentError, SettlementError } from "../errors.js";
+import { ChainError, PaymentError, SettlementError } from "../errors.js";
 import type { PaymentChecker } from "../core/checker.js";
 import type { SettleRequest, SettleResult, Settler } from "./settler.js";
+import { validateFacilitatorOptions } from "./settler-options.js";
 import { settlementLookup, type SettlementLookup } from "./settlement-lookup.js";
 
 export interface FacilitatorOptions {
@@ -40,15 +41,10 @@ export interface FacilitatorSettler extends Settler {
   checker(): PaymentChecker;
 }
 
-/** Create a facilitator client. Throws ConfigError for a malformed URL. */
+/** Create a facilitator client. Throws ConfigError for a missing or malformed option. */
 export function facilitatorSettler(opts: FacilitatorOptions): FacilitatorSettler {
-  let base: URL;
-  try {
-    base = new URL(opts.url);
-  } catch {
-    throw new ConfigError("facilitator.url", `${JSON.stringify(opts.url)} is not a URL; use e.g. "https://x402.org/facilitator".`);
-  }
-  if (base.protocol !== "https:" && base.protocol !== "http:") throw new ConfigError("facilitator.url", "must be http(s).");
+  validateFacilitatorOptions(opts);
+  const base = new URL(opts.url);
   const root = base.toString().replace(/\/+$/, "");
   const timeoutMs = opts.timeoutMs ?? 30_000;
 

@@ -7,6 +7,7 @@ import { getHttpRpcClient } from "viem/utils";
 import { ChainError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
 import type { ChainReader } from "./settler.js";
+import { validateReaderOptions } from "./settler-options.js";
 
 export interface ChainReaderOptions {
   /** JSON-RPC endpoint (http or https). */
@@ -23,6 +24,7 @@ export interface ChainReaderOptions {
  * first call also checks that the endpoint serves `chainId`.
  */
 export function createChainReader(opts: ChainReaderOptions): ChainReader {
+  validateReaderOptions(opts);
   const { rpcUrl, chainId, timeoutMs = 5000 } = opts;
   const client = createPublicClient({ transport: http(rpcUrl, { timeout: timeoutMs, retryCount: 0 }) });
   const where = rpcOrigin(rpcUrl);

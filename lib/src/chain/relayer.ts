@@ -40,6 +40,7 @@ import { rpcOrigin } from "./reader.js";
 import { bytesSettleCall, MAX_DEPLOY_GAS, needsBytesForm, parseErc6492 } from "./smart-wallet.js";
 import { permit2NonceUsed, permit2SettleCall, settleTarget } from "./permit2.js";
 import type { ExactAuthorization, SettleRequest, SettleResult, Settler } from "./settler.js";
+import { validateRelayerOptions } from "./settler-options.js";
 
 export interface RelayerSettlerOptions {
   /** JSON-RPC endpoint of the chain. */
@@ -73,6 +74,8 @@ export interface RelayerSettler extends Settler {
   readonly kind: "relayer";
   /** The relayer wallet (needs native gas token). */
   readonly address: Address;
+  /** The chain it settles on; a paywall whose `network` is another chain is a ConfigError. */
+  readonly chainId: number;
 }
 
 type Fees = { type: "eip1559"; maxFeePerGas: bigint; maxPriorityFeePerGas: bigint } | { type: "legacy"; gasPrice: bigint };
@@ -165,6 +168,7 @@ export function reasonFromRevert(text: string): string {
  * wallet's nonces.
  */
 export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
+  validateRelayerOptions(opts); // ConfigError naming the option, before viem sees it
   const { rpcUrl, chainId, receiptTimeoutMs = 30_000, requestTimeoutMs = 10_000 } = opts;
   const pollingIntervalMs = opts.pollingIntervalMs ?? (isLoopback(rpcUrl) ? 5 : 250);
   const sendMode = opts.sendMode ?? "auto";
@@ -394,6 +398,7 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
   return {
     kind: "relayer",
     address: account.address,
+    chainId,
     async settle(req: SettleRequest): Promise<SettleResult> {
       const { authorization: auth, asset } = req;
       if (req.chainId !== chainId) {

@@ -66,6 +66,8 @@ export interface SettleResult {
 export interface Settler {
   /** "relayer" | "facilitator" | custom. */
   readonly kind: string;
+  /** Optional: the one chain this settler can settle on. The paywall refuses (ConfigError) a `network` on another chain. */
+  readonly chainId?: number;
   /**
    * Move the money. Resolves only once the transfer is confirmed.
    * Throws `SettlementError` (with `pending: true` and the tx hash when the

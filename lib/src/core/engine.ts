@@ -5,7 +5,7 @@
  * formats and decide when to call which step.
  */
 import type { Address, Hex } from "viem";
-import { ChainError, PaymentError, SettlementError, StoreError } from "../errors.js";
+import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } from "../errors.js";
 import type { SettleRequest, SettleResult, Settler } from "../chain/settler.js";
 import type { PaymentChecker } from "./checker.js";
 import { decodeV1, decodeV2, type DecodedPayment } from "../protocol/payload.js";
@@ -693,7 +693,7 @@ export class PaymentEngine {
   /** `reserveToken` in the same tick, for a store with `syncTokens`; throws the same errors. */
   reserveTokenSync(token: string, serviceId: string, resource: string): TokenAttempt {
     const store = this.syncStore;
-    if (!store) throw new TypeError("server402: this store has no reserveCallSync; use reserveToken().");
+    if (!store) throw new ConfigError("store", "has no reserveCallSync; use reserveToken().");
     const tokenHash = this.tokenHashOf(token, resource);
     return this.tokenAttempt(store.reserveCallSync(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource, tokenHash);
   }

@@ -5,6 +5,7 @@
 import type { Address } from "viem";
 import { ConfigError } from "../errors.js";
 import type { Settler } from "../chain/settler.js";
+import { checkSettlerNetwork } from "../chain/settler-options.js";
 import type { PaymentChecker } from "./checker.js";
 import type { PaymentEvent } from "./engine.js";
 import type { AbuseLimits } from "./limits.js";
@@ -214,10 +215,11 @@ export function alternativesOf<Req>(route: ResolvedRoute<Req>): readonly Resolve
 export function validateShared(o: PaymentOptions): void {
   if (!o || typeof o !== "object") throw new ConfigError("options", "pass an options object.");
   requireAddress(o.payTo, "payTo");
-  resolveNetwork(o.network ?? DEFAULT_NETWORK, "network");
+  const network = resolveNetwork(o.network ?? DEFAULT_NETWORK, "network");
   if (!o.settler || typeof o.settler.settle !== "function") {
-    throw new ConfigError("settler", "is required: pass relayerSettler({ rpcUrl, privateKey }) or facilitatorSettler({ url }).");
+    throw new ConfigError("settler", "is required: pass relayerSettler({ rpcUrl, chainId, privateKey }) or facilitatorSettler({ url }).");
   }
+  checkSettlerNetwork(o.settler, network, "network");
   if (o.settlement !== undefined && o.settlement !== "after" && o.settlement !== "before") {
     throw new ConfigError("settlement", `must be "after" or "before", got ${JSON.stringify(o.settlement)}.`);
   }
@@ -267,6 +269,7 @@ export function resolveRoute<Req>(key: string, r: RouteOptions<Req>, o: PaymentO
   const price = r.upto ?? r.price;
   if ((price === undefined || price === null) && r.accepts === undefined) throw new ConfigError(`${at}.price`, `is required, e.g. "$0.20" (or upto: "$0.50" for usage-based pricing).`);
   const network = resolveNetwork(r.network ?? o.network ?? DEFAULT_NETWORK, r.network ? `${at}.network` : "network");
+  if (o.settler) checkSettlerNetwork(o.settler, network, r.network ? `${at}.network` : "network");
   const payTo = requireAddress(r.payTo ?? o.payTo, r.payTo ? `${at}.payTo` : "payTo");
   const defaultAsset = o.asset ? resolvePrice({ amount: "1", asset: o.asset }, undefined, "asset").asset : network.usdc;
   const maxCalls = r.maxCalls ?? 1;

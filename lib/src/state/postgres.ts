@@ -662,7 +662,7 @@ export class PostgresStore implements Store {
       const c = calls[i]!;
       const reply = replies[i] as { err?: string } | null;
       try {
-        if (reply !== null && typeof reply === "object" && "err" in reply) throw new Error(String(reply.err));
+        if (reply !== null && typeof reply === "object" && "err" in reply) throw toStoreError("PostgresStore", c.op, String(reply.err));
         c.resolve(c.decode(reply));
       } catch (err) {
         c.reject(toStoreError("PostgresStore", c.op, err));

@@ -460,7 +460,7 @@ return 1`);
       const c = calls[i]!;
       const reply = replies[i];
       try {
-        if (Array.isArray(reply) && reply[0] === "err") throw new Error(String(reply[1]));
+        if (Array.isArray(reply) && reply[0] === "err") throw toStoreError("RedisStore", c.op, String(reply[1]));
         c.resolve(c.decode(reply));
       } catch (err) {
         c.reject(toStoreError("RedisStore", c.op, err));

@@ -283,7 +283,7 @@ export class SqliteStore implements Store {
   private runBatch(queue: Queued[]): void {
     const results: Array<{ ok: boolean; value: unknown }> = new Array(queue.length);
     try {
-      if (!this.db.open) throw new TypeError("The database connection is not open");
+      if (!this.db.open) throw toStoreError("SqliteStore", "batch", "the database connection is not open");
       this.t.batch.immediate(queue, results);
     } catch (err) {
       for (const q of queue) q.reject(toStoreError("SqliteStore", q.op, err));

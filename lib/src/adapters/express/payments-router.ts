@@ -335,8 +335,9 @@ export function paymentsDispatcher(pw: PaywallMiddleware, opts: PaymentsApiOptio
   async function ledger(req: Request, res: Response, next: NextFunction) {
     try {
       if (!admin(req, res)) return;
-      const afterId = Number(req.query.afterId ?? 0);
-      const lim = Number(req.query.limit ?? 100);
+      // An empty parameter (`?afterId=&limit=`) means its default.
+      const afterId = Number(req.query.afterId || 0);
+      const lim = Number(req.query.limit || 100);
       if (!Number.isInteger(afterId) || afterId < 0 || !Number.isInteger(lim) || lim < 1 || lim > 1000) {
         return json(res, 400, { error: "invalid_query", message: "afterId must be an integer ≥ 0 and limit an integer 1–1000." });
       }

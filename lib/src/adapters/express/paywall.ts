@@ -53,7 +53,7 @@ export interface PaywallOptions extends PaymentOptions, PaywallPageSetting {
 
 /** The middleware, with the resolved configuration attached for the payments router, MCP and catalogs. */
 export interface PaywallMiddleware extends RequestHandler {
-  /** The shared engine (store, settler). */
+  /** @internal The shared engine (store, settler), for the payments router and the MCP adapter; not in the published types. */
   readonly engine: PaymentEngine;
   /** Resolved routes, in match order. */
   readonly routes: readonly ResolvedRoute<Request>[];
