@@ -181,7 +181,7 @@ describe("issue 17.3: payment-identifier (idempotent retries, dev chain)", funct
 
     it("a malformed id (too short, bad characters, not a string, info not an object) is 400 invalid_payload: no handler run, no charge", async () => {
       const before = await balance();
-      for (const bad of [{ info: { id: "short" } }, { info: { id: "pay_0123456789abcdef!" } }, { info: { id: 12345678901234567 } }, { info: { id: "x".repeat(129) } }, { info: "pay_0123456789abcdef" }, "text"]) {
+      for (const bad of [{ info: { id: "short" } }, { info: { id: "pay_0123456789abcdef!" } }, { info: { id: 1234567890123456 } }, { info: { id: "x".repeat(129) } }, { info: "pay_0123456789abcdef" }, "text"]) {
         const payload = decode(await payment(10_000n));
         const sig = encodeHeader({ ...payload, extensions: { "payment-identifier": bad } });
         const res = await call(`${app.url}/weather`, sig);
