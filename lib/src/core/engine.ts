@@ -138,9 +138,6 @@ interface HeldRef {
   version: 1 | 2;
 }
 
-/** A store with the same-tick token calls. */
-type SyncTokenStore = Store & Required<Pick<Store, "reserveCallSync" | "commitCallSync" | "releaseCallSync">>;
-
 /** The shared verify → lock → check → settle machinery. */
 export class PaymentEngine {
   readonly store: Store;
@@ -157,7 +154,6 @@ export class PaymentEngine {
   private readonly lockMargin: number;
   private readonly emit: (e: PaymentEvent) => void;
   private readonly now: () => number;
-  private readonly syncStore?: SyncTokenStore;
   private readonly reconciler: Reconciler;
   private readonly heldMaxBytes: number;
   private readonly heldTtlMs: number;
@@ -190,9 +186,6 @@ export class PaymentEngine {
     this.newPayerChecks = new TokenBucket(this.limits.newPayerChecksPerSecond, 2 * this.limits.newPayerChecksPerSecond, this.now());
     this.smartWallets = opts.smartWallets && this.budgeted(opts.smartWallets);
     const st = opts.store;
-    if (typeof st.reserveCallSync === "function" && typeof st.commitCallSync === "function" && typeof st.releaseCallSync === "function") {
-      this.syncStore = st as SyncTokenStore;
-    }
     this.heldMaxBytes = opts.heldAnswerMaxBytes ?? 1 << 20;
     this.heldTtlMs = opts.heldAnswerTtlMs ?? 3600_000;
     this.reconciler = new Reconciler({
@@ -546,23 +539,6 @@ export class PaymentEngine {
     return this.tokenAttempt(await this.store.reserveCall(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource, tokenHash);
   }
 
-  /**
-   * True when the store answers token calls in the same tick (it has
-   * `reserveCallSync`, `commitCallSync` and `releaseCallSync`, like
-   * `MemoryStore`): then `reserveTokenSync` may be used.
-   */
-  get syncTokens(): boolean {
-    return this.syncStore !== undefined;
-  }
-
-  /** `reserveToken` in the same tick, for a store with `syncTokens`; throws the same errors. */
-  reserveTokenSync(token: string, serviceId: string, resource: string): TokenAttempt {
-    const store = this.syncStore;
-    if (!store) throw new TypeError("server402: this store has no reserveCallSync; use reserveToken().");
-    const tokenHash = this.tokenHashOf(token, resource);
-    return this.tokenAttempt(store.reserveCallSync(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource, tokenHash);
-  }
-
   private tokenHashOf(token: string, resource: string): string {
     if (!isWellFormedToken(token)) {
       this.emit({ type: "failed", method: "token", reason: "unknown_token", stage: "verify", resource });
@@ -628,23 +604,10 @@ export class PaymentEngine {
 
   /**
    * End a reserved call: commit it when `used` (the handler succeeded), else
-   * release it. Never throws or rejects; a store failure becomes a `failed`
-   * event. In the same tick when the store has `syncTokens`.
+   * release it. Never throws or rejects; a store failure becomes a `failed` event.
    */
   finishToken(attempt: TokenAttempt, resource: string, used: boolean): void {
-    const store = this.syncStore;
-    if (!store) {
-      void (used ? this.commitToken(attempt, resource) : this.releaseToken(attempt));
-      return;
-    }
-    try {
-      if (!used) {
-        this.tokenRun(attempt.tokenHash, false);
-        store.releaseCallSync(attempt.reservationId);
-      } else if (store.commitCallSync(attempt.reservationId)) this.tokenSettled(attempt, resource);
-    } catch (err) {
-      if (used) this.commitFailed(err, resource);
-    }
+    void (used ? this.commitToken(attempt, resource) : this.releaseToken(attempt));
   }
 
   private tokenSettled(attempt: TokenAttempt, resource: string): void {

@@ -167,17 +167,6 @@ export interface Store {
   commitCall(reservationId: string): Promise<boolean>;
   /** Give a reserved call back. Idempotent. */
   releaseCall(reservationId: string): Promise<void>;
-  /**
-   * Optional same-tick forms of the three calls above, for a store whose state
-   * lives in this process (`MemoryStore`). When a store has all three, the
-   * engine and adapters use them and wait on no promise of the store's (the
-   * Express adapter still takes a turn's token calls together at its end, as
-   * the other stores batch theirs). Same results and atomicity as the async forms.
-   */
-  reserveCallSync?(tokenHash: string, serviceId: string, now: number, leaseMs: number): ReserveResult;
-  commitCallSync?(reservationId: string): boolean;
-  releaseCallSync?(reservationId: string): void;
-
   // --- lease renewal (issue 14 A4) ---
   /**
    * Keep a reservation alive while its handler runs: its lease now ends at

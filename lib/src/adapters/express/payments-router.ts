@@ -15,7 +15,7 @@ import { settleResponse } from "../../core/engine.js";
 import { HEADER } from "../../protocol/types.js";
 import type { StoredPayment } from "../../state/store.js";
 import { generatePaymentToken, hashToken, newPaymentId } from "../../state/tokens.js";
-import { escapeRegExp, requestPath } from "../routes.js";
+import { escapeRegExp } from "../routes.js";
 import { NO_PAYMENT } from "../../protocol/requirements.js";
 import type { PaywallMiddleware } from "./paywall.js";
 
@@ -107,7 +107,7 @@ export function paymentsRouter(opts: PaymentsRouterOptions): RequestHandler {
   if (!pw || !pw.engine) throw new ConfigError("paymentsRouter.paywall", "pass the middleware returned by paywall({...}).");
   const dispatch = paymentsDispatcher(pw, opts, "paymentsRouter");
   return (req: Request, res: Response, next: NextFunction) => {
-    if (!dispatch(req, res, next, requestPath(req))) next();
+    if (!dispatch(req, res, next, req.path)) next();
   };
 }
 
