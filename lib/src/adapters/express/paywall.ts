@@ -19,6 +19,7 @@ import { MemoryStore } from "../../state/memory.js";
 import type { Store, StoredPayment } from "../../state/store.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
+import { endBeforeBody } from "./unread-body.js";
 import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, RouteTable } from "../routes.js";
 import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
@@ -258,7 +259,7 @@ function makeMiddleware(
     res.setHeader("Content-Type", "application/json; charset=utf-8");
     res.setHeader("Cache-Control", "no-store");
     res.setHeader(HEADER.v2Required, answer.header);
-    res.end(answer.body);
+    endBeforeBody(res.req, res, answer.body);
   }
 
   function sendError(res: Response, err: unknown, offer: Offer, route: ResolvedRoute<Request>, base: string, version?: 1 | 2, attempt?: X402Attempt) {
