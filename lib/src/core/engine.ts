@@ -78,7 +78,9 @@ export type PaymentEvent =
   /** A record of money that moved could not be stored yet (it is kept in the outbox and retried): log it and count it. */
   | { type: "record_failed"; what: "ledger" | "nonce" | "payment" | "outbox" | "answer"; reason: string; resource: string; transaction?: string }
   /** The reconciler confirmed or failed a pending transfer, or stored the records it kept. */
-  | { type: "reconciled"; outcome: "settled" | "failed" | "recorded"; resource: string; transaction?: string };
+  | { type: "reconciled"; outcome: "settled" | "failed" | "recorded"; resource: string; transaction?: string }
+  /** An adapter answered an error whose full story it kept from the client (issue 14 C16): log `detail`. */
+  | { type: "error_answer"; status: number; code: string; detail: string; resource: string };
 
 export interface EngineOptions {
   store: Store;

@@ -20,6 +20,7 @@ import type { Store, StoredPayment } from "../../state/store.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
 import { endBeforeBody } from "./unread-body.js";
+import { errorDetail } from "../error-detail.js";
 import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, RouteTable } from "../routes.js";
 import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
@@ -280,22 +281,38 @@ function makeMiddleware(
       const status = version === 2 && err.reason === "invalid_payload" ? 400 : 402;
       return send402(res, offer, route, base, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : undefined, status);
     }
-    if (err instanceof SettlementError && err.status === 402) return send402(res, offer, route, base, err.reason, `payment settlement failed: ${err.message}`);
+    if (err instanceof SettlementError && err.status === 402) {
+      reportError(402, err.reason, err, offer.resource);
+      return send402(res, offer, route, base, err.reason, `payment settlement failed: ${err.message}`);
+    }
     // An outage (store, chain, settlement infrastructure, or anything unexpected while taking the
     // payment) is never a 500: 502/503/504 with a code, and Retry-After since it is worth retrying.
-    const known = err instanceof SettlementError || err instanceof StoreError || err instanceof ChainError;
+    // The client gets the code and a plain message; what happened in full goes to onEvent (C16).
     const status = err instanceof SettlementError ? err.status : err instanceof ChainError ? 502 : 503;
+    const code = err instanceof SettlementError || err instanceof StoreError || err instanceof ChainError ? reasonOf(err) : "service_unavailable";
+    const message =
+      err instanceof SettlementError
+        ? err.message
+        : err instanceof ChainError
+          ? "the chain could not be reached; retry in a few seconds."
+          : err instanceof StoreError
+            ? "the payment store is unavailable; retry in a few seconds."
+            : "payment processing is unavailable right now; retry later.";
+    reportError(status, code, err, offer.resource);
     res.statusCode = status;
     res.setHeader("Content-Type", "application/json; charset=utf-8");
     res.setHeader("Cache-Control", "no-store");
     res.setHeader("Retry-After", RETRY_AFTER_SECONDS);
-    res.end(
-      JSON.stringify(
-        known
-          ? { error: reasonOf(err), message: (err as Error).message }
-          : { error: "service_unavailable", message: "payment processing is unavailable right now; retry later." },
-      ),
-    );
+    res.end(JSON.stringify({ error: code, message }));
+  }
+
+  /** Issue 14 C16: an error answer's full story (its detail and causes) goes to `onEvent`, for the logs. */
+  function reportError(status: number, code: string, err: unknown, resource: string): void {
+    try {
+      options.onEvent?.({ type: "error_answer", status, code, detail: errorDetail(err), resource });
+    } catch {
+      // a listener must not break an answer
+    }
   }
 
   /** A refused token: build the offer (only now) and answer 402 with the reason (503 for a store outage). */
