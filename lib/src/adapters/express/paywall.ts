@@ -21,7 +21,7 @@ import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
 import { endBeforeBody } from "./unread-body.js";
 import { errorDetail } from "../error-detail.js";
-import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
+import { paymentsApi, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, RouteTable } from "../routes.js";
 import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
 
@@ -199,7 +199,7 @@ function makeMiddleware(
   table: RouteTable<ResolvedRoute<Request>>,
   options: PaymentOptions,
   pick: (method: string, path: string) => ResolvedRoute<Request> | undefined,
-  paymentsApi?: PaymentsApiOptions,
+  paymentsApiOptions?: PaymentsApiOptions,
 ): PaywallMiddleware {
   const cache = new Map<string, { body: string; header: string }>();
   const leases = new LeaseKeeper(engine.store, options.tokenLeaseMs ?? 120_000);
@@ -454,10 +454,15 @@ function makeMiddleware(
   }
 
   const middleware = function server402(req: Request, res: Response, next: NextFunction): void | Promise<void> {
+    if (page !== undefined && page.asset(req, res, req.method, req.path)) return;
+    // the payments API (paywall({ payments })) first; what it does not serve goes on to the priced routes
+    if (api) return void api(req, res, (err?: unknown) => (err ? next(err) : void priced(req, res, next)));
+    return priced(req, res, next);
+  } as PaywallMiddleware;
+
+  function priced(req: Request, res: Response, next: NextFunction): void | Promise<void> {
     // OPTIONS too: a key without a verb covers it (CORS preflights are a CORS middleware's, mounted before)
     const method = req.method;
-    if (page !== undefined && page.asset(req, res, method, req.path)) return;
-    if (api?.(req, res, next, req.path)) return;
     const path = normalizePath(req.path);
     const route = pick(method, path);
     if (!route) return next();
@@ -475,7 +480,7 @@ function makeMiddleware(
       if (hit) return write402(res, hit, route.options.resource ?? resource);
     }
     return handleOffer(req, res, next, route, resource, base, v1, v2);
-  } as PaywallMiddleware;
+  }
 
   const pw = Object.assign(middleware, {
     engine,
@@ -487,7 +492,7 @@ function makeMiddleware(
     sendError,
     origin: (req: Request) => origin(req, options),
   });
-  const api = paymentsApi ? paymentsDispatcher(pw, { ...paymentsApi, path: paymentsPath }, "payments") : undefined;
+  const api = paymentsApiOptions ? paymentsApi(pw, { ...paymentsApiOptions, path: paymentsPath }, "payments") : undefined;
   return pw;
 }
 
