@@ -221,15 +221,7 @@ export interface OutboxItem {
 
 /** Derive the public status of a stored payment at time `now`. */
 export function paymentStatus(p: StoredPayment, now: number): PaymentStatus {
-  return statusAt(p.status, p.callsUsed, p.maxCalls, p.expiresAt, now);
-}
-
-/**
- * `paymentStatus` from the fields themselves, so that a store's hot path
- * reads them at its own property sites (see `MemoryStore`'s `PaymentRecord`).
- */
-export function statusAt(status: StoredPayment["status"], callsUsed: number, maxCalls: number, expiresAt: number, now: number): PaymentStatus {
-  if (status === "paid" && callsUsed >= maxCalls) return "exhausted";
-  if (now >= expiresAt) return "expired";
-  return status;
+  if (p.status === "paid" && p.callsUsed >= p.maxCalls) return "exhausted";
+  if (now >= p.expiresAt) return "expired";
+  return p.status;
 }
