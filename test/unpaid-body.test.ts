@@ -101,9 +101,16 @@ describe("issue 14 A8: unpaid big bodies", function () {
     }
   });
 
-  it("A8 unpaid big bodies: a small unpaid body keeps the connection (keep-alive), and the next request on it is answered", async function () {
-    const app = await serve();
+  it("A8 unpaid big bodies: a small unpaid body, or none, keeps the connection (keep-alive), and the next request on it is answered", async function () {
+    const pw = paywall({ payTo: PAY_TO, settler: noSettle, checker: false, routes: { "/x": { price: "$0.01" } } });
+    const app = await serve(pw);
     try {
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${app.url}/x`);
+        assert.equal(res.status, 402);
+        assert.notEqual(res.headers.get("connection"), "close", "a GET without a body lost its connection");
+        await res.arrayBuffer();
+      }
       for (let i = 0; i < 3; i++) {
         const res = await fetch(`${app.url}/x`, { method: "POST", body: "x".repeat(2048) });
         assert.equal(res.status, 402);

@@ -19,7 +19,9 @@ const CLOSE_GRACE_MS = 2000;
  * sending could lose the answer it had not read yet.
  */
 export function endBeforeBody(req: IncomingMessage, res: ServerResponse, body: string): void {
-  if (req.complete || Number(req.headers["content-length"]) <= SMALL_BODY_BYTES || res.headersSent) return void res.end(body);
+  // a request without Content-Length or Transfer-Encoding has no body (it may not be `complete` yet all the same)
+  const chunked = req.headers["transfer-encoding"] !== undefined;
+  if (req.complete || res.headersSent || (!chunked && Number(req.headers["content-length"] ?? 0) <= SMALL_BODY_BYTES)) return void res.end(body);
   res.setHeader("Connection", "close");
   res.setHeader("Content-Length", Buffer.byteLength(body));
   res.write(body);
