@@ -5,17 +5,12 @@
  */
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { ChainError, ConfigError, PaymentError, Server402Error, SettlementError, StoreError } from "../../errors.js";
-import { createChainReader } from "../../chain/reader.js";
-import { smartWalletVerifier } from "../../chain/smart-wallet.js";
-import { chainChecker, type PaymentChecker } from "../../core/checker.js";
-import type { FacilitatorSettler } from "../../chain/facilitator.js";
 import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt, type X402Replay } from "../../core/engine.js";
-import { DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
+import { DEFAULT_PAYMENTS_PATH, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
-import { NO_PAYMENT, NO_PAYMENT_V2, toPaymentRequiredV2, toRequirementsV1, type Offer } from "../../protocol/requirements.js";
+import { NO_PAYMENT, type Offer } from "../../protocol/requirements.js";
 import { HEADER } from "../../protocol/types.js";
-import { MemoryStore } from "../../state/memory.js";
 import type { Store, StoredPayment } from "../../state/store.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
@@ -23,6 +18,7 @@ import { endBeforeBody } from "./unread-body.js";
 import { errorDetail } from "../error-detail.js";
 import { paymentsApi, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, RouteTable } from "../routes.js";
+import { buildPaidRoutes, offerOf, paymentRequiredOf, type PaidRoutes } from "../paid-routes.js";
 import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
 
 declare global {
@@ -48,7 +44,7 @@ export interface PaywallOptions extends PaymentOptions, PaywallPageSetting {
 }
 
 /** The middleware, with the resolved configuration attached for the payments router, MCP and catalogs. */
-export interface PaywallMiddleware extends RequestHandler {
+export interface PaywallMiddleware extends RequestHandler, PaidRoutes<Request> {
   /** The shared engine (store, settler). */
   readonly engine: PaymentEngine;
   /** Resolved routes, in match order. */
@@ -131,30 +127,8 @@ function cacheKey(route: ResolvedRoute<Request>, base: string, resource: string,
 }
 
 /** Create the engine and resolve routes; shared by `paywall` and `requirePayment`. */
-function build(options: PaymentOptions, routes: Record<string, RouteOptions<Request>>): { engine: PaymentEngine; table: RouteTable<ResolvedRoute<Request>> } {
-  validateShared(options);
-  const resolved: Record<string, ResolvedRoute<Request>> = {};
-  for (const [key, r] of Object.entries(routes)) resolved[key] = resolveRoute(key, r, options);
-  const engine = new PaymentEngine({
-    store: options.store ?? new MemoryStore(),
-    settler: options.settler,
-    checker: defaultChecker(options, Object.values(resolved)[0]?.network.chainId ?? 84532),
-    tokenLeaseMs: options.tokenLeaseMs,
-    onEvent: options.onEvent,
-    abuseLimits: options.abuseLimits,
-    // smart-wallet signatures (ERC-1271 / ERC-6492) are checked on-chain through rpcUrl; without it only EOAs pay
-    smartWallets: options.rpcUrl ? smartWalletVerifier({ rpcUrl: options.rpcUrl }) : undefined,
-  });
-  return { engine, table: new RouteTable(resolved) };
-}
-
-/** The pre-handler check: as given; else on-chain via rpcUrl; else the facilitator's /verify; `false` for none. */
-function defaultChecker(options: PaymentOptions, chainId: number): PaymentChecker | undefined {
-  if (options.checker === false) return undefined;
-  if (options.checker) return options.checker;
-  if (options.rpcUrl) return chainChecker(createChainReader({ rpcUrl: options.rpcUrl, chainId }));
-  const settler = options.settler as Partial<FacilitatorSettler>;
-  return typeof settler.checker === "function" ? settler.checker() : undefined;
+function build(options: PaymentOptions, routes: Record<string, RouteOptions<Request>>) {
+  return buildPaidRoutes(options, routes);
 }
 
 /** `publicUrl`, else `req.protocol` + `://` + `req.host` (both honour Express's `trust proxy` setting). */
@@ -211,31 +185,11 @@ function makeMiddleware(
   async function offerFor(route: ResolvedRoute<Request>, resource: string, req?: Request): Promise<Offer> {
     let price = route.staticPrice;
     if (!price) price = resolvePrice(await route.priceFn!(req as Request), route.asset, `routes[${JSON.stringify(route.key)}].price(req)`);
-    return {
-      network: route.network,
-      asset: price.asset,
-      amount: price.amount,
-      payTo: route.payTo,
-      maxTimeoutSeconds: route.maxTimeoutSeconds,
-      resource: route.options.resource ?? resource,
-      description: route.description,
-      mimeType: route.mimeType,
-      outputSchema: route.outputSchema(req?.method ?? "GET"),
-    };
+    return offerOf(route, price, resource, req?.method);
   }
 
   function paymentRequired(offer: Offer, route: ResolvedRoute<Request>, error: string, base: string) {
-    const v1 = toRequirementsV1(offer);
-    const body: Record<string, unknown> = { x402Version: 1, error, accepts: v1 ? [v1] : [] };
-    if (acceptTokens && route.options.serviceId) {
-      body.prepaid = {
-        header: "X-Payment-Token",
-        serviceId: route.options.serviceId,
-        create: { method: "POST", url: `${base}${paymentsPath}`, body: { serviceId: route.options.serviceId } },
-      };
-    }
-    // each version's `error` names the header that version pays with
-    return { body, header: encodeHeader(toPaymentRequiredV2(offer, error === NO_PAYMENT ? NO_PAYMENT_V2 : error)) };
+    return paymentRequiredOf(offer, route, error, base, options);
   }
 
   function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>, status = 402) {
