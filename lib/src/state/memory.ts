@@ -27,11 +27,7 @@ interface NonceRecord {
   amount?: string;
 }
 
-/**
- * The live reservations of one payment, as two parallel arrays: a payment
- * mostly holds none or a few, and a Map that empties reallocates its table
- * on each delete (a token-paid call would pay for that twice).
- */
+/** The live reservations of one payment (ids and lease ends); a payment mostly holds none or a few. */
 class Leases {
   private readonly ids: string[] = [];
   private readonly ends: number[] = [];
