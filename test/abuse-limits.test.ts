@@ -49,7 +49,7 @@ async function countingRpc(target: string) {
   };
 }
 
-const WRITES = new Set(["claimNonce", "releaseNonce", "setNonceState", "claimPayerNonce", "giveBackNonce", "createPayment", "markPaid", "reserveCall", "commitCall", "releaseCall", "reserveCallSync", "commitCallSync", "releaseCallSync", "appendLedger"]);
+const WRITES = new Set(["claimNonce", "releaseNonce", "setNonceState", "claimPayerNonce", "giveBackNonce", "createPayment", "markPaid", "reserveCall", "commitCall", "releaseCall", "appendLedger"]);
 
 /** A MemoryStore whose write methods are counted. */
 function countingStore() {

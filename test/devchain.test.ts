@@ -259,13 +259,19 @@ describe("devchain + relayer settler", function () {
     it("the token accepts the bytes-signature overload too", async function () {
       const req = await authorize(dev.accounts.payers[4]);
       const a = req.authorization;
-      await client.simulateContract({
-        account: dev.accounts.relayer.address,
-        address: dev.usdc,
-        abi: EIP3009_ABI,
-        functionName: "transferWithAuthorization",
-        args: [a.from, a.to, a.value, a.validAfter, a.validBefore, a.nonce, req.signature],
-      });
+      const simulate = (value: bigint) =>
+        client.simulateContract({
+          account: dev.accounts.relayer.address,
+          address: dev.usdc,
+          abi: EIP3009_ABI,
+          functionName: "transferWithAuthorization",
+          args: [a.from, a.to, value, a.validAfter, a.validBefore, a.nonce, req.signature],
+        });
+      const ok = await simulate(a.value);
+      assert.equal(ok.request.functionName, "transferWithAuthorization");
+      assert.equal((ok.request.args as readonly unknown[]).length, 7, "the (…, bytes signature) overload");
+      // the signature is checked: the same bytes over another value revert
+      await assert.rejects(simulate(a.value + 1n));
     });
 
     it("the chain reader sees the authorization as used after settle", async function () {
@@ -331,23 +337,36 @@ describe("devchain + relayer settler", function () {
     });
 
     it("settles sequentially in a few ms each", async function () {
-      const reqs = await Promise.all(Array.from({ length: 21 }, (_, i) => authorize(dev.accounts.payers[i % 9])));
+      const payTo = dev.accounts.payTo.address;
+      const before = await dev.balanceOf(payTo);
+      const reqs = await Promise.all(Array.from({ length: 21 }, (_, i) => authorize(dev.accounts.payers[i % 9], { value: BigInt(1000 + i) })));
       const times: number[] = [];
+      const transactions = new Set<string>();
       for (const r of reqs) {
         const t0 = performance.now();
-        await settler.settle(r);
+        transactions.add((await settler.settle(r)).transaction);
         times.push(performance.now() - t0);
       }
       console.log(`      settle median over ${times.length}: ${median(times).toFixed(1)} ms (max ${Math.max(...times).toFixed(1)} ms)`);
+      assert.equal(transactions.size, reqs.length, "each settle sent its own transaction");
+      assert.equal(await dev.balanceOf(payTo), before + reqs.reduce((sum, r) => sum + r.authorization.value, 0n));
+      // an automining dev chain answers with the receipt: well under the 30 s receipt timeout, whatever the load
+      assert.ok(median(times) < 5000, `median ${median(times).toFixed(0)} ms`);
     });
 
     it("resyncs its nonce when another sender used the relayer key", async function () {
       const key = dev.accounts.payers[7].privateKey;
       const a = relayerSettler({ rpcUrl: dev.rpcUrl, chainId: CHAIN_ID, privateKey: key });
       const b = relayerSettler({ rpcUrl: dev.rpcUrl, chainId: CHAIN_ID, privateKey: key });
-      await a.settle(await authorize(dev.accounts.payers[0]));
+      const sender = privateKeyToAccount(key).address;
+      const countBefore = BigInt(await rpc<Hex>("eth_getTransactionCount", [sender, "latest"]));
+      const first = await a.settle(await authorize(dev.accounts.payers[0]));
       await b.settle(await authorize(dev.accounts.payers[0])); // a's cached nonce is now stale
-      await a.settle(await authorize(dev.accounts.payers[0]));
+      const third = await a.settle(await authorize(dev.accounts.payers[0]));
+      assert.notEqual(third.transaction, first.transaction);
+      assert.equal((await client.getTransactionReceipt({ hash: third.transaction })).status, "success");
+      // three transactions from the shared key, no gap and no replacement
+      assert.equal(BigInt(await rpc<Hex>("eth_getTransactionCount", [sender, "latest"])), countBefore + 3n);
     });
 
     it("a missing receipt gives a pending SettlementError carrying the tx hash", async function () {

@@ -308,6 +308,13 @@ describe("engine/local: LocalFaceEngine", function () {
     await engine.compare({ imageA: hopper, imageB: images[0] }); // one comparison alone, for scale
     const single = performance.now() - t0;
 
+    // the event-loop delay this machine shows anyway (load from other processes), over about as long
+    const idle = monitorEventLoopDelay({ resolution: 5 });
+    idle.enable();
+    await new Promise((r) => setTimeout(r, Math.max(200, single)));
+    idle.disable();
+    const baselineMs = idle.max / 1e6;
+
     const h = monitorEventLoopDelay({ resolution: 5 });
     h.enable();
     const t1 = performance.now();
@@ -320,8 +327,10 @@ describe("engine/local: LocalFaceEngine", function () {
     assert.ok(out[1].result.Confidence > LOCAL_THRESHOLDS[1]);
     assert.ok(out[2].result.Confidence < LOCAL_THRESHOLDS[0]);
     assert.ok(out[3].result.Confidence > LOCAL_THRESHOLDS[1]);
-    // Inference in-thread would block for a whole comparison (≈ 300 ms); loosely bounded.
-    assert.ok(maxDelayMs < 100, `max event-loop delay ${maxDelayMs.toFixed(1)} ms (one comparison ${single.toFixed(0)} ms, 4 in parallel ${parallel.toFixed(0)} ms)`);
+    // Inference in-thread would block the loop for a whole comparison; off-thread the delay stays within
+    // the machine's own baseline plus half a comparison, however loaded the machine is.
+    const bound = baselineMs + single / 2;
+    assert.ok(maxDelayMs < bound, `max event-loop delay ${maxDelayMs.toFixed(1)} ms, bound ${bound.toFixed(1)} ms (baseline ${baselineMs.toFixed(1)} ms, one comparison ${single.toFixed(0)} ms, 4 in parallel ${parallel.toFixed(0)} ms)`);
   });
 
   it("refuses work beyond its queue bound with engine_unavailable", async () => {

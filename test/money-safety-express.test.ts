@@ -58,21 +58,8 @@ async function paidToken(store: Store, maxCalls = 1): Promise<{ token: string; p
   return { token, paymentId: p.paymentId };
 }
 
-/** A MemoryStore seen only through promises, like any remote store (the adapter's async token path). */
-function promisesOnly(store: Store): Store {
-  const hidden = new Set<string | symbol>(["reserveCallSync", "commitCallSync", "releaseCallSync"]);
-  return new Proxy(store, {
-    get(target, key) {
-      if (hidden.has(key)) return undefined;
-      const v = Reflect.get(target, key, target) as unknown;
-      return typeof v === "function" ? v.bind(target) : v;
-    },
-  });
-}
-
 const stores: Array<[string, () => Store]> = [
-  ["same-tick store", () => new MemoryStore()],
-  ["promises-only store", () => promisesOnly(new MemoryStore())],
+  ["MemoryStore", () => new MemoryStore()],
 ];
 
 /** A v1 X-PAYMENT for `value` atomic units of USDC to PAY_TO from a fresh key (local signature checks pass). */
@@ -405,9 +392,6 @@ describe("issue 14, Express paywall: money safety", function () {
       for (const m of ["claimNonce", "getNonce", "reserveCall", "commitCall", "releaseCall", "renewCall"] as const) {
         (store as unknown as Record<string, unknown>)[m] = () => Promise.reject(fail());
       }
-      (store as unknown as Record<string, unknown>).reserveCallSync = () => {
-        throw fail();
-      };
       return store;
     }
 
@@ -419,28 +403,26 @@ describe("issue 14, Express paywall: money safety", function () {
     }
 
     for (const how of ["StoreError", "rejects"] as const) {
-      for (const sync of [true, false]) {
-        it(`B12 store outage = 500: x402 and token paths answer 503 with a code and Retry-After (store ${how === "StoreError" ? "throws StoreError" : "methods reject"}, ${sync ? "same-tick" : "promises-only"})`, async function () {
-          const store = sync ? brokenStore(how) : promisesOnly(brokenStore(how));
-          let runs = 0;
-          const a = express();
-          a.use(paywall({ payTo: PAY_TO, settler: noSettle, checker: false, store, routes: { "GET /x": { price: "$0.01", serviceId: "svc" } } }));
-          a.get("/x", (_req, res) => {
-            runs++;
-            res.json({ ok: true });
-          });
-          const srv = await listen(a);
-          try {
-            // x402: a StoreError keeps its code; an error of no known kind is answered as a generic outage
-            await expectOutage(await fetch(`${srv.url}/x`, { headers: { "x-payment": await x402Header(10_000n) } }), how === "StoreError" ? "store_unavailable" : "service_unavailable");
-            // token: only the store is asked, so whatever it throws is a store outage
-            await expectOutage(await fetch(`${srv.url}/x`, { headers: { "x-payment-token": generatePaymentToken() } }), "store_unavailable");
-            assert.equal(runs, 0);
-          } finally {
-            await srv.close();
-          }
+      it(`B12 store outage = 500: x402 and token paths answer 503 with a code and Retry-After (store ${how === "StoreError" ? "throws StoreError" : "methods reject"})`, async function () {
+        const store = brokenStore(how);
+        let runs = 0;
+        const a = express();
+        a.use(paywall({ payTo: PAY_TO, settler: noSettle, checker: false, store, routes: { "GET /x": { price: "$0.01", serviceId: "svc" } } }));
+        a.get("/x", (_req, res) => {
+          runs++;
+          res.json({ ok: true });
         });
-      }
+        const srv = await listen(a);
+        try {
+          // x402: a StoreError keeps its code; an error of no known kind is answered as a generic outage
+          await expectOutage(await fetch(`${srv.url}/x`, { headers: { "x-payment": await x402Header(10_000n) } }), how === "StoreError" ? "store_unavailable" : "service_unavailable");
+          // token: only the store is asked, so whatever it throws is a store outage
+          await expectOutage(await fetch(`${srv.url}/x`, { headers: { "x-payment-token": generatePaymentToken() } }), "store_unavailable");
+          assert.equal(runs, 0);
+        } finally {
+          await srv.close();
+        }
+      });
     }
 
     it("B12 store outage = 500: a chain outage answers 502 with Retry-After, before the handler (check) and after it (settlement)", async function () {

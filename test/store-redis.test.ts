@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer, type AddressInfo, type Server as NetServer, type Socket } from "node:net";
 import { Redis } from "ioredis";
 import { StoreError } from "../lib/src/errors.js";
 import { RedisStore } from "../lib/src/state/redis.js";
@@ -156,12 +158,24 @@ if (!url) {
 }
 
 describe("RedisStore with Redis down", function () {
+  /** A loopback TCP server that accepts connections and never answers (a hung Redis). */
+  let silent: NetServer;
+  const sockets = new Set<Socket>();
+  before(async () => {
+    silent = createServer((socket) => void sockets.add(socket));
+    silent.listen(0, "127.0.0.1");
+    await once(silent, "listening");
+  });
+  after(() => {
+    for (const socket of sockets) socket.destroy();
+    silent.close();
+  });
   for (const [what, target] of [
-    ["refused connection", "redis://127.0.0.1:1"],
-    ["unroutable address", "redis://10.255.255.1:6379"],
+    ["refused connection", () => "redis://127.0.0.1:1"],
+    ["a server that accepts and never answers", () => `redis://127.0.0.1:${(silent.address() as AddressInfo).port}`],
   ] as const) {
     it(`${what}: operations fail with StoreError within ~2 s`, async function () {
-      const store = new RedisStore({ url: target });
+      const store = new RedisStore({ url: target() });
       try {
         for (const op of [() => store.ping(), () => store.reserveCall("ab", "svc", Date.now(), 1000), () => store.claimNonce("k", Date.now() + 1000)]) {
           const t0 = Date.now();

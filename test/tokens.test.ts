@@ -77,48 +77,35 @@ describe("payment tokens and ids", function () {
 });
 
 describe("PaymentEngine token calls", function () {
-  it("with a same-tick store (MemoryStore) a token call is reserved and finished without a promise; other stores take the async path", async function () {
+  it("a token call is reserved, then used or given back; refusals and a failing commit are reported, never thrown", async function () {
     const store = new MemoryStore();
     const events: PaymentEvent[] = [];
     const engine = new PaymentEngine({ store, settler: { kind: "none", settle: () => Promise.reject(new Error("unused")) }, onEvent: (e) => events.push(e) });
-    assert.equal(engine.syncTokens, true);
     const token = generatePaymentToken();
     const p = { ...samplePayment({ tokenHash: hashToken(token), serviceId: "svc", maxCalls: 3, amountAtomic: "30000" }) };
     await store.createPayment(p);
     await store.markPaid(p.paymentId, { paidAt: Date.now() });
 
-    const a = engine.reserveTokenSync(token, "svc", "http://x/y");
+    const a = await engine.reserveToken(token, "svc", "http://x/y");
     assert.equal(a.info.amount, "10000");
     assert.equal(a.info.callsRemaining, 2);
-    engine.finishToken(a, "http://x/y", true);
-    // no await in between: the call is already counted and reported
+    assert.equal(await engine.commitToken(a, "http://x/y"), true);
     assert.equal(store.stats().reservations, 0);
     assert.deepEqual(events.at(-1), { type: "settled", method: "token", amount: "10000", asset: "", durationMs: 0, resource: "http://x/y" });
-    const b = engine.reserveTokenSync(token, "svc", "http://x/y");
+    const b = await engine.reserveToken(token, "svc", "http://x/y");
     engine.finishToken(b, "http://x/y", false);
-    assert.equal(store.stats().reservations, 0);
+    await waitFor(() => store.stats().reservations === 0);
     assert.equal((await store.getPayment(p.paymentId))!.callsUsed, 1);
-    assert.throws(() => engine.reserveTokenSync("s402_nope", "svc", "http://x/y"), (e: PaymentError) => e.reason === "unknown_token");
-    assert.throws(() => engine.reserveTokenSync(token, "other", "http://x/y"), (e: PaymentError) => e.reason === "wrong_service");
+    await assert.rejects(engine.reserveToken("s402_nope", "svc", "http://x/y"), (e: PaymentError) => e.reason === "unknown_token");
+    await assert.rejects(engine.reserveToken(token, "other", "http://x/y"), (e: PaymentError) => e.reason === "wrong_service");
 
-    // a failing same-tick commit is reported, never thrown
-    const c = engine.reserveTokenSync(token, "svc", "http://x/y");
-    store.commitCallSync = () => {
-      throw new StoreError("server402: MemoryStore commitCall failed: disk on fire");
-    };
+    // a failing commit is reported, never thrown
+    const c = await engine.reserveToken(token, "svc", "http://x/y");
+    store.commitCall = () => Promise.reject(new StoreError("server402: MemoryStore commitCall failed: disk on fire"));
     assert.doesNotThrow(() => engine.finishToken(c, "http://x/y", true));
+    await waitFor(() => events.at(-1)?.type === "failed");
     assert.deepEqual(events.at(-1), { type: "failed", method: "token", reason: "store_unavailable", stage: "settle", resource: "http://x/y" });
     await store.close();
-
-    // a store without the same-tick forms (any remote store) uses reserveToken/commitToken
-    const remote = new MemoryStore();
-    const asyncOnly = new PaymentEngine({
-      store: Object.assign(remote, { reserveCallSync: undefined, commitCallSync: undefined, releaseCallSync: undefined }),
-      settler: { kind: "none", settle: () => Promise.reject(new Error("unused")) },
-    });
-    assert.equal(asyncOnly.syncTokens, false);
-    assert.throws(() => asyncOnly.reserveTokenSync(token, "svc", "http://x/y"), (e: unknown) => e instanceof Error && (e as { code?: string }).code === "invalid_config");
-    await remote.close();
   });
 
   it("commitToken never rejects: a store failure resolves false and is reported as a failed settle event", async function () {
@@ -139,28 +126,18 @@ describe("PaymentEngine token calls", function () {
 
 describe("paywall token calls", function () {
   /** A MemoryStore paywall under /v1 with one paid token of `maxCalls`; GET /v1/weather waits `delayMs`, then answers. */
-  async function serve(opts: { onEvent?: (e: PaymentEvent) => void; maxCalls?: number; delayMs?: number; closeBeforeTurn?: boolean; context?: AsyncLocalStorage<string>; asyncStore?: boolean } = {}) {
+  async function serve(opts: { onEvent?: (e: PaymentEvent) => void; maxCalls?: number; delayMs?: number; closeEarly?: boolean; context?: AsyncLocalStorage<string> } = {}) {
     const store = new MemoryStore();
-    // without its same-tick forms the MemoryStore is taken the way remote stores are, through promises
-    const SYNC = new Set<string | symbol>(["reserveCallSync", "commitCallSync", "releaseCallSync"]);
-    const given = opts.asyncStore
-      ? new Proxy(store, {
-          get(target, key) {
-            if (SYNC.has(key)) return undefined;
-            const value: unknown = Reflect.get(target, key);
-            return typeof value === "function" ? value.bind(target) : value;
-          },
-        })
-      : store;
     const token = generatePaymentToken();
     const maxCalls = opts.maxCalls ?? 2;
     const p = samplePayment({ tokenHash: hashToken(token), serviceId: "svc", maxCalls, amountAtomic: String(10000 * maxCalls) });
     await store.createPayment(p);
     await store.markPaid(p.paymentId, { paidAt: Date.now() });
     let runs = 0;
+    let answered = 0;
     const router = express.Router();
-    // the response reports 'close' right after the paywall took the request, before the turn ends
-    if (opts.closeBeforeTurn) router.use((_req, res, next) => (next(), void res.emit("close")));
+    // the response reports 'close' right after the paywall took the request, before its call is reserved
+    if (opts.closeEarly) router.use((_req, res, next) => (next(), void res.emit("close")));
     // request-scoped context, as tracing and logging libraries keep it
     if (opts.context) router.use((req, _res, next) => opts.context!.run(String(req.headers["x-request-id"]), next));
     router.use(
@@ -169,7 +146,7 @@ describe("paywall token calls", function () {
         network: "base-sepolia",
         settler: facilitatorSettler({ url: "http://127.0.0.1:9" }),
         checker: false,
-        store: given,
+        store,
         onEvent: opts.onEvent,
         routes: { "GET /weather": { price: "$0.01", serviceId: "svc" } },
       }),
@@ -177,7 +154,10 @@ describe("paywall token calls", function () {
     router.get("/weather", (req, res) => {
       runs++;
       const requestId = opts.context?.getStore();
-      setTimeout(() => void res.json({ paidBy: req.payment?.method, ...(requestId === undefined ? {} : { requestId }) }), opts.delayMs ?? 0);
+      setTimeout(() => {
+        answered++;
+        res.json({ paidBy: req.payment?.method, ...(requestId === undefined ? {} : { requestId }) });
+      }, opts.delayMs ?? 0);
     });
     const app = express();
     app.use("/v1", router);
@@ -190,6 +170,8 @@ describe("paywall token calls", function () {
       token,
       store,
       runs: () => runs,
+      answered: () => answered,
+      connections: () => new Promise<number>((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n)))),
       callsUsed: async () => (await store.getPayment(p.paymentId))!.callsUsed,
       close: async () => {
         server.closeAllConnections();
@@ -249,7 +231,8 @@ describe("paywall token calls", function () {
           }
         }, 2);
       });
-      await new Promise((r) => setTimeout(r, 300)); // the handler answers into the closed connection
+      await waitFor(() => app.answered() === 1); // the handler answers into the closed connection
+      await waitFor(() => app.store.stats().reservations === 0);
       assert.equal(app.runs(), 1);
       assert.equal(await app.callsUsed(), 0);
       assert.equal(app.store.stats().reservations, 0, "the reservation was given back, not left to lapse");
@@ -267,7 +250,7 @@ describe("paywall token calls", function () {
   it("30 token calls sent in one turn of the event loop on a 10-call token → exactly 10 runs and 10 calls used, 20 × 402 exhausted", async function () {
     const app = await serve({ maxCalls: 10, delayMs: 20 });
     try {
-      const answers = (await inOneTurn(app.url, "/v1/weather", Array.from({ length: 30 }, () => ({ "x-payment-token": app.token })))) as Array<{
+      const answers = (await inOneTurn(app, "/v1/weather", Array.from({ length: 30 }, () => ({ "x-payment-token": app.token })))) as Array<{
         status: number;
         body: { error?: string; paidBy?: string };
       }>;
@@ -290,7 +273,7 @@ describe("paywall token calls", function () {
     const app = await serve({ maxCalls: 100, context });
     try {
       const ids = Array.from({ length: 40 }, (_, i) => `req-${i}`);
-      const answers = await inOneTurn(app.url, "/v1/weather", ids.map((id) => ({ "x-payment-token": app.token, "x-request-id": id })));
+      const answers = await inOneTurn(app, "/v1/weather", ids.map((id) => ({ "x-payment-token": app.token, "x-request-id": id })));
       assert.deepEqual(
         answers,
         ids.map((requestId) => ({ status: 200, body: { paidBy: "token", requestId } })),
@@ -300,34 +283,35 @@ describe("paywall token calls", function () {
     }
   });
 
-  for (const asyncStore of [false, true]) {
-    it(`a request whose response closes before ${asyncStore ? "its call is reserved (store with promises)" : "its turn is over (same-tick store)"} runs nothing, and the token keeps its call`, async function () {
-      // A socket's close is reported in a later phase of the event loop than the request read from it, so
-      // a real client cannot make this happen on cue; the app here emits the response's 'close' itself.
-      const app = await serve({ maxCalls: 1, closeBeforeTurn: true, asyncStore });
-      try {
-        const ac = new AbortController();
-        const pending = fetch(`${app.url}/v1/weather`, { headers: { "x-payment-token": app.token }, signal: ac.signal }).then(async (r) => `${r.status} ${await r.text()}`, () => "aborted");
-        await new Promise((r) => setTimeout(r, 100));
-        assert.equal(app.runs(), 0, "the handler ran for a response that had closed");
-        assert.equal(app.store.stats().reservations, 0, "the call stays reserved until its lease ends");
-        assert.equal(await app.callsUsed(), 0);
-        ac.abort();
-        assert.equal(await pending, "aborted");
-      } finally {
-        await app.close();
-      }
-      const control = await serve({ maxCalls: 1, asyncStore });
-      try {
-        const res = await fetch(`${control.url}/v1/weather`, { headers: { "x-payment-token": control.token } });
-        assert.deepEqual(await res.json(), { paidBy: "token" });
-        assert.equal(control.runs(), 1);
-        await waitFor(async () => (await control.callsUsed()) === 1);
-      } finally {
-        await control.close();
-      }
-    });
-  }
+  it("a request whose response closes before its call is reserved runs nothing, and the token keeps its call", async function () {
+    // A socket's close is reported in a later phase of the event loop than the request read from it, so
+    // a real client cannot make this happen on cue; the app here emits the response's 'close' itself.
+    const events: PaymentEvent[] = [];
+    const app = await serve({ maxCalls: 1, closeEarly: true, onEvent: (e) => events.push(e) });
+    try {
+      const ac = new AbortController();
+      const pending = fetch(`${app.url}/v1/weather`, { headers: { "x-payment-token": app.token }, signal: ac.signal }).then(async (r) => `${r.status} ${await r.text()}`, () => "aborted");
+      // the call was reserved (verified), then given back in the same step
+      await waitFor(() => events.some((e) => e.type === "verified"));
+      await waitFor(() => app.store.stats().reservations === 0);
+      await new Promise((r) => setImmediate(r));
+      assert.equal(app.runs(), 0, "the handler ran for a response that had closed");
+      assert.equal(await app.callsUsed(), 0);
+      ac.abort();
+      assert.equal(await pending, "aborted");
+    } finally {
+      await app.close();
+    }
+    const control = await serve({ maxCalls: 1 });
+    try {
+      const res = await fetch(`${control.url}/v1/weather`, { headers: { "x-payment-token": control.token } });
+      assert.deepEqual(await res.json(), { paidBy: "token" });
+      assert.equal(control.runs(), 1);
+      await waitFor(async () => (await control.callsUsed()) === 1);
+    } finally {
+      await control.close();
+    }
+  });
 });
 
 /**
@@ -336,7 +320,8 @@ describe("paywall token calls", function () {
  * every socket first, then write every request before yielding. Resolves
  * with each answer's status and JSON body, in the order given.
  */
-async function inOneTurn(url: string, path: string, headerSets: Array<Record<string, string>>): Promise<Array<{ status: number; body: unknown }>> {
+async function inOneTurn(app: { url: string; connections(): Promise<number> }, path: string, headerSets: Array<Record<string, string>>): Promise<Array<{ status: number; body: unknown }>> {
+  const url = app.url;
   const { hostname, port } = new URL(url);
   const sockets: Socket[] = await Promise.all(
     headerSets.map(
@@ -346,7 +331,7 @@ async function inOneTurn(url: string, path: string, headerSets: Array<Record<str
         }),
     ),
   );
-  await new Promise((r) => setTimeout(r, 20)); // the server accepts them all
+  await waitFor(async () => (await app.connections()) === headerSets.length); // the server accepted them all
   const answers = sockets.map(
     (s) =>
       new Promise<{ status: number; body: unknown }>((resolve, reject) => {
@@ -371,10 +356,11 @@ async function inOneTurn(url: string, path: string, headerSets: Array<Record<str
 }
 
 /** Poll `check` until it holds (the call is committed when the response closes, just after the client has it). */
-async function waitFor(check: () => boolean | Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
     if (await check()) return;
     await new Promise((r) => setTimeout(r, 5));
   }
-  assert.fail("condition not met within 1 s");
+  assert.fail(`condition not met within ${timeoutMs} ms`);
 }

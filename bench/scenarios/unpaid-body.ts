@@ -1,8 +1,8 @@
 /**
  * Scenario 7 (issue 14, case A8): what an unpaid request costs the example
  * server, by body size. The example answers an unpaid request from its
- * headers (402) without parsing or base64-decoding its body, so a 13 MB
- * body should cost about what a small one does. Measured: the server
+ * headers (402) without parsing or reading its body, so a 13 MB body should
+ * cost about what a small one does. Measured: the server
  * process's CPU time (user + system, /proc) over a batch of sequential
  * unpaid POSTs of each size, per request; sizes alternate round by round.
  * Goal: 13 MB / small ≤ 2.
@@ -64,7 +64,7 @@ export async function scenarioUnpaidBody(chain: DevChain): Promise<Scenario> {
     columns: ["body", "requests per round", "CPU per request (median of rounds)", "answers"],
     rows: sizes.map((s) => [s.name, String(s.count), fmt.ms(median(perRequest[s.name]!), 3), JSON.stringify(statuses[s.name])]),
     notes: [
-      `ratio 13 MB / small: ${ratio.toFixed(2)}× (goal ≤ 2×). The server answers 402 from the headers and never parses or decodes the body; what remains is Node receiving the unread body to discard it, which keeps the connection usable (closing it instead made clients fail: the reset can arrive before they read the 402).`,
+      `ratio 13 MB / small: ${ratio.toFixed(2)}× (goal ≤ 2×). The paywall answers 402 from the headers with Connection: close and leaves a large body unread (Node stops reading at 64 KB); the connection is ended 2 s later, after the client read the 402. What remains is mostly a new connection per big request (the client drops the one it could not finish sending on).`,
       "CPU is the server process's user + system time from /proc (10 ms ticks) over each batch, divided by its requests; the client runs in the bench process.",
     ],
     raw: { perRequest, statuses },

@@ -100,6 +100,8 @@ export function createApp(deps: AppDeps): App {
       // issue 14 B11: a record of money that moved which the store refused (kept in the outbox, retried) is logged
       if (e.type === "record_failed") logger.error({ event: e }, "settlement record not stored yet; kept in the outbox");
       else if (e.type === "reconciled") logger.info({ event: e }, "settlement reconciled");
+      // issue 14 C16: the client got a code and a plain message; the detail is logged here
+      else if (e.type === "error_answer") logger.warn({ event: e }, "payment error answered");
       activity.onEvent(e);
       deps.onEvent?.(e);
     },

@@ -33,18 +33,17 @@
 import type { McpServer, RegisteredTool } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { CallToolResult, ServerNotification, ServerRequest, ToolAnnotations } from "@modelcontextprotocol/sdk/types.js";
-import type { Request } from "express";
 import type { z } from "zod/v4";
 import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } from "../errors.js";
 import { settleResponse, type PaymentInfo, type X402Attempt } from "../core/engine.js";
-import type { ResolvedRoute } from "../core/options.js";
+import type { PaymentOptions, ResolvedRoute, RouteOptions } from "../core/options.js";
 import { toPublicPayment } from "../core/payment-object.js";
 import { decodeHeader } from "../protocol/encoding.js";
 import { formatUnitsExact } from "../protocol/price.js";
 import { toPaymentRequiredV2, type Offer } from "../protocol/requirements.js";
 import type { PaymentRequiredV2, SettleResponse } from "../protocol/types.js";
 import type { StoredPayment } from "../state/store.js";
-import type { PaywallMiddleware } from "./express/paywall.js";
+import { buildPaidRoutes, offerOf, paymentRequiredOf, type PaidRoutes } from "./paid-routes.js";
 import { importOptional } from "../optional.js";
 import { holdToolResult, replayToolCall } from "./mcp-held.js";
 import { jsonDigest, toolAnswer, toolFromAnswer, type PaymentIdHold } from "../core/idempotency.js";
@@ -140,7 +139,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return !!v && typeof v === "object" && !Array.isArray(v);
 }
 
-function findRoute(pw: PaywallMiddleware, o: { name: string; serviceId?: string; route?: string }): ResolvedRoute<Request> {
+function findRoute(pw: PaidRoutes<never>, o: { name: string; serviceId?: string; route?: string }): ResolvedRoute<never> {
   const at = `registerPaidTool(${JSON.stringify(o.name)})`;
   if (!o.serviceId === !o.route) throw new ConfigError(at, "give exactly one of serviceId or route.");
   const route = o.serviceId ? pw.routes.find((r) => r.options.serviceId === o.serviceId) : pw.routes.find((r) => r.key === o.route);
@@ -190,19 +189,33 @@ function withMeta(result: CallToolResult, meta: Record<string, unknown>): CallTo
 }
 
 /**
- * Register `opts.name` on `server` as a tool priced by the paywall route of
- * `opts.serviceId` (or `opts.route`). Throws ConfigError at startup when the
- * route is unknown or dynamically priced.
+ * The engine and priced routes for MCP tools served without an Express
+ * paywall: `registerPaidTool(server, paidRoutes({ routes, payTo, settler }), …)`.
+ * Beside an Express app, pass its paywall instead so both share one engine.
  */
-export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(server: McpServer, pw: PaywallMiddleware, opts: PaidToolOptions<Shape, V>): RegisteredTool {
-  if (!pw || !pw.engine) throw new ConfigError("registerPaidTool", "pass the middleware returned by paywall({...}).");
+export function paidRoutes(options: PaymentOptions & { routes: Record<string, RouteOptions<unknown>> }): PaidRoutes {
+  if (!options || typeof options.routes !== "object" || options.routes === null || Object.keys(options.routes).length === 0) {
+    throw new ConfigError("routes", 'give at least one priced route, e.g. { "/tools/face": { price: "$0.01", serviceId: "face" } }.');
+  }
+  const { engine, routes } = buildPaidRoutes(options, options.routes);
+  return { engine, routes, options };
+}
+
+/**
+ * Register `opts.name` on `server` as a tool priced by the route of
+ * `opts.serviceId` (or `opts.route`) in `pw`: a paywall middleware, or
+ * `paidRoutes(...)`. Throws ConfigError at startup when the route is unknown
+ * or dynamically priced.
+ */
+export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(server: McpServer, pw: PaidRoutes<never>, opts: PaidToolOptions<Shape, V>): RegisteredTool {
+  if (!pw || !pw.engine) throw new ConfigError("registerPaidTool", "pass the middleware returned by paywall({...}) or paidRoutes({...}).");
   if (!opts || typeof opts.name !== "string" || !opts.name) throw new ConfigError("registerPaidTool.name", "is required.");
   if (typeof opts.handler !== "function") throw new ConfigError(`registerPaidTool(${JSON.stringify(opts.name)}).handler`, "must be a function.");
   const route = findRoute(pw, opts);
   const schema = strictArgs(opts.name, opts.inputSchema);
   const engine = pw.engine;
   const serviceId = route.options.serviceId;
-  const mcpRoute: ResolvedRoute<Request> = { ...route, options: { ...route.options, resource: undefined } };
+  const mcpRoute: ResolvedRoute<never> = { ...route, options: { ...route.options, resource: undefined } };
   const bazaar = route.options.discoverable === false ? undefined : mcpBazaar(opts.name, opts.description ?? route.description, opts.inputSchema);
 
   function resourceFor(extra: McpToolExtra): string {
@@ -214,7 +227,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
   }
 
   async function offerFor(resource: string): Promise<Offer> {
-    const offer = await pw.offerFor(mcpRoute, resource);
+    const offer = offerOf(mcpRoute, route.staticPrice!, resource);
     // The tool's schemas are in tools/list; the v1 outputSchema only says how to call it.
     return { ...offer, outputSchema: { input: { type: "mcp", tool: opts.name, discoverable: route.options.discoverable ?? true } } };
   }
@@ -222,7 +235,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
   function paymentRequired(offer: Offer, error: string, reason: string, message: string, extra: Partial<McpPaymentRequired> = {}): CallToolResult {
     let base = pw.options.publicUrl ?? "";
     if (!base && /^https?:/.test(offer.resource)) base = new URL(offer.resource).origin;
-    const { body } = pw.paymentRequired(offer, mcpRoute, error, base);
+    const { body } = paymentRequiredOf(offer, mcpRoute, error, base, pw.options, engine.paymentIds !== undefined);
     const v2 = toPaymentRequiredV2(offer, error, engine.paymentIds !== undefined);
     const pr: McpPaymentRequired = {
       ...v2,

@@ -22,39 +22,6 @@ export function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-/**
- * `req.path` (Express: the pathname of `req.url`, by the `parseurl` package)
- * read through `req.url` alone. Express gives every request object a hidden
- * class of its own (it calls `Object.setPrototypeOf` on each), so each
- * property read on it is a V8 inline-cache miss (about 2,000 instructions,
- * counted with callgrind); the `req.path` getter makes three such reads,
- * this one. Gives what parseurl gives for a URL that
- * starts with `/` and has no tab, newline, form feed, carriage return, space,
- * `#`, U+00A0 or U+FEFF; any other URL is left to `req.path`.
- */
-export function requestPath(req: { readonly url: string; readonly path: string }): string {
-  const url = req.url;
-  if (url.charCodeAt(0) !== 0x2f) return req.path;
-  let end = url.length;
-  for (let i = 1; i < url.length; i++) {
-    switch (url.charCodeAt(i)) {
-      case 0x3f: // ?
-        if (end === url.length) end = i;
-        break;
-      case 0x09:
-      case 0x0a:
-      case 0x0c:
-      case 0x0d:
-      case 0x20:
-      case 0x23: // #
-      case 0xa0:
-      case 0xfeff:
-        return req.path;
-    }
-  }
-  return end === url.length ? url : url.slice(0, end);
-}
-
 /** Anything normalizePath would change: query, hash, escapes, backslashes, double or trailing slashes. */
 const NEEDS_NORMALIZING = /[?#%\\]|\/\/|.\/$/;
 

@@ -5,18 +5,10 @@
  * `facilitatorSettler` (an x402 facilitator does it over HTTP).
  */
 import type { Address, Hex } from "viem";
-import type { SignatureKind } from "./smart-wallet.js";
+import type { ExactAuthorization, SignatureKind } from "../protocol/signature.js";
 import type { Permit2Payment } from "../protocol/permit2.js";
 
-/** The EIP-3009 TransferWithAuthorization message, integers as bigint. */
-export interface ExactAuthorization {
-  from: Address;
-  to: Address;
-  value: bigint;
-  validAfter: bigint;
-  validBefore: bigint;
-  nonce: Hex;
-}
+export type { ExactAuthorization } from "../protocol/signature.js";
 
 /** Everything a settler needs to move the money for one verified payment. */
 export interface SettleRequest {

@@ -28,22 +28,10 @@ import {
 import { ChainError, PaymentError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
 import { rpcOrigin } from "./reader.js";
-import type { ExactAuthorization } from "./settler.js";
+import { isErc6492, MAX_SIGNATURE_BYTES, type ExactAuthorization, type SignatureKind, type SmartWalletVerifier } from "../protocol/signature.js";
 import probe from "./SignatureProbe.artifact.json" with { type: "json" };
 
-/** How a payment's signature was checked: locally (`eoa`) or on-chain by the wallet (`erc1271`, `erc6492`). */
-export type SignatureKind = "eoa" | "erc1271" | "erc6492";
-
-/** The ERC-6492 suffix that marks a wrapped signature. */
-export const ERC6492_MAGIC: Hex = "0x6492649264926492649264926492649264926492649264926492649264926492";
-
-/**
- * The longest signature accepted, in bytes, ERC-6492 wrapper included; longer
- * ones are refused before any chain call. A passkey smart wallet's wrapped
- * signature is about 1.5 KB, and a payment header (8192 characters of
- * base64) cannot carry much more than 2.5 KB of signature anyway.
- */
-export const MAX_SIGNATURE_BYTES = 2048;
+export { ERC6492_MAGIC, isErc6492, MAX_SIGNATURE_BYTES, type SignatureKind, type SmartWalletVerifier } from "../protocol/signature.js";
 
 /** Gas allowed to the verification `eth_call` (factory deployment + `isValidSignature`). */
 const PROBE_GAS = 3_000_000n;
@@ -54,11 +42,6 @@ export interface Erc6492Signature {
   factoryData: Hex;
   /** The wallet's own (ERC-1271) signature. */
   signature: Hex;
-}
-
-/** True when `signature` ends with the ERC-6492 magic suffix. */
-export function isErc6492(signature: Hex): boolean {
-  return size(signature) > 32 && slice(signature, -32).toLowerCase() === ERC6492_MAGIC;
 }
 
 /**
@@ -86,16 +69,6 @@ export function walletSignature(signature: Hex): Hex {
 /** True when the settle call must use the token's `bytes signature` form (a smart wallet's signature). */
 export function needsBytesForm(req: { signature: Hex; signatureKind?: SignatureKind }): boolean {
   return req.signatureKind !== undefined ? req.signatureKind !== "eoa" : size(req.signature) !== 65;
-}
-
-/** Checks a signature the local EOA path could not confirm. */
-export interface SmartWalletVerifier {
-  /**
-   * Resolve with the kind when the wallet at `from` accepts `signature` over
-   * `digest`; throw PaymentError when it does not, ChainError when the chain
-   * cannot be asked.
-   */
-  verify(from: Address, digest: Hex, signature: Hex): Promise<Exclude<SignatureKind, "eoa">>;
 }
 
 export interface SmartWalletVerifierOptions {

@@ -5,7 +5,7 @@
  * formats and decide when to call which step.
  */
 import type { Address, Hex } from "viem";
-import { ChainError, ConfigError, PaymentError, SettlementError, StoreError } from "../errors.js";
+import { ChainError, PaymentError, SettlementError, StoreError } from "../errors.js";
 import type { SettleRequest, SettleResult, Settler } from "../chain/settler.js";
 import type { PaymentChecker } from "./checker.js";
 import { decodeV1, decodeV2, type DecodedPayment } from "../protocol/payload.js";
@@ -93,7 +93,9 @@ export type PaymentEvent =
   /** The reconciler confirmed or failed a pending transfer, or stored the records it kept. */
   | { type: "reconciled"; outcome: "settled" | "failed" | "recorded"; resource: string; transaction?: string }
   /** A lifecycle hook (`hooks` option) threw: the payment was refused (gating hooks) or went on (observing hooks). */
-  | { type: "hook_failed"; hook: string; reason: string; resource: string };
+  | { type: "hook_failed"; hook: string; reason: string; resource: string }
+  /** An adapter answered an error whose full story it kept from the client (issue 14 C16): log `detail`. */
+  | { type: "error_answer"; status: number; code: string; detail: string; resource: string };
 
 export interface EngineOptions {
   store: Store;
@@ -170,9 +172,6 @@ interface HeldRef {
   network?: string;
 }
 
-/** A store with the same-tick token calls. */
-type SyncTokenStore = Store & Required<Pick<Store, "reserveCallSync" | "commitCallSync" | "releaseCallSync">>;
-
 /** The shared verify → lock → check → settle machinery. */
 export class PaymentEngine {
   readonly store: Store;
@@ -189,7 +188,6 @@ export class PaymentEngine {
   private readonly lockMargin: number;
   private readonly emit: (e: PaymentEvent) => void;
   private readonly now: () => number;
-  private readonly syncStore?: SyncTokenStore;
   private readonly reconciler: Reconciler;
   private readonly heldMaxBytes: number;
   private readonly heldTtlMs: number;
@@ -227,9 +225,6 @@ export class PaymentEngine {
     this.smartWallets = opts.smartWallets && this.budgeted(opts.smartWallets);
     if (opts.hooks) this.hooks = new HookRunner(opts.hooks, (hook, err, resource) => this.emit({ type: "hook_failed", hook, reason: err instanceof Error ? err.message : String(err), resource }));
     const st = opts.store;
-    if (typeof st.reserveCallSync === "function" && typeof st.commitCallSync === "function" && typeof st.releaseCallSync === "function") {
-      this.syncStore = st as SyncTokenStore;
-    }
     this.heldMaxBytes = opts.heldAnswerMaxBytes ?? 1 << 20;
     this.heldTtlMs = opts.heldAnswerTtlMs ?? 3600_000;
     this.recordWaitMs = opts.recordWaitMs ?? 10_000;
@@ -681,23 +676,6 @@ export class PaymentEngine {
     return this.tokenAttempt(await this.store.reserveCall(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource, tokenHash);
   }
 
-  /**
-   * True when the store answers token calls in the same tick (it has
-   * `reserveCallSync`, `commitCallSync` and `releaseCallSync`, like
-   * `MemoryStore`): then `reserveTokenSync` may be used.
-   */
-  get syncTokens(): boolean {
-    return this.syncStore !== undefined;
-  }
-
-  /** `reserveToken` in the same tick, for a store with `syncTokens`; throws the same errors. */
-  reserveTokenSync(token: string, serviceId: string, resource: string): TokenAttempt {
-    const store = this.syncStore;
-    if (!store) throw new ConfigError("store", "has no reserveCallSync; use reserveToken().");
-    const tokenHash = this.tokenHashOf(token, resource);
-    return this.tokenAttempt(store.reserveCallSync(tokenHash, serviceId, this.now(), this.tokenLeaseMs), resource, tokenHash);
-  }
-
   private tokenHashOf(token: string, resource: string): string {
     if (!isWellFormedToken(token)) {
       this.emit({ type: "failed", method: "token", reason: "unknown_token", stage: "verify", resource });
@@ -763,23 +741,10 @@ export class PaymentEngine {
 
   /**
    * End a reserved call: commit it when `used` (the handler succeeded), else
-   * release it. Never throws or rejects; a store failure becomes a `failed`
-   * event. In the same tick when the store has `syncTokens`.
+   * release it. Never throws or rejects; a store failure becomes a `failed` event.
    */
   finishToken(attempt: TokenAttempt, resource: string, used: boolean): void {
-    const store = this.syncStore;
-    if (!store) {
-      void (used ? this.commitToken(attempt, resource) : this.releaseToken(attempt));
-      return;
-    }
-    try {
-      if (!used) {
-        this.tokenRun(attempt.tokenHash, false);
-        store.releaseCallSync(attempt.reservationId);
-      } else if (store.commitCallSync(attempt.reservationId)) this.tokenSettled(attempt, resource);
-    } catch (err) {
-      if (used) this.commitFailed(err, resource);
-    }
+    void (used ? this.commitToken(attempt, resource) : this.releaseToken(attempt));
   }
 
   private tokenSettled(attempt: TokenAttempt, resource: string): void {

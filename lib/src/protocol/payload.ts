@@ -5,8 +5,8 @@
  */
 import { getAddress, isAddress, type Address, type Hex } from "viem";
 import { PaymentError } from "../errors.js";
-import type { ExactAuthorization } from "../chain/settler.js";
-import { MAX_SIGNATURE_BYTES } from "../chain/smart-wallet.js";
+import type { ExactAuthorization } from "./signature.js";
+import { MAX_SIGNATURE_BYTES } from "./signature.js";
 import type { Offer } from "./requirements.js";
 import type { Permit2Payment } from "./permit2.js";
 import type { PaymentPayloadV1, PaymentPayloadV2 } from "./types.js";

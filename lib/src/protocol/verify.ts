@@ -9,8 +9,8 @@
 import { createRequire } from "node:module";
 import { concat, getAddress, hashDomain, keccak256, numberToHex, pad, recoverAddress, toBytes, toHex, type Address, type Hex } from "viem";
 import { PaymentError } from "../errors.js";
-import type { ExactAuthorization } from "../chain/settler.js";
-import { isErc6492, MAX_SIGNATURE_BYTES, type SignatureKind, type SmartWalletVerifier } from "../chain/smart-wallet.js";
+import type { ExactAuthorization } from "./signature.js";
+import { isErc6492, MAX_SIGNATURE_BYTES, type SignatureKind, type SmartWalletVerifier } from "./signature.js";
 import type { AssetInfo } from "./networks.js";
 
 /** Seconds of validity the authorization must still have, as facilitators require. */

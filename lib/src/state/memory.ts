@@ -4,16 +4,8 @@
  * inside one tick, so each is atomic. Expired state is dropped lazily and by
  * an unref'd timer, so memory stays bounded under sustained traffic.
  */
-import { payerClaimRefusal, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerHold, type PaymentIdClaim, type ReservedPayment, type ReserveResult, type Store, type StoredPayment } from "./store.js";
-import {
-  DEFAULT_LEDGER_LIMIT,
-  DEFAULT_PAYMENT_RETENTION_MS,
-  OPTIONAL_STRING_FIELDS,
-  RESERVATION_GC_MS,
-  duplicatePaymentError,
-  ledgerBody,
-  rejectionAt,
-} from "./shared.js";
+import { payerClaimRefusal, type LedgerEntry, type NonceState, type OutboxItem, type PayerClaim, type PayerHold, type PaymentIdClaim, type ReserveResult, type Store, type StoredPayment } from "./store.js";
+import { DEFAULT_LEDGER_LIMIT, DEFAULT_PAYMENT_RETENTION_MS, RESERVATION_GC_MS, duplicatePaymentError, ledgerBody, reserveRejection } from "./shared.js";
 import { newReservationId, reservationPaymentId } from "./tokens.js";
 
 /** Options of `MemoryStore`. */
@@ -35,11 +27,7 @@ interface NonceRecord {
   amount?: string;
 }
 
-/**
- * The live reservations of one payment, as two parallel arrays: a payment
- * mostly holds none or a few, and a Map that empties reallocates its table
- * on each delete (a token-paid call would pay for that twice).
- */
+/** The live reservations of one payment (ids and lease ends); a payment mostly holds none or a few. */
 class Leases {
   private readonly ids: string[] = [];
   private readonly ends: number[] = [];
@@ -77,82 +65,12 @@ class Leases {
   }
 }
 
-/**
- * A payment as the MemoryStore keeps it. Every field is set in the
- * constructor, in one order and with its final kind of value, so all payments
- * share one hidden class that later writes never change. The token path's
- * reads of it then stay monomorphic: with payments of several shapes V8 falls
- * back to its global megamorphic cache, which Express's per-request hidden
- * classes keep flushing (about 7 misses per token-paid call, counted with
- * `node --log-ic`). The fields are `declare`d so that the constructor, not
- * class-field definitions, gives each its first value.
- */
-class PaymentRecord implements StoredPayment {
-  declare paymentId: string;
-  declare serviceId: string;
-  declare tokenHash: string;
-  declare status: StoredPayment["status"];
-  declare amountCents: number;
-  declare amountAtomic: string;
-  declare currency: string;
-  declare billingMode: StoredPayment["billingMode"];
-  declare maxCalls: number;
-  declare callsUsed: number;
-  declare expiresAt: number;
-  declare createdAt: number;
-  declare paidAt: number | undefined;
-  declare payTo: string;
-  declare provider: string | undefined;
-  declare transaction: string | undefined;
-  declare network: string | undefined;
-  declare payer: string | undefined;
-  declare createdBy: string | undefined;
-
-  constructor(p: StoredPayment) {
-    this.paymentId = p.paymentId;
-    this.serviceId = p.serviceId;
-    this.tokenHash = p.tokenHash;
-    this.status = p.status;
-    this.amountCents = p.amountCents;
-    this.amountAtomic = p.amountAtomic;
-    this.currency = p.currency;
-    this.billingMode = p.billingMode;
-    this.maxCalls = p.maxCalls;
-    this.callsUsed = p.callsUsed;
-    this.expiresAt = p.expiresAt;
-    this.createdAt = p.createdAt;
-    this.paidAt = p.paidAt;
-    this.payTo = p.payTo;
-    this.provider = p.provider;
-    this.transaction = p.transaction;
-    this.network = p.network;
-    this.payer = p.payer;
-    this.createdBy = p.createdBy;
-  }
-
-  /** A plain copy without the undefined fields, as the other stores return it. */
-  toPayment(): StoredPayment {
-    const out: StoredPayment = {
-      paymentId: this.paymentId,
-      serviceId: this.serviceId,
-      tokenHash: this.tokenHash,
-      status: this.status,
-      amountCents: this.amountCents,
-      amountAtomic: this.amountAtomic,
-      currency: this.currency,
-      billingMode: this.billingMode,
-      maxCalls: this.maxCalls,
-      callsUsed: this.callsUsed,
-      expiresAt: this.expiresAt,
-      createdAt: this.createdAt,
-      payTo: this.payTo,
-    };
-    for (const k of OPTIONAL_FIELDS) if (this[k] !== undefined) (out as unknown as Record<string, unknown>)[k] = this[k];
-    return out;
-  }
+/** A copy of a payment without its undefined fields, as the other stores return it. */
+function copyPayment(p: StoredPayment): StoredPayment {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(p)) if (v !== undefined) out[k] = v;
+  return out as unknown as StoredPayment;
 }
-
-const OPTIONAL_FIELDS = ["paidAt", ...OPTIONAL_STRING_FIELDS] as const;
 
 /** A `Store` kept in this process's memory. Not shared, not durable. */
 export class MemoryStore implements Store {
@@ -161,7 +79,7 @@ export class MemoryStore implements Store {
   private readonly payerNonces = new Map<string, Set<string>>();
   /** nonce key → failed runs given back, until the lock would have expired */
   private readonly givenBack = new Map<string, { count: number; expiresAt: number }>();
-  private readonly payments = new Map<string, PaymentRecord>();
+  private readonly payments = new Map<string, StoredPayment>();
   /** tokenHash → paymentId */
   private readonly tokens = new Map<string, string>();
   /** paymentId → its live reservations */
@@ -278,12 +196,13 @@ export class MemoryStore implements Store {
 
   async createPayment(payment: StoredPayment): Promise<void> {
     if (this.payments.has(payment.paymentId) || this.tokens.has(payment.tokenHash)) throw duplicatePaymentError(payment.paymentId);
-    this.payments.set(payment.paymentId, new PaymentRecord(payment));
+    this.payments.set(payment.paymentId, copyPayment(payment));
     this.tokens.set(payment.tokenHash, payment.paymentId);
   }
 
   async getPayment(paymentId: string): Promise<StoredPayment | undefined> {
-    return this.payments.get(paymentId)?.toPayment();
+    const p = this.payments.get(paymentId);
+    return p && copyPayment(p);
   }
 
   async markPaid(
@@ -292,14 +211,14 @@ export class MemoryStore implements Store {
   ): Promise<{ payment: StoredPayment; changed: boolean } | undefined> {
     const p = this.payments.get(paymentId);
     if (!p) return undefined;
-    if (p.status === "paid") return { payment: p.toPayment(), changed: false };
+    if (p.status === "paid") return { payment: copyPayment(p), changed: false };
     p.status = "paid";
     p.paidAt = paid.paidAt;
     if (paid.transaction !== undefined) p.transaction = paid.transaction;
     if (paid.provider !== undefined) p.provider = paid.provider;
     if (paid.network !== undefined) p.network = paid.network;
     if (paid.payer !== undefined) p.payer = paid.payer;
-    return { payment: p.toPayment(), changed: true };
+    return { payment: copyPayment(p), changed: true };
   }
 
   async countPending(now: number): Promise<number> {
@@ -309,43 +228,21 @@ export class MemoryStore implements Store {
   }
 
   async reserveCall(tokenHash: string, serviceId: string, now: number, leaseMs: number): Promise<ReserveResult> {
-    return this.reserveCallSync(tokenHash, serviceId, now, leaseMs);
-  }
-
-  async commitCall(reservationId: string): Promise<boolean> {
-    return this.commitCallSync(reservationId);
-  }
-
-  async releaseCall(reservationId: string): Promise<void> {
-    this.releaseCallSync(reservationId);
-  }
-
-  reserveCallSync(tokenHash: string, serviceId: string, now: number, leaseMs: number): ReserveResult {
     const paymentId = this.tokens.get(tokenHash);
     const p = paymentId === undefined ? undefined : this.payments.get(paymentId);
     if (!p) return { ok: false, reason: "unknown_token" };
     let leases = this.leases.get(p.paymentId);
     leases?.dropEnded(now);
-    const reason = rejectionAt(p.serviceId === serviceId, p.status, p.callsUsed, p.maxCalls, p.expiresAt, now, leases?.size ?? 0);
-    if (reason) return { ok: false, reason, payment: p.toPayment() };
+    const reason = reserveRejection(p, serviceId, now, leases?.size ?? 0);
+    if (reason) return { ok: false, reason, payment: copyPayment(p) };
     // kept when emptied, for the payment's next call (the sweep drops idle ones)
     if (!leases) this.leases.set(p.paymentId, (leases = new Leases()));
     const reservationId = newReservationId(p.paymentId);
     leases.add(reservationId, now + leaseMs);
-    const payment: ReservedPayment = {
-      paymentId: p.paymentId,
-      serviceId: p.serviceId,
-      amountAtomic: p.amountAtomic,
-      maxCalls: p.maxCalls,
-      callsUsed: p.callsUsed,
-      payer: p.payer,
-      network: p.network,
-      transaction: p.transaction,
-    };
-    return { ok: true, payment, reservationId };
+    return { ok: true, payment: copyPayment(p), reservationId };
   }
 
-  commitCallSync(reservationId: string): boolean {
+  async commitCall(reservationId: string): Promise<boolean> {
     const paymentId = reservationPaymentId(reservationId);
     const leases = paymentId === undefined ? undefined : this.leases.get(paymentId);
     if (!leases?.remove(reservationId)) return false;
@@ -355,10 +252,9 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  releaseCallSync(reservationId: string): void {
+  async releaseCall(reservationId: string): Promise<void> {
     const paymentId = reservationPaymentId(reservationId);
-    const leases = paymentId === undefined ? undefined : this.leases.get(paymentId);
-    leases?.remove(reservationId);
+    this.leases.get(paymentId ?? "")?.remove(reservationId);
   }
 
   // --- lease renewal (issue 14 A4) ---

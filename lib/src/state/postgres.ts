@@ -176,7 +176,7 @@ export const POSTGRES_MIGRATIONS: ReadonlyArray<(s: string) => string> = [
   -- reserve {ok:true, p} | {reason, p?}; commit true|false; release null; append
   -- the ledger id; an op that raises an error answers {err} and is undone alone.
   -- Lock order: payment rows (all up front, by id), then the ledger's lock.
-  -- The rejection order mirrors rejectionAt() in shared.ts.
+  -- The rejection order mirrors reserveRejection() in shared.ts.
   CREATE FUNCTION ${s}.batch(ops jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
   DECLARE
     op jsonb;

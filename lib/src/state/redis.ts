@@ -162,7 +162,7 @@ return {changed, redis.call('HGETALL', KEYS[1])}`);
  * as an op letter and its arguments:
  * - `r tokenHash serviceId now leaseUntil reservationIdWithoutPaymentId rsvTtl`
  *   reserve → `{'ok', HMGET of the ReservedPayment fields}` or `{reason, HGETALL}`
- *   (`{'unknown_token'}` alone); mirrors reserveRejection() in shared.ts;
+ *   (`{'unknown_token'}` alone); the rule of reserveRejection() in shared.ts, in its order;
  * - `c paymentId reservationId` commit → 1 or 0;
  * - `x paymentId reservationId` release → 0.
  * A call that raises an error answers `{'err', message}`; the others still run.

@@ -3,7 +3,7 @@
  * reserve decision, error wrapping and common defaults.
  */
 import { Server402Error, StoreError } from "../errors.js";
-import { statusAt, type LedgerEntry, type ReserveFailure, type StoredPayment } from "./store.js";
+import { paymentStatus, type LedgerEntry, type ReserveFailure, type StoredPayment } from "./store.js";
 
 /** Default time a payment is kept after it expires before a store may delete it (30 days). */
 export const DEFAULT_PAYMENT_RETENTION_MS = 30 * 24 * 3600_000;
@@ -22,6 +22,12 @@ const NUMBER_FIELDS = ["amountCents", "maxCalls", "callsUsed", "expiresAt", "cre
 const STRING_FIELDS = ["paymentId", "serviceId", "tokenHash", "status", "amountAtomic", "currency", "billingMode", "payTo"] as const;
 /** The optional string fields of a payment (`paidAt` is its one optional number). */
 export const OPTIONAL_STRING_FIELDS = ["provider", "transaction", "network", "payer", "createdBy"] as const;
+/** The optional fields of a payment (null or missing in a row or hash). */
+export const OPTIONAL_PAYMENT_FIELDS = ["paidAt", ...OPTIONAL_STRING_FIELDS] as const;
+
+/** The lists above name every field of `StoredPayment` (a compile error otherwise). */
+type Listed = (typeof NUMBER_FIELDS)[number] | (typeof STRING_FIELDS)[number] | (typeof OPTIONAL_PAYMENT_FIELDS)[number];
+export const EVERY_PAYMENT_FIELD_LISTED: [Exclude<keyof StoredPayment, Listed>] extends [never] ? true : never = true;
 
 /** The fields of a payment as a flat record, undefined ones left out. */
 export function paymentToRecord(p: StoredPayment): Record<string, string | number> {
@@ -52,26 +58,16 @@ export function ledgerBody(entry: LedgerEntry): Omit<LedgerEntry, "id"> {
 
 /**
  * Why a call on `p` cannot be reserved for `serviceId` at `now` when `live`
- * unlapsed reservations exist, or undefined if it can.
+ * unlapsed reservations exist, or undefined if it can. The reserve rule: the
+ * Memory and SQLite stores call it; the Redis Lua and PostgreSQL SQL scripts
+ * repeat it in their own language, since there the check and the reservation
+ * are one atomic step on the server.
  */
 export function reserveRejection(p: StoredPayment, serviceId: string, now: number, live: number): ReserveFailure | undefined {
-  return rejectionAt(p.serviceId === serviceId, p.status, p.callsUsed, p.maxCalls, p.expiresAt, now, live);
-}
-
-/** `reserveRejection` from the payment's fields (see `statusAt`). */
-export function rejectionAt(
-  sameService: boolean,
-  status: StoredPayment["status"],
-  callsUsed: number,
-  maxCalls: number,
-  expiresAt: number,
-  now: number,
-  live: number,
-): ReserveFailure | undefined {
-  if (!sameService) return "wrong_service";
-  const derived = statusAt(status, callsUsed, maxCalls, expiresAt, now);
-  if (derived !== "paid") return derived;
-  if (callsUsed + live >= maxCalls) return "exhausted";
+  if (p.serviceId !== serviceId) return "wrong_service";
+  const status = paymentStatus(p, now);
+  if (status !== "paid") return status;
+  if (p.callsUsed + live >= p.maxCalls) return "exhausted";
   return undefined;
 }
 

@@ -20,6 +20,7 @@ import {
   TurnBatch,
   duplicatePaymentError,
   ledgerBody,
+  OPTIONAL_PAYMENT_FIELDS,
   paymentFromRecord,
   paymentToRecord,
   reserveRejection,
@@ -81,7 +82,7 @@ const MIGRATIONS = [
   `,
 ];
 
-const OPTIONAL_PAYMENT_COLUMNS = { paidAt: null, provider: null, transaction: null, network: null, payer: null, createdBy: null };
+const OPTIONAL_PAYMENT_COLUMNS = Object.fromEntries(OPTIONAL_PAYMENT_FIELDS.map((k) => [k, null]));
 const OPTIONAL_LEDGER_COLUMNS = { transaction: null, serviceId: null, paymentId: null };
 
 type Row = Record<string, unknown>;

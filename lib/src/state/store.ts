@@ -167,17 +167,6 @@ export interface Store {
   commitCall(reservationId: string): Promise<boolean>;
   /** Give a reserved call back. Idempotent. */
   releaseCall(reservationId: string): Promise<void>;
-  /**
-   * Optional same-tick forms of the three calls above, for a store whose state
-   * lives in this process (`MemoryStore`). When a store has all three, the
-   * engine and adapters use them and wait on no promise of the store's (the
-   * Express adapter still takes a turn's token calls together at its end, as
-   * the other stores batch theirs). Same results and atomicity as the async forms.
-   */
-  reserveCallSync?(tokenHash: string, serviceId: string, now: number, leaseMs: number): ReserveResult;
-  commitCallSync?(reservationId: string): boolean;
-  releaseCallSync?(reservationId: string): void;
-
   // --- lease renewal (issue 14 A4) ---
   /**
    * Keep a reservation alive while its handler runs: its lease now ends at
@@ -251,15 +240,7 @@ export interface OutboxItem {
 
 /** Derive the public status of a stored payment at time `now`. */
 export function paymentStatus(p: StoredPayment, now: number): PaymentStatus {
-  return statusAt(p.status, p.callsUsed, p.maxCalls, p.expiresAt, now);
-}
-
-/**
- * `paymentStatus` from the fields themselves, so that a store's hot path
- * reads them at its own property sites (see `MemoryStore`'s `PaymentRecord`).
- */
-export function statusAt(status: StoredPayment["status"], callsUsed: number, maxCalls: number, expiresAt: number, now: number): PaymentStatus {
-  if (status === "paid" && callsUsed >= maxCalls) return "exhausted";
-  if (now >= expiresAt) return "expired";
-  return status;
+  if (p.status === "paid" && p.callsUsed >= p.maxCalls) return "exhausted";
+  if (now >= p.expiresAt) return "expired";
+  return p.status;
 }

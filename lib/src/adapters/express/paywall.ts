@@ -3,29 +3,23 @@
  * `requirePayment({ price, ... })` for one route. Both answer x402 v1 and v2
  * clients on the same route and accept prepaid `X-Payment-Token`s.
  */
-import { EventEmitter } from "node:events";
-import { IncomingMessage } from "node:http";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { ChainError, ConfigError, PaymentError, Server402Error, SettlementError, StoreError } from "../../errors.js";
-import { createChainReader } from "../../chain/reader.js";
-import { smartWalletVerifier } from "../../chain/smart-wallet.js";
-import { chainChecker, type PaymentChecker } from "../../core/checker.js";
-import { permit2Checker } from "../../chain/permit2.js";
-import type { FacilitatorSettler } from "../../chain/facilitator.js";
 import { PaymentEngine, reasonOf, settleResponse, type PaymentInfo, type TokenAttempt, type X402Attempt, type X402Replay } from "../../core/engine.js";
-import { alternativesOf, DEFAULT_PAYMENTS_PATH, resolveRoute, validateShared, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
+import { DEFAULT_PAYMENTS_PATH, type PaymentOptions, type ResolvedRoute, type RouteOptions } from "../../core/options.js";
 import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
-import { NO_PAYMENT, NO_PAYMENT_V2, requirementsV1Of, toPaymentRequiredV2, type Offer } from "../../protocol/requirements.js";
+import { NO_PAYMENT, type Offer } from "../../protocol/requirements.js";
 import { HEADER } from "../../protocol/types.js";
-import { MemoryStore } from "../../state/memory.js";
 import type { Store, StoredPayment } from "../../state/store.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
-import { shape402Body } from "../../core/bodies.js";
 import { withProtectedRequestHook } from "./protected-request.js";
-import { paymentsDispatcher, type PaymentsApiOptions } from "./payments-router.js";
-import { normalizePath, requestPath, RouteTable } from "../routes.js";
+import { endBeforeBody } from "./unread-body.js";
+import { errorDetail } from "../error-detail.js";
+import { paymentsApi, type PaymentsApiOptions } from "./payments-router.js";
+import { normalizePath, RouteTable } from "../routes.js";
+import { buildPaidRoutes, offerOf, paymentRequiredOf, type PaidRoutes } from "../paid-routes.js";
 import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
 import { httpBodyDigest, sendPaymentIdRefusal, type PaymentIdHold } from "../../core/idempotency.js";
 
@@ -52,7 +46,7 @@ export interface PaywallOptions extends PaymentOptions, PaywallPageSetting {
 }
 
 /** The middleware, with the resolved configuration attached for the payments router, MCP and catalogs. */
-export interface PaywallMiddleware extends RequestHandler {
+export interface PaywallMiddleware extends RequestHandler, PaidRoutes<Request> {
   /** @internal The shared engine (store, settler), for the payments router and the MCP adapter; not in the published types. */
   readonly engine: PaymentEngine;
   /** Resolved routes, in match order. */
@@ -72,35 +66,6 @@ export interface PaywallMiddleware extends RequestHandler {
 }
 
 const MAX_CACHE = 1000;
-
-let turnEnd: Promise<void> | undefined;
-
-/**
- * A promise that resolves at the end of this turn of the event loop (the
- * `setImmediate` after its I/O callbacks), shared by every call made in the
- * turn. Token calls on a same-tick store wait for it, so a turn's requests go
- * phase by phase: all of them read and routed, then all reserved and
- * answered, in arrival order. That served about 15% more token-paid requests
- * per second here than taking each through to its answer at once
- * (`npm run bench` scenario 2: 1.04 against 0.90 of bare Express), with
- * about as many system calls and 2% more instructions per request
- * (callgrind) but less CPU time (1.05 against 0.90 of bare Express's, same
- * runs): each phase's code runs for many requests in a row, and the caches
- * keep it (the likely cause; this machine exposes no cache counters). The
- * SqliteStore and RedisStore batch a turn's calls on the same schedule
- * (`TurnBatch` in state/shared.ts). A call waits at most for the rest of its
- * turn's I/O callbacks.
- */
-function endOfTurn(): Promise<void> {
-  return (turnEnd ??= new Promise<void>((resolve) =>
-    setImmediate(() => {
-      turnEnd = undefined;
-      resolve();
-    }),
-  ));
-}
-
-const addListener = EventEmitter.prototype.on;
 
 /**
  * Keeps the token calls of running handlers reserved (issue 14 A4): every
@@ -164,67 +129,13 @@ function cacheKey(route: ResolvedRoute<Request>, base: string, resource: string,
 }
 
 /** Create the engine and resolve routes; shared by `paywall` and `requirePayment`. */
-function build(options: PaymentOptions, routes: Record<string, RouteOptions<Request>>): { engine: PaymentEngine; table: RouteTable<ResolvedRoute<Request>> } {
-  validateShared(options);
-  const resolved: Record<string, ResolvedRoute<Request>> = {};
-  for (const [key, r] of Object.entries(routes)) resolved[key] = resolveRoute(key, r, options);
-  const engine = new PaymentEngine({
-    store: options.store ?? new MemoryStore(),
-    settler: options.settler,
-    checker: defaultChecker(options, Object.values(resolved)[0]?.network.chainId ?? 84532),
-    tokenLeaseMs: options.tokenLeaseMs,
-    onEvent: options.onEvent,
-    abuseLimits: options.abuseLimits,
-    hooks: options.hooks,
-    // smart-wallet signatures (ERC-1271 / ERC-6492) are checked on-chain through rpcUrl; without it only EOAs pay
-    smartWallets: options.rpcUrl ? smartWalletVerifier({ rpcUrl: options.rpcUrl }) : undefined,
-    paymentIdentifier: options.paymentIdentifier, // issue 17.3
-  });
-  return { engine, table: new RouteTable(resolved) };
+function build(options: PaymentOptions, routes: Record<string, RouteOptions<Request>>) {
+  return buildPaidRoutes(options, routes);
 }
 
-/** The pre-handler check: as given; else on-chain via rpcUrl; else the facilitator's /verify; `false` for none. */
-function defaultChecker(options: PaymentOptions, chainId: number): PaymentChecker | undefined {
-  if (options.checker === false) return undefined;
-  if (options.checker) return options.checker;
-  // Permit2 payments (nonce bitmap, allowance to Permit2, balance) in front of the EIP-3009 check
-  if (options.rpcUrl) return permit2Checker({ rpcUrl: options.rpcUrl }, chainChecker(createChainReader({ rpcUrl: options.rpcUrl, chainId })));
-  const settler = options.settler as Partial<FacilitatorSettler>;
-  return typeof settler.checker === "function" ? settler.checker() : undefined;
-}
-
-/** The origin last computed for a connection, with everything it was computed from. */
-interface OriginMemo {
-  host: string | undefined;
-  forwardedProto: string | string[] | undefined;
-  forwardedHost: string | string[] | undefined;
-  trust: unknown;
-  origin: string;
-}
-const origins = new WeakMap<object, OriginMemo>();
-
-/**
- * `publicUrl`, else `req.protocol` + `://` + `req.host` (which honour `trust
- * proxy`). Express computes those on every read; requests on a kept-alive
- * connection mostly repeat the same headers, so the answer is remembered per
- * socket and reused while Host, X-Forwarded-Proto/Host and the trust setting
- * are unchanged. Without X-Forwarded-* headers the trust setting cannot change
- * the answer, and it is not read (each read of `req.app` is one more
- * inline-cache miss; see `requestPath`).
- */
-function origin(req: Request, options: PaymentOptions, h: Request["headers"] = req.headers): string {
-  if (options.publicUrl) return options.publicUrl;
-  const forwardedProto = h["x-forwarded-proto"];
-  const forwardedHost = h["x-forwarded-host"];
-  const trust: unknown = forwardedProto === undefined && forwardedHost === undefined ? undefined : req.app?.settings["trust proxy fn"];
-  const socket = req.socket;
-  const memo = origins.get(socket);
-  if (memo && memo.host === h.host && memo.forwardedProto === forwardedProto && memo.forwardedHost === forwardedHost && memo.trust === trust) {
-    return memo.origin;
-  }
-  const computed = `${req.protocol}://${req.host}`;
-  origins.set(socket, { host: h.host, forwardedProto, forwardedHost, trust, origin: computed });
-  return computed;
+/** `publicUrl`, else `req.protocol` + `://` + `req.host` (both honour Express's `trust proxy` setting). */
+function origin(req: Request, options: PaymentOptions): string {
+  return options.publicUrl ?? `${req.protocol}://${req.host}`;
 }
 
 /** The absolute URL of a request: origin, the router's base URL, then the (normalised) path. */
@@ -264,9 +175,8 @@ function makeMiddleware(
   table: RouteTable<ResolvedRoute<Request>>,
   options: PaymentOptions,
   pick: (method: string, path: string) => ResolvedRoute<Request> | undefined,
-  paymentsApi?: PaymentsApiOptions,
+  paymentsApiOptions?: PaymentsApiOptions,
 ): PaywallMiddleware {
-  installPaymentAccessor();
   const cache = new Map<string, { body: string; header: string }>();
   const leases = new LeaseKeeper(engine.store, options.tokenLeaseMs ?? 120_000);
   const acceptTokens = options.acceptTokens !== false;
@@ -277,32 +187,11 @@ function makeMiddleware(
   async function offerFor(route: ResolvedRoute<Request>, resource: string, req?: Request): Promise<Offer> {
     let price = route.staticPrice;
     if (!price) price = resolvePrice(await route.priceFn!(req as Request), route.asset, `routes[${JSON.stringify(route.key)}].price(req)`);
-    return {
-      network: route.network,
-      asset: price.asset,
-      amount: price.amount,
-      payTo: route.payTo,
-      maxTimeoutSeconds: route.maxTimeoutSeconds,
-      resource: route.options.resource ?? resource,
-      description: route.description,
-      mimeType: route.mimeType,
-      outputSchema: route.outputSchema(req?.method ?? "GET"),
-      alternatives: alternativesOf(route),
-      ...(route.permit2 ? { permit2: route.permit2 } : {}),
-    };
+    return offerOf(route, price, resource, req?.method);
   }
 
   function paymentRequired(offer: Offer, route: ResolvedRoute<Request>, error: string, base: string) {
-    const body: Record<string, unknown> = { x402Version: 1, error, accepts: requirementsV1Of(offer) };
-    if (acceptTokens && route.options.serviceId) {
-      body.prepaid = {
-        header: "X-Payment-Token",
-        serviceId: route.options.serviceId,
-        create: { method: "POST", url: `${base}${paymentsPath}`, body: { serviceId: route.options.serviceId } },
-      };
-    }
-    // each version's `error` names the header that version pays with
-    return { body: shape402Body(route.paymentRequiredBody, body, offer, NO_PAYMENT), header: encodeHeader(toPaymentRequiredV2(offer, error === NO_PAYMENT ? NO_PAYMENT_V2 : error, engine.paymentIds !== undefined)) };
+    return paymentRequiredOf(offer, route, error, base, options, engine.paymentIds !== undefined);
   }
 
   function send402(res: Response, offer: Offer, route: ResolvedRoute<Request>, base: string, reason: string, message?: string, extra?: Record<string, unknown>, status = 402) {
@@ -327,7 +216,7 @@ function makeMiddleware(
     res.setHeader("Content-Type", "application/json; charset=utf-8");
     res.setHeader("Cache-Control", "no-store");
     res.setHeader(HEADER.v2Required, answer.header);
-    res.end(answer.body);
+    endBeforeBody(res.req, res, answer.body);
   }
 
   function sendError(res: Response, err: unknown, offer: Offer, route: ResolvedRoute<Request>, base: string, version?: 1 | 2, attempt?: X402Attempt) {
@@ -348,22 +237,38 @@ function makeMiddleware(
       const status = version === 2 && err.reason === "invalid_payload" ? 400 : err.status === 412 ? 412 : 402; // 412: permit2_allowance_required
       return send402(res, offer, route, base, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : undefined, status);
     }
-    if (err instanceof SettlementError && err.status === 402) return send402(res, offer, route, base, err.reason, `payment settlement failed: ${err.message}`);
+    if (err instanceof SettlementError && err.status === 402) {
+      reportError(402, err.reason, err, offer.resource);
+      return send402(res, offer, route, base, err.reason, `payment settlement failed: ${err.message}`);
+    }
     // An outage (store, chain, settlement infrastructure, or anything unexpected while taking the
     // payment) is never a 500: 502/503/504 with a code, and Retry-After since it is worth retrying.
-    const known = err instanceof SettlementError || err instanceof StoreError || err instanceof ChainError;
+    // The client gets the code and a plain message; what happened in full goes to onEvent (C16).
     const status = err instanceof SettlementError ? err.status : err instanceof ChainError ? 502 : 503;
+    const code = err instanceof SettlementError || err instanceof StoreError || err instanceof ChainError ? reasonOf(err) : "service_unavailable";
+    const message =
+      err instanceof SettlementError
+        ? err.message
+        : err instanceof ChainError
+          ? "the chain could not be reached; retry in a few seconds."
+          : err instanceof StoreError
+            ? "the payment store is unavailable; retry in a few seconds."
+            : "payment processing is unavailable right now; retry later.";
+    reportError(status, code, err, offer.resource);
     res.statusCode = status;
     res.setHeader("Content-Type", "application/json; charset=utf-8");
     res.setHeader("Cache-Control", "no-store");
     res.setHeader("Retry-After", RETRY_AFTER_SECONDS);
-    res.end(
-      JSON.stringify(
-        known
-          ? { error: reasonOf(err), message: (err as Error).message }
-          : { error: "service_unavailable", message: "payment processing is unavailable right now; retry later." },
-      ),
-    );
+    res.end(JSON.stringify({ error: code, message }));
+  }
+
+  /** Issue 14 C16: an error answer's full story (its detail and causes) goes to `onEvent`, for the logs. */
+  function reportError(status: number, code: string, err: unknown, resource: string): void {
+    try {
+      options.onEvent?.({ type: "error_answer", status, code, detail: errorDetail(err), resource });
+    } catch {
+      // a listener must not break an answer
+    }
   }
 
   /** A refused token: build the offer (only now) and answer 402 with the reason (503 for a store outage). */
@@ -381,65 +286,44 @@ function makeMiddleware(
     sendError(res, err, offer, route, base);
   }
 
-  /**
-   * Token path: the offer is built only when the token is refused (the common
-   * case needs none), and the resource URL only then or for `onEvent` (the
-   * origin and base URL are two more reads of `req`; see `requestPath`). With
-   * a same-tick store (`engine.syncTokens`) the call is reserved and run at the
-   * end of the event loop's turn, after the turn's other requests were read
-   * (see `endOfTurn`).
-   */
-  function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, path: string, headers: Request["headers"]): void | Promise<void> {
+  /** Token path: reserve one call of the token, run the handler, then use the call or give it back. */
+  async function handleToken(req: Request, res: Response, next: NextFunction, token: string, route: ResolvedRoute<Request>, path: string): Promise<void> {
     const serviceId = route.options.serviceId;
     if (!acceptTokens || !serviceId) {
       return refuseToken(req, res, next, new PaymentError("tokens_not_accepted", "this route does not accept X-Payment-Token; pay with x402."), route, path);
     }
-    const advertised = route.options.resource ?? (engine.observed ? resourceUrl(req, origin(req, options, headers), path) : "");
+    const advertised = route.options.resource ?? resourceUrl(req, origin(req, options), path);
     let attempt: TokenAttempt | undefined;
     let gone = false;
-    // 'close' follows 'finish', or comes alone when the client went away: the call is used once a
-    // status < 400 is on the wire (a streamed answer the client aborted was still delivered in part);
-    // it is given back when the status is ≥ 400 or nothing was sent. Listening from the start also
-    // covers a response that closes before the call is reserved. A closure, not a property on `res`,
-    // and `on` taken from EventEmitter.prototype, not read from `res`: each property read or added
-    // on Express's response objects costs more than that (see `requestPath`).
-    addListener.call(res, "close", () => {
+    // The status that went on the wire: an error handler may set 500 on `res` after a streamed 200 was
+    // sent (the client got paid bytes). Node sends every head through `writeHead`, so the first one counts.
+    let sentStatus: number | undefined;
+    // 'close' follows 'finish', or comes alone when the client went away. The call is used once a
+    // status < 400 is on the wire (an aborted stream was still delivered in part); it is given back
+    // when the status is ≥ 400 or nothing was sent (issue 14 A3).
+    res.on("close", () => {
       if (!attempt) return void (gone = true);
       leases.untrack(attempt);
       engine.finishToken(attempt, advertised, res.headersSent && (sentStatus ?? res.statusCode) < 400);
     });
-    // The status that went on the wire: an error handler may set 500 on `res` after a streamed 200 was
-    // sent (the client got paid bytes). Node sends every head through `writeHead` (write, end and
-    // flushHeaders call it), so the first one that succeeds is the wire's.
-    let sentStatus: number | undefined;
-    const admit = (reserved: TokenAttempt): void => {
-      // the response closed while the call was being reserved: give the call back, run nothing
-      if (gone) return engine.finishToken(reserved, advertised, false);
-      attempt = reserved;
-      const writeHead = res.writeHead;
-      res.writeHead = function (this: Response, ...args: unknown[]) {
-        const out = (writeHead as (...a: unknown[]) => Response).apply(this, args);
-        sentStatus ??= this.statusCode;
-        return out;
-      } as Response["writeHead"];
-      leases.track(reserved);
-      requestPayments.set(req, reserved.info);
-      next();
-    };
-    if (!engine.syncTokens) {
-      return engine.reserveToken(token, serviceId, advertised).then(admit, (err: unknown) => refuseToken(req, res, next, err, route, path));
+    let reserved: TokenAttempt;
+    try {
+      reserved = await engine.reserveToken(token, serviceId, advertised);
+    } catch (err) {
+      return refuseToken(req, res, next, err, route, path);
     }
-    // a reaction of its own per request: it runs in the request's async context (AsyncLocalStorage)
-    return endOfTurn().then(() => {
-      if (gone) return;
-      let reserved: TokenAttempt;
-      try {
-        reserved = engine.reserveTokenSync(token, serviceId, advertised);
-      } catch (err) {
-        return refuseToken(req, res, next, err, route, path);
-      }
-      admit(reserved);
-    });
+    // the response closed while the call was being reserved: give the call back, run nothing
+    if (gone) return engine.finishToken(reserved, advertised, false);
+    attempt = reserved;
+    const writeHead = res.writeHead;
+    res.writeHead = function (this: Response, ...args: unknown[]) {
+      const out = (writeHead as (...a: unknown[]) => Response).apply(this, args);
+      sentStatus ??= this.statusCode;
+      return out;
+    } as Response["writeHead"];
+    leases.track(reserved);
+    req.payment = reserved.info;
+    next();
   }
 
   async function handleX402(req: Request, res: Response, next: NextFunction, version: 1 | 2, raw: string, route: ResolvedRoute<Request>, offer: Offer, base: string) {
@@ -466,7 +350,7 @@ function makeMiddleware(
       return sendError(res, err, offer, route, base, version);
     }
     const responseHeader = version === 2 ? HEADER.v2Response : HEADER.v1Response;
-    requestPayments.set(req, attempt.info);
+    req.payment = attempt.info;
 
     if (route.settlement === "before") {
       try {
@@ -514,7 +398,7 @@ function makeMiddleware(
       return sendError(res, replay.error, offer, route, base, version);
     }
     if (replay.kind === "run") {
-      requestPayments.set(req, replay.info);
+      req.payment = replay.info;
       res.setHeader(version === 2 ? HEADER.v2Response : HEADER.v1Response, encodeHeader(replay.response));
       return next();
     }
@@ -538,34 +422,35 @@ function makeMiddleware(
     return send402(res, offer, route, base, NO_PAYMENT);
   }
 
-  // Not async itself: the paid paths return their own promises (Express 5 routes their rejections),
-  // so a token-paid request does not pay for one more promise adopting another.
   const middleware = function server402(req: Request, res: Response, next: NextFunction): void | Promise<void> {
+    if (page !== undefined && page.asset(req, res, req.method, req.path)) return;
+    // the payments API (paywall({ payments })) first; what it does not serve goes on to the priced routes
+    if (api) return void api(req, res, (err?: unknown) => (err ? next(err) : void priced(req, res, next)));
+    return priced(req, res, next);
+  } as PaywallMiddleware;
+
+  function priced(req: Request, res: Response, next: NextFunction): void | Promise<void> {
     // OPTIONS too: a key without a verb covers it (CORS preflights are a CORS middleware's, mounted before)
     const method = req.method;
-    const rawPath = requestPath(req);
-    if (page !== undefined && page.asset(req, res, method, rawPath)) return;
-    if (api?.(req, res, next, rawPath)) return;
-    const path = normalizePath(rawPath);
+    const path = normalizePath(req.path);
     const route = pick(method, path);
     if (!route) return next();
-    // Each property of `req` is read once, and only when needed (see `requestPath`).
     const headers = req.headers;
     const token = headerValue(headers[HEADER.token]);
-    if (token !== undefined) return handleToken(req, res, next, token, route, path, headers);
-    const base = origin(req, options, headers);
+    if (token !== undefined) return handleToken(req, res, next, token, route, path);
+    const base = origin(req, options);
     const resource = resourceUrl(req, base, path);
     const v2 = headerValue(headers[HEADER.v2Payment]);
     const v1 = headerValue(headers[HEADER.v1Payment]);
     // the page's script signs EIP-3009 only: a Permit2 route answers browsers with the plain 402
     if (v2 === undefined && v1 === undefined && page !== undefined && !route.permit2 && page.wants(method, headers)) return page.send(req, res, next, route, resource, base);
     if (v2 === undefined && v1 === undefined && route.staticPrice) {
-      // hot path: an unpaid request for a static price is answered from the cache
+      // an unpaid request for a static price is answered from the cache
       const hit = cache.get(cacheKey(route, base, route.options.resource ?? resource, route.staticPrice.amount, NO_PAYMENT, route.outputSchema(method)));
       if (hit) return write402(res, hit, route.options.resource ?? resource);
     }
     return handleOffer(req, res, next, route, resource, base, v1, v2);
-  } as PaywallMiddleware;
+  }
 
   const pw = Object.assign(withProtectedRequestHook(middleware, options, pick), {
     engine,
@@ -577,38 +462,8 @@ function makeMiddleware(
     sendError,
     origin: (req: Request) => origin(req, options),
   });
-  const api = paymentsApi ? paymentsDispatcher(pw, { ...paymentsApi, path: paymentsPath }, "payments") : undefined;
+  const api = paymentsApiOptions ? paymentsApi(pw, { ...paymentsApiOptions, path: paymentsPath }, "payments") : undefined;
   return pw;
-}
-
-/**
- * Requests' payments, read as `req.payment`: a WeakMap keyed by the request,
- * kept in the global symbol registry so that every copy of server402 in the
- * process shares it. Express gives each request a hidden class of its own
- * (see `requestPath`): a new property on `req` costs a map transition (about
- * 5% of a token-paid request, measured), a read of `res.locals` an
- * inline-cache miss; a WeakMap entry costs less than either.
- */
-const requestPayments = ((globalThis as Record<symbol, unknown>)[Symbol.for("server402.payments")] ??= new WeakMap<object, PaymentInfo>()) as WeakMap<object, PaymentInfo>;
-
-/**
- * Make `req.payment` readable on every request: an accessor installed once
- * on `http.IncomingMessage.prototype`, which every app's (and sub-app's)
- * requests inherit. Assigning `req.payment` still works.
- */
-function installPaymentAccessor(): void {
-  if (Object.prototype.hasOwnProperty.call(IncomingMessage.prototype, "payment")) return;
-  Object.defineProperty(IncomingMessage.prototype, "payment", {
-    configurable: true,
-    enumerable: false,
-    get(this: object): PaymentInfo | undefined {
-      return requestPayments.get(this);
-    },
-    set(this: object, value: PaymentInfo | undefined) {
-      if (value === undefined) requestPayments.delete(this);
-      else requestPayments.set(this, value);
-    },
-  });
 }
 
 function appendCacheControlPrivate(res: Response) {

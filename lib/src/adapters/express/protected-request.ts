@@ -8,7 +8,7 @@
  */
 import type { NextFunction, Request, Response } from "express";
 import type { PaymentOptions, ResolvedRoute } from "../../core/options.js";
-import { normalizePath, requestPath } from "../routes.js";
+import { normalizePath } from "../routes.js";
 
 /** What `onProtectedRequest` receives. */
 export interface ProtectedRequestContext {
@@ -48,7 +48,7 @@ export function withProtectedRequestHook<M extends (req: Request, res: Response,
   const hook = (options.hooks as ExpressHooks | undefined)?.onProtectedRequest;
   if (typeof hook !== "function") return middleware;
   const wrapped = async function server402Protected(req: Request, res: Response, next: NextFunction): Promise<unknown> {
-    const path = normalizePath(requestPath(req));
+    const path = normalizePath(req.path);
     const route = pick(req.method, path);
     if (!route) return middleware(req, res, next);
     let out: ProtectedRequestResult;
