@@ -19,6 +19,8 @@ export type { Settler, SettleRequest, SettleResult, ChainReader, ExactAuthorizat
 export { createChainReader } from "./chain/reader.js";
 export { smartWalletVerifier, MAX_SIGNATURE_BYTES, type SmartWalletVerifier, type SignatureKind } from "./chain/smart-wallet.js";
 export { relayerSettler } from "./chain/relayer.js";
+export type { RelayerSettlerOptions, RelayerSettler, RelayerEvent } from "./chain/relayer.js";
+export { RelayerFundsError } from "./errors.js";
 export { facilitatorSettler, type FacilitatorOptions, type FacilitatorSettler } from "./chain/facilitator.js";
 
 // state (SqliteStore: "server402/sqlite", RedisStore: "server402/redis", dev chain: "server402/devchain")
