@@ -168,6 +168,8 @@ export class HeadWatcher {
 /** One relayer wallet: its nonce sequence, transactions in flight and gas funds. */
 export class WalletLane {
   private nextNonce: number | undefined;
+  /** A nonce was read from the node once: later reads are resyncs (reported). */
+  private started = false;
   private queue: Promise<unknown> = Promise.resolve();
   private queued = 0;
   private readonly flights = new Map<number, Flight>();
@@ -242,7 +244,7 @@ export class WalletLane {
     } catch (err) {
       throw this.failure("unexpected_settle_error", "nonce lookup failed: the chain RPC could not be reached.", err);
     }
-    if (this.nextNonce !== undefined || reason !== "start") this.d.emit({ type: "relayer_nonce_resync", wallet: this.address, nonce: n, reason });
+    if (reason !== "start") this.d.emit({ type: "relayer_nonce_resync", wallet: this.address, nonce: n, reason });
     return n;
   }
 
@@ -256,12 +258,13 @@ export class WalletLane {
   send(to: Address, data: Hex, gas: bigint, fee: Fees): Promise<Sent> {
     this.queued++;
     const run = async (): Promise<Sent> => {
-      let resync: string | undefined = this.nextNonce === undefined ? "start" : undefined;
+      let resync: string | undefined = this.nextNonce === undefined ? (this.started ? "unknown send outcome or receipt timeout" : "start") : undefined;
       for (let attempt = 0; ; attempt++) {
         const funds = await this.funds(gas, fee).catch((err: unknown) => Promise.reject(this.failure("unexpected_settle_error", "balance lookup failed: the chain RPC could not be reached.", err)));
         if (!funds.ok) throw new RelayerFundsError(this.address, funds.balance, funds.needed);
         if (resync !== undefined || this.nextNonce === undefined) this.nextNonce = await this.syncNonce(resync ?? "resync");
         resync = undefined;
+        this.started = true;
         const nonce = this.nextNonce;
         const serialized = await this.sign({ chainId: this.d.chainId, nonce, to, data, gas, ...fee });
         const hash = keccak256(serialized);
@@ -398,6 +401,13 @@ export class WalletLane {
     if (f.replacements >= MAX_REPLACEMENTS) {
       f.lastSentAt = now;
       return;
+    }
+    for (const other of this.flights.values()) {
+      if (other.nonce < f.nonce) {
+        // an older transaction of this wallet is unmined: this one waits behind it, and is looked at again once it lands
+        f.lastSentAt = now;
+        return;
+      }
     }
     let latest: number;
     try {
