@@ -6,7 +6,9 @@
  * broadcast; skipped after an on-chain pre-check) in parallel with fee
  * lookup, then sign + broadcast in a queue that owns the wallet's nonce, then
  * poll for the receipt (or take it from `eth_sendRawTransactionSync`) and
- * check the ERC-20 Transfer log.
+ * check the ERC-20 Transfer log. Nonces, replacement of stuck transactions,
+ * the gas-funds check and the wallet pool live in wallet-lane.ts; `sendCall`
+ * is the one way to send a call from a relayer wallet.
  */
 import { createRequire } from "node:module";
 import {
@@ -64,7 +66,7 @@ export interface RelayerSettlerOptions {
   onEvent?: (e: RelayerEvent) => void;
   /** How long to wait for the receipt after broadcast. Default 30000. */
   receiptTimeoutMs?: number;
-  /** First receipt polling interval; it backs off to max(this, 50 ms). Default 5 ms for a loopback RPC, 250 ms otherwise. */
+  /** How often the chain head (eth_blockNumber) is polled while transactions wait for a block; receipts are read when it moves (and at least every second). Default 5 ms for a loopback RPC, 250 ms otherwise. */
   pollingIntervalMs?: number;
   /**
    * How a transaction is sent. `"sync"`: `eth_sendRawTransactionSync` (EIP-7966),
@@ -92,7 +94,6 @@ export interface RelayerSettler extends Settler {
 }
 
 export type { RelayerEvent } from "./wallet-lane.js";
-
 
 const FEE_CACHE_MS = 1000;
 /** Gas limit for a pre-checked EOA `transferWithAuthorization` (≈ 66–84k used; unused gas is not paid). */
