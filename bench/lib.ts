@@ -38,7 +38,7 @@ export const settings = {
   /** Face engine pairs (scenario 5). */
   facePairs: num("BENCH_FACE_PAIRS", 40),
   /** Scenarios to run, e.g. "1,2,6". */
-  only: (process.env.BENCH_ONLY ?? "1,2,3,4,5,6,7,8").split(",").map((s) => Number(s.trim())).filter(Boolean),
+  only: (process.env.BENCH_ONLY ?? "1,2,3,4,5,6,7,8,9").split(",").map((s) => Number(s.trim())).filter(Boolean),
   redisUrl: process.env.REDIS_URL,
 };
 

@@ -10,6 +10,7 @@
  *  6. RSS across 100,000 paid requests
  *  7. unpaid big bodies on the example server: CPU per unpaid request, 13 MB against small (bench/scenarios/unpaid-body.ts)
  *  8. signature verification cost by kind: EOA vs ERC-1271 vs ERC-6492 (bench/scenarios/smart-wallets.ts)
+ *  9. paid requests at 2 s blocks, one relayer wallet: settled payments/s, p50/p99 (bench/scenarios/block-time.ts; its own chain)
  *
  * How it is measured: every HTTP contender is its own child process
  * (bench/targets/http-target.ts, compiled) serving the same route on 127.0.0.1; the
@@ -22,7 +23,7 @@
  * Environment: BENCH_SECONDS (3) BENCH_ROUNDS (5) BENCH_TOKEN_ROUNDS (9, scenario 2) BENCH_WARMUP (5)
  * BENCH_CONNECTIONS (50) BENCH_PAID_PER_ROUND (40) BENCH_VERIFY_SECONDS (1.5)
  * BENCH_RSS_REQUESTS (100000) BENCH_FACE_PAIRS (40) BENCH_FACE_WORKERS (2)
- * BENCH_ONLY ("1,2,3,4,5,6,7,8") BENCH_PIN (1: servers and load generator on separate CPUs in scenarios 1, 2, 6) REDIS_URL (scenario 2's RedisStore; skipped
+ * BENCH_ONLY ("1,2,3,4,5,6,7,8,9") BENCH_BLOCK_SECONDS (20) BENCH_BLOCK_CONCURRENCY (150, scenario 9) BENCH_PIN (1: servers and load generator on separate CPUs in scenarios 1, 2, 6) REDIS_URL (scenario 2's RedisStore; skipped
  * without it). BENCH_STRICT=1 exits 1 when a goal is missed. BENCH_SOURCE=1
  * runs contenders from TS sources with tsx instead of compiled JavaScript
  * (lib/dist and bench/dist, built here).
@@ -43,6 +44,7 @@ import { scenarioFace } from "./scenarios/face.js";
 import { scenarioMemory } from "./scenarios/memory.js";
 import { scenarioUnpaidBody } from "./scenarios/unpaid-body.js";
 import { scenarioSmartWallets } from "./scenarios/smart-wallets.js";
+import { scenarioBlockTime } from "./scenarios/block-time.js";
 
 const started = new Date();
 const cpus = os.cpus();
@@ -79,6 +81,7 @@ const plan: Array<[number, () => Promise<Scenario>]> = [
   [6, () => scenarioMemory(chain!)],
   [7, () => scenarioUnpaidBody(chain!)],
   [8, () => scenarioSmartWallets()],
+  [9, () => scenarioBlockTime()],
 ];
 const results: Scenario[] = [];
 try {

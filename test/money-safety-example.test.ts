@@ -367,10 +367,11 @@ describe("issue 14: C16 disclosure (library)", function () {
     assert.equal(clientMessage(ours), ours.message, "this server's own messages pass");
   });
 
-  it("C16 disclosure: a relayer out of gas answers 502 without its address or the node's \"insufficient funds for gas\"", async () => {
+  it("C16 disclosure: a relayer out of gas answers 503 relayer_low_funds (issue 20) without its address or the node's \"insufficient funds for gas\"", async () => {
     const key = generatePrivateKey();
     const r = await paidThrough(chain.rpcUrl, key, 6);
-    assert.equal(r.status, 502, r.text);
+    assert.equal(r.status, 503, r.text);
+    assert.equal((JSON.parse(r.text) as { error?: string }).error, "relayer_low_funds", r.text);
     assert.doesNotMatch(r.text, new RegExp(privateKeyToAccount(key).address.slice(2), "i"));
     assert.doesNotMatch(r.text, /insufficient funds/i);
   });

@@ -18,6 +18,7 @@ export const SERVER402_ERROR_CODES = [
   "store_unavailable",
   "chain_unavailable",
   "devchain_failed",
+  "relayer_low_funds",
 ] as const;
 
 /** Every `code` a server402 error can carry. */
@@ -98,9 +99,34 @@ export class SettlementError extends Server402Error {
    * RPC, relayer wallet or facilitator unreachable), else 402 (the payment
    * itself was refused on-chain).
    */
-  get status(): 402 | 502 | 504 {
+  get status(): 402 | 502 | 503 | 504 {
     if (this.pending) return 504;
     return this.reason === "unexpected_settle_error" ? 502 : 402;
+  }
+}
+
+/**
+ * The relayer wallet(s) cannot pay the gas of one more transaction on top of
+ * those already in flight (code and reason `relayer_low_funds`, HTTP 503).
+ * Raised before anything is sent: nothing was charged. Top up `wallet`.
+ */
+export class RelayerFundsError extends SettlementError {
+  override readonly code: Server402ErrorCode = "relayer_low_funds";
+  /** The wallet that came closest to covering it (the only one without a pool). */
+  readonly wallet: string;
+  /** Its native balance and what it needed (this transaction's maximum fee plus those in flight), in wei, as integer strings. */
+  readonly balance: string;
+  readonly needed: string;
+  constructor(wallet: string, balance: bigint, needed: bigint) {
+    super("relayer_low_funds", "the settlement wallet is low on gas funds; nothing was charged. Retry later.", {
+      detail: `relayer ${wallet} holds ${balance} wei, needs ${needed} wei for this transaction and those in flight`,
+    });
+    this.wallet = wallet;
+    this.balance = balance.toString();
+    this.needed = needed.toString();
+  }
+  override get status(): 503 {
+    return 503;
   }
 }
 

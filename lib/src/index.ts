@@ -23,7 +23,7 @@ export type { PaymentRequiredBody, PaymentRequiredBodyContext } from "./core/bod
 export type { ProtectedRequestContext, ProtectedRequestResult } from "./adapters/express/protected-request.js";
 
 // Settlement and on-chain checks
-export { relayerSettler, type RelayerSettlerOptions, type RelayerSettler } from "./chain/relayer.js";
+export { relayerSettler, type RelayerSettlerOptions, type RelayerSettler, type RelayerEvent } from "./chain/relayer.js";
 export { facilitatorSettler, type FacilitatorOptions, type FacilitatorSettler } from "./chain/facilitator.js";
 export type { Settler, SettleRequest, SettleResult, ChainReader, ExactAuthorization } from "./chain/settler.js";
 export { createChainReader, type ChainReaderOptions } from "./chain/reader.js";
@@ -57,4 +57,4 @@ export {
 } from "./protocol/types.js";
 
 // Errors: every error server402 throws is one of these, with a `code` from Server402ErrorCode
-export { Server402Error, ConfigError, PaymentError, SettlementError, StoreError, ChainError, MissingDependencyError, type Server402ErrorCode } from "./errors.js";
+export { Server402Error, ConfigError, PaymentError, SettlementError, StoreError, ChainError, MissingDependencyError, RelayerFundsError, type Server402ErrorCode } from "./errors.js";

@@ -6,7 +6,9 @@
  * broadcast; skipped after an on-chain pre-check) in parallel with fee
  * lookup, then sign + broadcast in a queue that owns the wallet's nonce, then
  * poll for the receipt (or take it from `eth_sendRawTransactionSync`) and
- * check the ERC-20 Transfer log.
+ * check the ERC-20 Transfer log. Nonces, replacement of stuck transactions,
+ * the gas-funds check and the wallet pool live in wallet-lane.ts; `sendCall`
+ * is the one way to send a call from a relayer wallet.
  */
 import { createRequire } from "node:module";
 import {
@@ -33,7 +35,7 @@ import {
   type Hex,
 } from "viem";
 import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
-import { SettlementError } from "../errors.js";
+import { ConfigError, SettlementError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
 import { findAuthorizationUse, isTransferLog, type RawReceipt } from "./authorization-log.js";
 import { rpcOrigin } from "./reader.js";
@@ -41,6 +43,7 @@ import { bytesSettleCall, MAX_DEPLOY_GAS, needsBytesForm, parseErc6492 } from ".
 import { permit2NonceUsed, permit2SettleCall, settleTarget } from "./permit2.js";
 import type { ExactAuthorization, SettleRequest, SettleResult, Settler } from "./settler.js";
 import { validateRelayerOptions } from "./settler-options.js";
+import { HeadWatcher, WalletLane, WalletPool, type Fees, type RelayerEvent } from "./wallet-lane.js";
 
 export interface RelayerSettlerOptions {
   /** JSON-RPC endpoint of the chain. */
@@ -48,10 +51,24 @@ export interface RelayerSettlerOptions {
   /** Chain id; requests for another chain are refused. */
   chainId: number;
   /** Key of the relayer wallet, which pays the gas. Give it its own key: other senders using it cost a nonce resync. */
-  privateKey: Hex;
+  privateKey?: Hex;
+  /**
+   * A pool of relayer wallets sharing the load, instead of `privateKey`: each
+   * has its own nonce sequence; a settlement goes out from the least busy
+   * wallet that can pay its gas. Give each server process its own keys.
+   */
+  privateKeys?: Hex[];
+  /**
+   * A transaction not mined this long after it was sent (dropped by the node,
+   * or priced out) is sent again with the same nonce and a 25 % higher fee.
+   * Default 10000 (5 blocks on Base); keep it above a few block times.
+   */
+  replaceAfterMs?: number;
+  /** Receives what the sending did: sends, replacements, nonce resyncs, low gas funds. Must not throw. */
+  onEvent?: (e: RelayerEvent) => void;
   /** How long to wait for the receipt after broadcast. Default 30000. */
   receiptTimeoutMs?: number;
-  /** First receipt polling interval; it backs off to max(this, 50 ms). Default 5 ms for a loopback RPC, 250 ms otherwise. */
+  /** How often the chain head (eth_blockNumber) is polled while transactions wait for a block; receipts are read when it moves (and at least every second). Default 5 ms for a loopback RPC, 250 ms otherwise. */
   pollingIntervalMs?: number;
   /**
    * How a transaction is sent. `"sync"`: `eth_sendRawTransactionSync` (EIP-7966),
@@ -72,18 +89,15 @@ export interface RelayerSettlerOptions {
 /** A {@link Settler} that submits transfers from its own wallet. */
 export interface RelayerSettler extends Settler {
   readonly kind: "relayer";
-  /** The relayer wallet (needs native gas token). */
+  /** The relayer wallet (needs native gas token); the first one of a pool. */
   readonly address: Address;
   /** The chain it settles on; a paywall whose `network` is another chain is a ConfigError. */
   readonly chainId: number;
+  /** Every relayer wallet (one without a pool). */
+  readonly addresses: readonly Address[];
 }
 
-type Fees = { type: "eip1559"; maxFeePerGas: bigint; maxPriorityFeePerGas: bigint } | { type: "legacy"; gasPrice: bigint };
-/** A broadcast transaction, with its receipt when the send returned it. */
-interface Sent {
-  hash: Hex;
-  receipt?: RawReceipt;
-}
+export type { RelayerEvent } from "./wallet-lane.js";
 
 const FEE_CACHE_MS = 1000;
 /** Gas limit for a pre-checked EOA `transferWithAuthorization` (≈ 66–84k used; unused gas is not paid). */
@@ -172,8 +186,18 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
   const { rpcUrl, chainId, receiptTimeoutMs = 30_000, requestTimeoutMs = 10_000 } = opts;
   const pollingIntervalMs = opts.pollingIntervalMs ?? (isLoopback(rpcUrl) ? 5 : 250);
   const sendMode = opts.sendMode ?? "auto";
-  const account = privateKeyToAccount(opts.privateKey);
-  const signTransaction = transactionSigner(opts.privateKey, account);
+  const keys = relayerKeys(opts);
+  const replaceAfterMs = opts.replaceAfterMs ?? 10_000;
+  if (!(Number.isInteger(replaceAfterMs) && replaceAfterMs >= 100)) throw new ConfigError("replaceAfterMs", `must be an integer number of ms, at least 100, got ${String(opts.replaceAfterMs)}.`);
+  const onEvent = opts.onEvent;
+  const emit = (e: RelayerEvent): void => {
+    try {
+      onEvent?.(e);
+    } catch {
+      // a listener must not break a settlement
+    }
+  };
+  const account = privateKeyToAccount(keys[0]!);
   const client = createPublicClient({ transport: http(rpcUrl, { timeout: requestTimeoutMs, retryCount: 0 }) });
   const rpc = <T>(method: string, params: unknown[]): Promise<T> => client.request({ method, params } as never) as Promise<T>;
   /** For eth_sendRawTransactionSync: answers once the transaction is mined, so its timeout is the receipt's. */
@@ -231,9 +255,6 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
     }
   };
 
-  // --- broadcast queue: the only place nonces are assigned ---
-  let nextNonce: number | undefined; // undefined = read from chain before next send
-  let queue: Promise<unknown> = Promise.resolve();
   // --- sync sends where the chain mines on arrival (see `sendMode`) ---
   let sendSync: Promise<boolean> | boolean | undefined = sendMode === "auto" ? undefined : sendMode === "sync";
   const automine = async (): Promise<boolean> => {
@@ -257,70 +278,46 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
     await rpc<Hex>("eth_sendRawTransaction", [serialized]);
     return undefined;
   };
-  const broadcast = (to: Address, data: Hex, gas: bigint, fee: Fees): Promise<Sent> => {
-    const run = async (): Promise<Sent> => {
-      for (let attempt = 0; ; attempt++) {
-        if (nextNonce === undefined) {
-          try {
-            nextNonce = hexToNumber(await rpc<Hex>("eth_getTransactionCount", [account.address, "pending"]));
-          } catch (err) {
-            throw rpcFailure("nonce lookup", err);
-          }
-        }
-        const nonce = nextNonce;
-        const serialized = await signTransaction({ chainId, nonce, to, data, gas, ...fee });
-        const hash = keccak256(serialized);
-        try {
-          const receipt = await send(serialized);
-          nextNonce = nonce + 1;
-          return { hash, receipt };
-        } catch (err) {
-          nextNonce = undefined;
-          if (!rejectedByNode(err)) {
-            throw new SettlementError("settlement_pending", `transaction ${hash} was sent; its outcome is not known yet.`, {
-              transaction: hash,
-              pending: true,
-              cause: err,
-              detail: `broadcast of ${hash} via ${where} has unknown outcome: ${describe(err)}`,
-            });
-          }
-          if (attempt === 0 && /nonce too low|nonce.*too small|replacement transaction underpriced/i.test(describe(err))) continue;
-          throw new SettlementError("unexpected_settle_error", "the settlement wallet could not send the transfer; nothing was charged.", { cause: err, detail: `relayer ${account.address} could not broadcast: ${describe(err)}` });
-        }
-      }
-    };
-    const sent = queue.then(run, run);
-    queue = sent.catch(() => {});
-    return sent;
-  };
 
-  // --- receipt polling; no receipt in time = pending, never dropped ---
-  const maxPollMs = Math.max(pollingIntervalMs, 50);
-  const waitForReceipt = async (hash: Hex): Promise<RawReceipt> => {
-    const deadline = performance.now() + receiptTimeoutMs;
-    let delay = pollingIntervalMs;
-    let lastError: unknown;
-    for (;;) {
-      try {
-        const receipt = await rpc<RawReceipt | null>("eth_getTransactionReceipt", [hash]);
-        if (receipt) return receipt;
-      } catch (err) {
-        lastError = err; // transient RPC trouble: keep polling until the deadline
-      }
-      if (performance.now() + delay > deadline) {
-        nextNonce = undefined; // if the transaction was dropped, the next send must not leave a nonce gap
-        const why = lastError ? ` (last RPC error: ${describe(lastError)})` : "";
-        throw new SettlementError("settlement_pending", `no receipt for ${hash} within ${receiptTimeoutMs} ms.`, {
-          transaction: hash,
-          pending: true,
-          cause: lastError,
-          detail: `no receipt for ${hash} within ${receiptTimeoutMs} ms${why}`,
-        });
-      }
-      await new Promise((r) => setTimeout(r, delay));
-      delay = Math.min(delay * 2, maxPollMs);
+  // --- the wallets: one nonce sequence each (see wallet-lane.ts), sharing the load ---
+  const head = new HeadWatcher(rpc, Math.max(pollingIntervalMs, 5));
+  const laneDeps = { chainId, rpc, sendRaw: send, fees, emit, head, replaceAfterMs, receiptTimeoutMs, rejectedByNode, describe, where };
+  const pool = new WalletPool(
+    keys.map((key) => {
+      const acct = privateKeyToAccount(key);
+      return new WalletLane(acct.address, transactionSigner(key, acct), laneDeps);
+    }),
+    emit,
+  );
+  const ours = (a: Address): boolean => pool.addresses.some((x) => isAddressEqual(x, a));
+
+  /**
+   * Send a call from a relayer wallet (nonce, gas funds, replacement when
+   * stuck) and wait until it is mined. `gas` defaults to an estimate + 25 %.
+   * Resolves the mined hash and receipt (whatever its status); throws a
+   * `SettlementError`: `relayer_low_funds` (503, nothing sent),
+   * `unexpected_settle_error` (refused or RPC down, nothing sent), or
+   * `settlement_pending` with the hash when the outcome is unknown.
+   */
+  const sendCall = async (to: Address, data: Hex, gas?: bigint): Promise<{ hash: Hex; receipt: RawReceipt }> => {
+    const [limit, fee] = await Promise.all([
+      gas ?? estimate(to, data),
+      fees().catch((err: unknown) => Promise.reject(rpcFailure("fee lookup", err))),
+    ]);
+    const sent = await pool.send(to, data, limit, fee);
+    return sent.lane.mined(sent);
+  };
+  const estimate = async (to: Address, data: Hex): Promise<bigint> => {
+    try {
+      const gas = hexToBigInt(await rpc<Hex>("eth_estimateGas", [{ from: account.address, to, data }]));
+      return gas + gas / 4n;
+    } catch (err) {
+      const revert = revertText(err);
+      throw revert !== undefined ? new SettlementError("invalid_exact_evm_transaction_failed", `the call would revert: ${revert}`, { cause: err }) : rpcFailure("simulation", err);
     }
   };
+  /** The mined receipt of a transaction sent earlier (a retry of a pending settlement); replaced if it is stuck. */
+  const waitForReceipt = async (hash: Hex): Promise<{ hash: Hex; receipt: RawReceipt }> => (pool.laneOf(hash) ?? pool.lanes[0]!).mined({ hash });
 
   // --- broadcast transactions whose outcome is unknown, so a retry waits for them instead of paying twice ---
   const unresolved = new Map<string, Hex>();
@@ -354,8 +351,8 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
           throw revertText(err) !== undefined ? failed(`would revert: ${revertText(err)}`, err) : rpcFailure("deployment simulation", err);
         }
         if (gas > MAX_DEPLOY_GAS) throw failed(`needs ${gas} gas, more than ${MAX_DEPLOY_GAS}`);
-        const { hash, receipt } = await broadcast(wrapped.factory, wrapped.factoryData, gas + gas / 4n, await fees());
-        if (hexToNumber((receipt ?? (await waitForReceipt(hash))).status) !== 1) throw failed(`reverted (${hash})`);
+        const { hash, receipt } = await sendCall(wrapped.factory, wrapped.factoryData, gas + gas / 4n);
+        if (hexToNumber(receipt.status) !== 1) throw failed(`reverted (${hash})`);
       } catch (err) {
         // a concurrent payment from the same wallet may have deployed it first: then go on. Else nothing was
         // charged yet, so a deployment that failed or is still pending never leaves the payment pending.
@@ -368,7 +365,7 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
     return bytesSettleCall(req.authorization, wrapped?.signature ?? req.signature);
   };
 
-  const submit = async (req: SettleRequest, key: string): Promise<Sent> => {
+  const submit = async (req: SettleRequest): Promise<{ hash: Hex; receipt: RawReceipt }> => {
     const smartWallet = !req.permit2 && needsBytesForm(req);
     const data = req.permit2 ? permit2SettleCall(req.permit2, req.signature) : smartWallet ? await smartWalletCall(req) : encodeSettleCall(req.authorization, req.signature);
     const target = settleTarget(req); // the x402 Permit2 proxy for a Permit2 payment, else the token
@@ -379,18 +376,13 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
     // A reading older than PRECHECK_FRESH_MS (a slow handler ran since) does not vouch: simulate.
     const fresh = req.precheckedAt === undefined || Date.now() - req.precheckedAt <= PRECHECK_FRESH_MS;
     const precheckedEoa = req.prechecked === true && fresh && !smartWallet && !req.permit2 && size(req.signature) === 65;
-    const [gas, fee] = await Promise.all([
+    const [gas] = await Promise.all([
       precheckedEoa ? EOA_TRANSFER_GAS : simulate(target, data),
       fees().catch((err: unknown) => Promise.reject(rpcFailure("fee lookup", err))),
       requireContract(req.asset).catch((err: unknown) => Promise.reject(err instanceof SettlementError ? err : rpcFailure("code lookup", err))),
       target !== req.asset && requireContract(target).catch((err: unknown) => Promise.reject(err instanceof SettlementError ? err : rpcFailure("code lookup", err))),
     ]);
-    try {
-      return await broadcast(target, data, gas, fee);
-    } catch (err) {
-      if (err instanceof SettlementError && err.pending && err.transaction) remember(key, err.transaction as Hex);
-      throw err;
-    }
+    return sendCall(target, data, gas);
   };
 
   const inFlight = new Set<string>();
@@ -399,6 +391,7 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
     kind: "relayer",
     address: account.address,
     chainId,
+    addresses: pool.addresses,
     async settle(req: SettleRequest): Promise<SettleResult> {
       const { authorization: auth, asset } = req;
       if (req.chainId !== chainId) {
@@ -411,12 +404,12 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
       inFlight.add(key);
       try {
         const known = await knownBroadcast(key);
-        const { hash, receipt: given } = known ? { hash: known, receipt: undefined } : await submit(req, key);
+        let hash: Hex;
         let receipt: RawReceipt;
         try {
-          receipt = given ?? (await waitForReceipt(hash));
+          ({ hash, receipt } = known ? await waitForReceipt(known) : await submit(req));
         } catch (err) {
-          remember(key, hash);
+          if (err instanceof SettlementError && err.pending && err.transaction) remember(key, err.transaction as Hex);
           throw err;
         }
         unresolved.delete(key);
@@ -501,7 +494,7 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
     } catch (err) {
       throw rpcFailure("authorization log lookup", err);
     }
-    if (!found || (thirdPartyOnly && (!found.from || isAddressEqual(found.from, account.address)))) return undefined;
+    if (!found || (thirdPartyOnly && (!found.from || ours(found.from)))) return undefined;
     return { transaction: found.transaction, network: req.network, payer: req.authorization.from };
   }
 
@@ -595,6 +588,20 @@ function methodUnsupported(err: unknown): boolean {
 function describe(err: unknown): string {
   if (err instanceof BaseError) return err.details || err.shortMessage;
   return err instanceof Error ? err.message : String(err);
+}
+
+/** The relayer keys: `privateKeys` (a pool) or `privateKey`, exactly one of them. */
+function relayerKeys(opts: RelayerSettlerOptions): Hex[] {
+  const keys = opts.privateKeys ?? (opts.privateKey === undefined ? [] : [opts.privateKey]);
+  if (opts.privateKeys !== undefined && opts.privateKey !== undefined) throw new ConfigError("privateKeys", "give either privateKey (one wallet) or privateKeys (a pool), not both.");
+  if (keys.length === 0) throw new ConfigError(opts.privateKeys ? "privateKeys" : "privateKey", "is required: the key of a funded relayer wallet (0x and 64 hex digits).");
+  const seen = new Set<string>();
+  keys.forEach((k, i) => {
+    if (typeof k !== "string" || !/^0x[0-9a-fA-F]{64}$/.test(k)) throw new ConfigError(opts.privateKeys ? `privateKeys[${i}]` : "privateKey", "must be a private key: 0x and 64 hex digits.");
+    if (seen.has(k.toLowerCase())) throw new ConfigError(`privateKeys[${i}]`, "repeats a key: each wallet of the pool needs its own key (one nonce sequence each).");
+    seen.add(k.toLowerCase());
+  });
+  return keys;
 }
 
 function isLoopback(rpcUrl: string): boolean {

@@ -98,7 +98,12 @@ export interface DevChainOptions {
   mintPerPayer?: bigint;
   /** anvil binary; default {@link anvilBinaryPath}(). */
   anvilPath?: string;
-  /** Seconds between blocks; undefined = automine (a block per transaction). */
+  /**
+   * Interval mining: seconds between blocks (anvil `--block-time`), e.g. 2 as
+   * on Base; transactions wait in the mempool until the next block, so
+   * settlements overlap the way they do on a real chain. Undefined = automine
+   * (a block per transaction, at once). Fractions are allowed (0.5).
+   */
   blockTime?: number;
 }
 
@@ -141,6 +146,9 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
   if (opts.usdcAddress !== undefined && !isAddress(opts.usdcAddress, { strict: false })) throw new ConfigError("usdcAddress", `${JSON.stringify(opts.usdcAddress)} is not an address (0x and 40 hex digits).`);
   const usdc = getAddress(opts.usdcAddress ?? BASE_SEPOLIA_USDC);
   const mintPerPayer = opts.mintPerPayer ?? 1_000_000_000n;
+  if (opts.blockTime !== undefined && !(typeof opts.blockTime === "number" && Number.isFinite(opts.blockTime) && opts.blockTime > 0 && opts.blockTime <= 3600)) {
+    throw new ConfigError("blockTime", `must be the seconds between blocks (> 0, at most 3600), got ${String(opts.blockTime)}; leave it out for automine.`);
+  }
   const args = ["--host", host, "--port", String(opts.port ?? 0), "--chain-id", String(chainId), "--mnemonic", DEV_MNEMONIC, "--accounts", "10"];
   if (opts.blockTime !== undefined) args.push("--block-time", String(opts.blockTime));
 
