@@ -61,6 +61,7 @@ describe("README tables match the code (issue 15)", () => {
       StoreError: new api.StoreError("x"),
       ChainError: new api.ChainError("x"),
       DevChainError: new DevChainError("spawn_failed", "x"),
+      RelayerFundsError: new api.RelayerFundsError("0x0000000000000000000000000000000000000001", 0n, 1n),
     };
     for (const [codeCell, classCell] of tableOf("Errors")) {
       const code = names(codeCell!)[0]!;

@@ -6,7 +6,7 @@
  * confirmation needs.
  */
 import { BaseError, createPublicClient, encodeFunctionData, http, parseAbi, type Address, type Hex } from "viem";
-import { ChainError, PaymentError } from "../errors.js";
+import { ChainError, PaymentError, SettlementError } from "../errors.js";
 import type { PaymentChecker } from "../core/checker.js";
 import { PERMIT2_ADDRESS, type Permit2Payment } from "../protocol/permit2.js";
 import type { SettleRequest } from "./settler.js";
@@ -39,9 +39,9 @@ export function permit2SettleCall(p: Permit2Payment, signature: Hex): Hex {
   if (p.scheme === "exact") {
     return encodeFunctionData({ abi: X402_PERMIT2_PROXY_ABI, functionName: "settle", args: [permit, p.owner, { to: p.to, validAfter: BigInt(p.validAfter) }, signature] });
   }
-  if (p.settleAmount === undefined) throw new TypeError("server402: an upto settlement needs its settleAmount");
+  if (p.settleAmount === undefined) throw new SettlementError("unexpected_settle_error", "server402: an upto settlement needs its settleAmount");
   const amount = BigInt(p.settleAmount);
-  if (amount > BigInt(p.permitted)) throw new RangeError(`server402: upto settleAmount ${amount} exceeds the permitted ${p.permitted}`);
+  if (amount > BigInt(p.permitted)) throw new SettlementError("invalid_upto_evm_payload_settlement_exceeds_amount", `upto settleAmount ${amount} exceeds the permitted ${p.permitted}`);
   return encodeFunctionData({
     abi: X402_PERMIT2_PROXY_ABI,
     functionName: "settle",

@@ -39,17 +39,11 @@ export function validateRelayerOptions(opts: unknown): void {
   if (typeof o.chainId !== "number" || !Number.isSafeInteger(o.chainId) || o.chainId < 1) {
     throw new ConfigError("chainId", `must be the chain's id as a positive integer (84532 Base Sepolia, 8453 Base), got ${JSON.stringify(o.chainId)}.`);
   }
-  const key = o.privateKey;
-  if (key === undefined || key === null || key === "") throw new ConfigError("privateKey", `is required: the relayer wallet's key (0x followed by 64 hex digits), which pays the gas; ${KEY_HINT}.`);
-  if (typeof key !== "string" || !/^0x[0-9a-fA-F]{64}$/.test(key)) {
-    const shape = typeof key === "string" ? `${key.length} characters${key.startsWith("0x") ? "" : " without the 0x prefix"}` : `a ${typeof key}`;
-    throw new ConfigError("privateKey", `must be 0x followed by 64 hex digits, got ${shape}; ${KEY_HINT}.`);
-  }
-  try {
-    privateKeyToAccount(key as `0x${string}`);
-  } catch {
-    throw new ConfigError("privateKey", "is not a valid secp256k1 key (zero or above the curve order); use another key.");
-  }
+  if (o.privateKeys !== undefined) {
+    // a pool: each key checked like privateKey (relayerSettler refuses repeats and privateKey beside it)
+    if (!Array.isArray(o.privateKeys) || o.privateKeys.length === 0) throw new ConfigError("privateKeys", `must be a non-empty array of keys (0x followed by 64 hex digits); ${KEY_HINT}.`);
+    o.privateKeys.forEach((k: unknown, i: number) => checkKey(k, `privateKeys[${i}]`));
+  } else checkKey(o.privateKey, "privateKey");
   checkMs(o.receiptTimeoutMs, "receiptTimeoutMs", 1, 3_600_000);
   checkMs(o.requestTimeoutMs, "requestTimeoutMs", 1, 600_000);
   checkMs(o.pollingIntervalMs, "pollingIntervalMs", 1, 60_000);
@@ -93,4 +87,18 @@ export function validateReaderOptions(opts: unknown): void {
     throw new ConfigError("chainId", `must be the chain's id as a positive integer (84532 Base Sepolia, 8453 Base), got ${JSON.stringify(o.chainId)}.`);
   }
   checkMs(o.timeoutMs, "timeoutMs", 1, 600_000);
+}
+
+/** A relayer key: present, 0x + 64 hex digits, and on the curve; never echoed. */
+function checkKey(key: unknown, option: string): void {
+  if (key === undefined || key === null || key === "") throw new ConfigError(option, `is required: the relayer wallet's key (0x followed by 64 hex digits), which pays the gas; ${KEY_HINT}.`);
+  if (typeof key !== "string" || !/^0x[0-9a-fA-F]{64}$/.test(key)) {
+    const shape = typeof key === "string" ? `${key.length} characters${key.startsWith("0x") ? "" : " without the 0x prefix"}` : `a ${typeof key}`;
+    throw new ConfigError(option, `must be 0x followed by 64 hex digits, got ${shape}; ${KEY_HINT}.`);
+  }
+  try {
+    privateKeyToAccount(key as `0x${string}`);
+  } catch {
+    throw new ConfigError(option, "is not a valid secp256k1 key (zero or above the curve order); use another key.");
+  }
 }

@@ -6,7 +6,7 @@
  * the client goes away) settles nothing; one that succeeds without calling
  * `charge` settles nothing either (the authorization then lapses unused).
  */
-import { PaymentError } from "../errors.js";
+import { ConfigError, PaymentError, SettlementError } from "../errors.js";
 import { parseCharge } from "../protocol/permit2.js";
 import type { X402Attempt, X402PaymentInfo } from "./engine.js";
 
@@ -38,7 +38,7 @@ export function makeUpto(info: X402PaymentInfo, decimals: number): void {
   upto.maximum = maximum.toString();
   upto.amount = "0";
   upto.charge = (amount: string | bigint): string => {
-    if (state.closed) throw new Error("server402: this upto payment was already settled; charge() must be called before the response ends.");
+    if (state.closed) throw new ConfigError("req.payment.charge", "was called after this upto payment was settled; call it before the response ends.");
     const n = parseCharge(amount, decimals);
     if (n > state.maximum) {
       throw new PaymentError("invalid_upto_evm_payload_settlement_exceeds_amount", `charge ${n} exceeds the authorized maximum ${state.maximum}.`);
@@ -57,7 +57,7 @@ export function makeUpto(info: X402PaymentInfo, decimals: number): void {
 export function closeUptoCharge(attempt: X402Attempt): bigint {
   const state = charges.get(attempt.info);
   const p = attempt.request.permit2;
-  if (!state || !p) throw new Error("server402: not an upto payment");
+  if (!state || !p) throw new SettlementError("unexpected_settle_error", "server402: not an upto payment");
   state.closed = true;
   p.settleAmount = state.charged.toString();
   attempt.request.authorization = { ...attempt.request.authorization, value: state.charged };

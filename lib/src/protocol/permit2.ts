@@ -14,7 +14,7 @@
  * integers are decimal strings (the nonce may also be 0x hex).
  */
 import { concat, getAddress, isAddress, keccak256, numberToHex, pad, toBytes, type Address, type Hex } from "viem";
-import { PaymentError } from "../errors.js";
+import { ConfigError, PaymentError } from "../errors.js";
 import type { ExactAuthorization } from "../chain/settler.js";
 import { isErc6492, MAX_SIGNATURE_BYTES, type SignatureKind, type SmartWalletVerifier } from "../chain/smart-wallet.js";
 import type { DecodedPayment } from "./payload.js";
@@ -288,7 +288,7 @@ export async function verifyPermit2(p: Permit2Payment, signature: Hex, chainId: 
 /** Parse what an `upto` handler reports: "$0.07" (dollars of a USD asset), or atomic units as bigint or an integer string. */
 export function parseCharge(amount: unknown, decimals: number): bigint {
   if (typeof amount === "bigint") {
-    if (amount < 0n) throw new TypeError("server402: charge() takes an amount ≥ 0.");
+    if (amount < 0n) throw new ConfigError("req.payment.charge", "takes an amount ≥ 0.");
     return amount;
   }
   if (typeof amount === "string") {
@@ -296,11 +296,11 @@ export function parseCharge(amount: unknown, decimals: number): bigint {
     const m = /^\$\s*([0-9]+)(?:\.([0-9]+))?$/.exec(amount.trim());
     if (m) {
       const frac = m[2] ?? "";
-      if (frac.length > decimals) throw new TypeError(`server402: charge(${JSON.stringify(amount)}) has more decimals than the asset's ${decimals}.`);
+      if (frac.length > decimals) throw new ConfigError("req.payment.charge", `${JSON.stringify(amount)} has more decimals than the asset's ${decimals}.`);
       return BigInt(m[1]!) * 10n ** BigInt(decimals) + BigInt(frac.padEnd(decimals, "0") || "0");
     }
   }
-  throw new TypeError(`server402: charge() takes "$0.07" (dollars) or atomic units as a bigint or an integer string, got ${JSON.stringify(typeof amount === "bigint" ? String(amount) : amount)}.`);
+  throw new ConfigError("req.payment.charge", `takes "$0.07" (dollars) or atomic units as a bigint or an integer string, got ${JSON.stringify(typeof amount === "bigint" ? String(amount) : amount)}.`);
 }
 
 /** Decode a payment for a Permit2 offer: v2 only (x402 v1 has no Permit2 form). */
