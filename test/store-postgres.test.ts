@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer, type AddressInfo, type Server as NetServer, type Socket } from "node:net";
 import express from "express";
 import pg from "pg";
 import request from "supertest";
@@ -331,11 +333,24 @@ if (!url) {
 }
 
 describe("PostgresStore with the database down", function () {
-  for (const [what, target] of [
-    ["refused connection", "postgres://postgres@127.0.0.1:1/test"],
-    ["unroutable address", "postgres://postgres@10.255.255.1:5432/test"],
+  /** A loopback TCP server that accepts connections and never answers (a hung database); tests reach only loopback. */
+  let silent: NetServer;
+  const sockets = new Set<Socket>();
+  before(async () => {
+    silent = createServer((socket) => void sockets.add(socket));
+    silent.listen(0, "127.0.0.1");
+    await once(silent, "listening");
+  });
+  after(() => {
+    for (const socket of sockets) socket.destroy();
+    silent.close();
+  });
+  for (const [what, targetOf] of [
+    ["refused connection", () => "postgres://postgres@127.0.0.1:1/test"],
+    ["a server that accepts and never answers", () => `postgres://postgres@127.0.0.1:${(silent.address() as AddressInfo).port}/test`],
   ] as const) {
     it(`${what}: open() and operations fail with StoreError (store_unavailable) within ~2 s`, async function () {
+      const target = targetOf();
       let t0 = Date.now();
       await assert.rejects(PostgresStore.open({ connectionString: target }), (e: unknown) => e instanceof StoreError && e.code === "store_unavailable");
       assert.ok(Date.now() - t0 < 2500, `open took ${Date.now() - t0} ms`);
