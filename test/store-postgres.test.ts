@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { once } from "node:events";
-import { createServer, type AddressInfo, type Server as NetServer, type Socket } from "node:net";
+import { startSilentServer, type SilentServer } from "./support/silent-server.js";
 import express from "express";
 import pg from "pg";
 import request from "supertest";
@@ -333,21 +332,12 @@ if (!url) {
 }
 
 describe("PostgresStore with the database down", function () {
-  /** A loopback TCP server that accepts connections and never answers (a hung database); tests reach only loopback. */
-  let silent: NetServer;
-  const sockets = new Set<Socket>();
-  before(async () => {
-    silent = createServer((socket) => void sockets.add(socket));
-    silent.listen(0, "127.0.0.1");
-    await once(silent, "listening");
-  });
-  after(() => {
-    for (const socket of sockets) socket.destroy();
-    silent.close();
-  });
+  let silent: SilentServer;
+  before(async () => (silent = await startSilentServer()));
+  after(() => silent.close());
   for (const [what, targetOf] of [
     ["refused connection", () => "postgres://postgres@127.0.0.1:1/test"],
-    ["a server that accepts and never answers", () => `postgres://postgres@127.0.0.1:${(silent.address() as AddressInfo).port}/test`],
+    ["a server that accepts and never answers", () => `postgres://postgres@127.0.0.1:${silent.port}/test`],
   ] as const) {
     it(`${what}: open() and operations fail with StoreError (store_unavailable) within ~2 s`, async function () {
       const target = targetOf();

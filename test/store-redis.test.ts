@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { once } from "node:events";
-import { createServer, type AddressInfo, type Server as NetServer, type Socket } from "node:net";
+import { startSilentServer, type SilentServer } from "./support/silent-server.js";
 import { Redis } from "ioredis";
 import { StoreError } from "../lib/src/errors.js";
 import { RedisStore } from "../lib/src/state/redis.js";
@@ -158,21 +157,12 @@ if (!url) {
 }
 
 describe("RedisStore with Redis down", function () {
-  /** A loopback TCP server that accepts connections and never answers (a hung Redis). */
-  let silent: NetServer;
-  const sockets = new Set<Socket>();
-  before(async () => {
-    silent = createServer((socket) => void sockets.add(socket));
-    silent.listen(0, "127.0.0.1");
-    await once(silent, "listening");
-  });
-  after(() => {
-    for (const socket of sockets) socket.destroy();
-    silent.close();
-  });
+  let silent: SilentServer;
+  before(async () => (silent = await startSilentServer()));
+  after(() => silent.close());
   for (const [what, target] of [
     ["refused connection", () => "redis://127.0.0.1:1"],
-    ["a server that accepts and never answers", () => `redis://127.0.0.1:${(silent.address() as AddressInfo).port}`],
+    ["a server that accepts and never answers", () => `redis://127.0.0.1:${silent.port}`],
   ] as const) {
     it(`${what}: operations fail with StoreError within ~2 s`, async function () {
       const store = new RedisStore({ url: target() });
