@@ -498,6 +498,23 @@ describe("Permit2 payments (issue 17.2: exact on a plain ERC-20, usage-based upt
       assert.equal(await usdcBalance(payer.address), pb);
     });
 
+    it("no charge with a payment identifier: a retry with the same id gets the same answer (not stuck in progress), still nothing settled", async () => {
+      const pb = await usdcBalance(payer.address);
+      const id = `pay_${randomBytes(12).toString("hex")}`;
+      const header = await specPayment(payer, "upto", {}, (payload) => {
+        payload.extensions = { "payment-identifier": { info: { id } } };
+      });
+      const first = await get("/usage", header);
+      const firstBody = await first.text();
+      assert.equal(first.status, 200, firstBody);
+      const retry = await get("/usage", header);
+      assert.equal(retry.status, 200, await retry.clone().text());
+      assert.equal(await retry.text(), firstBody);
+      const settled = decodePaymentResponseHeader(retry.headers.get("payment-response")!) as { success: boolean; transaction: string };
+      assert.deepEqual([settled.success, settled.transaction], [true, ""]);
+      assert.equal(await usdcBalance(payer.address), pb);
+    });
+
     it("six parallel copies of one upto payment: one handler run, one charge", async () => {
       const header = await specPayment(payer, "upto");
       const [pb, ran] = [await usdcBalance(payer.address), runs.usage];

@@ -526,6 +526,7 @@ export class PaymentEngine {
       recorded = false;
       this.recordFailed("nonce", e, attempt.offer.resource);
     });
+    if (attempt.paymentId) await this.keepPaymentId(attempt); // a retry with the same id gets this answer, as after a transfer
     this.emit({ type: "settled", method: "x402", amount: "0", asset: attempt.offer.asset.address, durationMs: 0, resource: attempt.offer.resource });
     return { transaction: "" as Hex, network: attempt.offer.network.caip2, payer: attempt.info.payer, recorded };
   }
@@ -636,8 +637,9 @@ export class PaymentEngine {
         nonce = await this.store.getNonce(ref.lockKey);
       }
       const network = ref.network ?? (ref.version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2);
-      if (nonce?.state === "settled" && nonce.transaction) {
-        const response: SettleResponse = { success: true, transaction: nonce.transaction, network, payer: ref.payer };
+      // settled with no transaction: an upto payment charged 0 (nothing was sent)
+      if (nonce?.state === "settled") {
+        const response: SettleResponse = { success: true, transaction: nonce.transaction ?? "", network, payer: ref.payer };
         if (answer.status !== 0) return { kind: "paid", answer, response };
         // the handler never ran (settlement before it): it runs for exactly one retry
         if (!answer.info || !(await this.store.claimNonce(`run:${ref.lockKey}`, this.now() + this.heldTtlMs))) return undefined;
