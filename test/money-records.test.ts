@@ -310,6 +310,32 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
       }
     });
 
+    it("B11 store refusing the intent and the lock's release: once the store is back the reconciler releases the lock, so the same authorization pays (was locked until it expired)", async function () {
+      this.timeout(20_000);
+      const inner = new MemoryStore();
+      const failing = new Set(["putOutbox", "releaseNonce", "giveBackNonce"]);
+      const app = await startPaidApp(chain, { store: failingStore(inner, failing) });
+      try {
+        const payer = chain.accounts.payers[0]!;
+        const before = await chain.balanceOf(payer.address);
+        const h = { "payment-signature": await v2Header({ privateKey: payer.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }) };
+        const res = await fetch(`${app.url}/weather`, { headers: h });
+        assert.equal(res.status, 503, await res.clone().text());
+        failing.clear();
+        // the reconciler runs every 5 s by default; the lock must be gone by its next pass
+        let retry: Response | undefined;
+        for (const t0 = Date.now(); Date.now() - t0 < 12_000; await new Promise((r) => setTimeout(r, 500))) {
+          retry = await fetch(`${app.url}/weather`, { headers: h });
+          if (retry.status === 200) break;
+        }
+        assert.equal(retry!.status, 200, await retry!.clone().text());
+        assert.equal(before - (await chain.balanceOf(payer.address)), 10_000n, "charged once in all");
+      } finally {
+        await app.close();
+        await inner.close();
+      }
+    });
+
     it("B11 one deadline for a settlement's records: with every record write hanging in a store outage, the paid request is answered within recordWaitMs (was one wait per write), and the reconciler stores the records once the store is back", async function () {
       this.timeout(30_000);
       const inner = new MemoryStore();

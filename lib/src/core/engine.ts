@@ -339,7 +339,7 @@ export class PaymentEngine {
       this.emit({ type: "verified", method: "x402", resource: offer.resource });
       return { decoded, request, offer, lockKey, info };
     } catch (err) {
-      if (locked) await this.store.releaseNonce(locked).catch(() => {});
+      if (locked) await this.releaseLock(locked);
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "verify", resource: offer.resource });
       if (this.hooks) await this.hooks.observe("onVerifyFailure", { ...(hookCtx ?? hookContext(version, raw, offer)), error: err as Error });
       throw err;
@@ -453,7 +453,7 @@ export class PaymentEngine {
       if (wrote === LATE) throw new StoreError("server402: the store did not take the settlement's intent in time; nothing was charged.");
       storeBudget -= this.now() - started;
     } catch (err) {
-      await this.store.releaseNonce(attempt.lockKey).catch(() => {});
+      await this.releaseLock(attempt.lockKey);
       this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: offer.resource });
       throw err;
     }
@@ -471,7 +471,7 @@ export class PaymentEngine {
         if ((await this.withinRecordWait(recording, storeBudget)) === LATE) this.recordLate(pending);
         if (attempt.paymentId) await this.keepPaymentId(attempt); // issue 17.3: a retry gets "pending", then the answer
       } else {
-        await this.store.releaseNonce(attempt.lockKey).catch(() => {});
+        await this.releaseLock(attempt.lockKey);
         await this.reconciler.dropIntent(attempt.lockKey);
         await attempt.paymentId?.release();
       }
@@ -493,6 +493,11 @@ export class PaymentEngine {
     this.emit({ type: "settled", method: "x402", amount: attempt.info.amount, asset: offer.asset.address, durationMs: this.now() - started, resource: offer.resource });
     if (this.hooks) await this.hooks.observe("onAfterSettle", { ...verifiedContext(attempt), transaction: result.transaction });
     return { ...result, recorded: written.ok, payment: written.payment };
+  }
+
+  /** Release an authorization's lock (nothing was charged); a store that refuses leaves it to the reconciler's next pass. */
+  private async releaseLock(lockKey: string): Promise<void> {
+    await this.store.releaseNonce(lockKey).catch(() => this.reconciler.releaseLater(lockKey));
   }
 
   /** `work`, or LATE once `left` ms have passed (the work goes on). */
@@ -663,7 +668,7 @@ export class PaymentEngine {
    * counts against the authorization: after `maxRetries` retries it is refused.
    */
   async releaseX402(attempt: X402Attempt): Promise<void> {
-    await this.store.giveBackNonce(attempt.lockKey).catch(() => this.store.releaseNonce(attempt.lockKey).catch(() => {}));
+    await this.store.giveBackNonce(attempt.lockKey).catch(() => this.releaseLock(attempt.lockKey));
     await attempt.paymentId?.release(); // issue 17.3: nothing charged, the id is free again
   }
 

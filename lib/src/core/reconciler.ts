@@ -94,6 +94,7 @@ function reasonText(err: unknown): string {
 export class Reconciler {
   /** Records the store did not take (it refused writes); tried first on every run. */
   private readonly unstored = new Map<string, SettlementRecord>();
+  private readonly unreleased = new Set<string>();
   private running?: Promise<void>;
   private readonly timer?: NodeJS.Timeout;
 
@@ -181,12 +182,20 @@ export class Reconciler {
     await this.o.store.deleteOutbox(lockKey).catch(() => {});
   }
 
+  /** A lock the store could not release (it was down): released by the next pass, so it is not held until it expires. */
+  releaseLater(lockKey: string): void {
+    this.unreleased.add(lockKey);
+  }
+
   /** One pass over the outbox (memory first). Concurrent calls share the pass in progress. */
   run(): Promise<void> {
     return (this.running ??= this.pass().finally(() => (this.running = undefined)));
   }
 
   private async pass(): Promise<void> {
+    for (const key of [...this.unreleased]) {
+      if (await this.o.store.releaseNonce(key).then(() => true, () => false)) this.unreleased.delete(key);
+    }
     for (const rec of [...this.unstored.values()]) await this.one(rec, false);
     let items;
     try {
