@@ -210,6 +210,48 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
       }
     });
 
+    it("B10 pending settlement: a retry confirms only its own pending transfer (was a full reconcile pass over every pending record)", async () => {
+      const store = new MemoryStore();
+      const relayer = slowSettler();
+      const confirmed: string[] = [];
+      const settler: Settler = { ...relayer, confirm: async (req, tx) => (confirmed.push(tx), relayer.confirm!(req, tx)) };
+      const pw = paywall({ payTo: chain.accounts.payTo.address, network: "base-sepolia", settler, store, checker: false, routes: { "GET /r": { price: "$0.01" } } });
+      const engine = new PaymentEngine({ store, settler, reconcileIntervalMs: 0 });
+      try {
+        const offer = await pw.offerFor(pw.routes[0]!, "http://127.0.0.1/r");
+        const raw = async (payer: number) => JSON.parse(Buffer.from(await v2Header({ privateKey: chain.accounts.payers[payer]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }), "base64").toString()) as Record<string, unknown>;
+        /** One settlement left pending (the chain does not mine), its answer held for a retry: its transaction. */
+        const pending = async (payload: Record<string, unknown>) => {
+          const attempt = await engine.verifyX402(2, payload, offer);
+          const err = await engine.settleX402(attempt).then(() => assert.fail("settled while the chain does not mine"), (e: unknown) => e as { reason: string; transaction: string });
+          assert.equal(err.reason, "settlement_pending");
+          await engine.holdAnswer(attempt, { status: 200, headers: {}, body: Buffer.from("paid") });
+          return err.transaction;
+        };
+        const [a, b] = [await raw(1), await raw(2)];
+        await rpc("evm_setAutomine", [false]);
+        const txA = await pending(a);
+        const txB = await pending(b);
+        await rpc("evm_setAutomine", [true]);
+        await rpc("evm_mine");
+        confirmed.length = 0;
+        // the retry of A: refused as a used authorization, then replayed
+        const refusal = await engine.verifyX402(2, a, offer).then(() => assert.fail("a pending authorization verified again"), (e: unknown) => e);
+        const replay = await engine.replayX402(refusal, offer);
+        assert.equal(replay?.kind, "paid", JSON.stringify(replay));
+        assert.equal(replay.kind === "paid" && replay.response.transaction, txA);
+        assert.deepEqual(confirmed, [txA], "the retry looked up its own transfer only");
+        assert.deepEqual((await store.listLedger()).map((e) => e.transaction), [txA]);
+        assert.deepEqual((await store.listOutbox(10)).length, 1, "B's record is left to the reconciler's pass");
+        await engine.reconcile();
+        assert.deepEqual((await store.listLedger()).map((e) => e.transaction).sort(), [txA, txB].sort());
+      } finally {
+        engine.stopReconciler();
+        pw.engine.stopReconciler();
+        await store.close();
+      }
+    });
+
     it("B10 pending settlement (payments API): a pending pay keeps the payment locked, never payable twice; the reconciler marks it paid", async () => {
       const store = new MemoryStore();
       const { pw, app, p, pay, payer } = await prepaid(store, 7, { settler: slowSettler() });

@@ -638,7 +638,7 @@ export class PaymentEngine {
       if (answer.resource !== offer.resource || answer.bound !== bound) return undefined;
       let nonce = await this.store.getNonce(ref.lockKey);
       if (nonce?.state === "pending") {
-        await this.reconcile();
+        await this.reconciler.runFor(ref.lockKey); // this record only: a retry never sweeps the whole outbox
         nonce = await this.store.getNonce(ref.lockKey);
       }
       const network = ref.network ?? (ref.version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2);

@@ -96,6 +96,8 @@ export class Reconciler {
   private readonly unstored = new Map<string, SettlementRecord>();
   private readonly unreleased = new Set<string>();
   private running?: Promise<void>;
+  /** Records a retry of their payment is moving forward right now (see `runFor`): a pass leaves them alone. */
+  private readonly single = new Map<string, Promise<void>>();
   private readonly timer?: NodeJS.Timeout;
 
   constructor(private readonly o: ReconcilerOptions) {
@@ -192,11 +194,33 @@ export class Reconciler {
     return (this.running ??= this.pass().finally(() => (this.running = undefined)));
   }
 
+  /**
+   * Move the one record of `lockKey` forward (a retry of its payment asks): a pass in progress does it,
+   * else only that record is confirmed, so a retry never costs a pass over every pending record.
+   * Concurrent calls for one record share the look. Never rejects.
+   */
+  runFor(lockKey: string): Promise<void> {
+    if (this.running) return this.running;
+    let look = this.single.get(lockKey);
+    if (!look) {
+      look = this.oneByKey(lockKey).catch(() => {}).finally(() => this.single.delete(lockKey));
+      this.single.set(lockKey, look);
+    }
+    return look;
+  }
+
+  private async oneByKey(lockKey: string): Promise<void> {
+    const kept = this.unstored.get(lockKey);
+    if (kept) return this.one(kept, false);
+    const item = (await this.o.store.listOutbox(BATCH)).find((i) => i.id === lockKey);
+    if (item) await this.one(JSON.parse(item.record) as SettlementRecord, true);
+  }
+
   private async pass(): Promise<void> {
     for (const key of [...this.unreleased]) {
       if (await this.o.store.releaseNonce(key).then(() => true, () => false)) this.unreleased.delete(key);
     }
-    for (const rec of [...this.unstored.values()]) await this.one(rec, false);
+    for (const rec of [...this.unstored.values()]) if (!this.single.has(rec.lockKey)) await this.one(rec, false);
     let items;
     try {
       items = await this.o.store.listOutbox(BATCH);
@@ -204,7 +228,7 @@ export class Reconciler {
       return; // the store is down: the next run tries again
     }
     for (const item of items) {
-      if (this.unstored.has(item.id)) continue;
+      if (this.unstored.has(item.id) || this.single.has(item.id)) continue;
       let rec: SettlementRecord;
       try {
         rec = JSON.parse(item.record) as SettlementRecord;
