@@ -21,7 +21,9 @@ import { privateKeyToAccount } from "viem/accounts";
 import { wrapFetchWithPayment, x402Client, decodePaymentResponseHeader } from "@x402/fetch";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
 import { appendPaymentIdentifierToExtensions, isPaymentIdentifierExtension } from "@x402/extensions/payment-identifier";
-import { encodeHeader, MemoryStore, paywall, relayerSettler, type PaymentOptions, type Settler, type Store } from "server402";
+import { encodeHeader, MemoryStore, paywall, relayerSettler, type PaymentEvent, type PaymentOptions, type Settler, type Store } from "server402";
+import { PaymentEngine } from "server402/internal";
+import type { X402Replay } from "../lib/src/core/engine.js";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { SqliteStore } from "../lib/src/state/sqlite.js";
 import { RedisStore } from "../lib/src/state/redis.js";
@@ -422,6 +424,48 @@ describe("issue 17.3: payment-identifier (idempotent retries, dev chain)", funct
       } finally {
         await rpc("evm_setAutomine", [true]).catch(() => {});
         await pending.close();
+      }
+    });
+
+    it("a store whose payment-id write hangs does not hold the paid answer past recordWaitMs (was awaited without bound): reported, the id stays in progress, and the write lands when the store answers", async () => {
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      // the store hangs on exactly the write that marks the id's answer kept (as a store stuck in an outage would)
+      const hanging = new Proxy(store, {
+        get(target, key, receiver) {
+          const v = Reflect.get(target, key, receiver) as unknown;
+          if (typeof v !== "function") return v;
+          if (key === "updatePaymentId") return async (...args: unknown[]) => (await gate, (v as (...a: unknown[]) => unknown).apply(target, args));
+          return (v as (...a: unknown[]) => unknown).bind(target);
+        },
+      }) as Store;
+      const events: PaymentEvent[] = [];
+      const engine = new PaymentEngine({ store: hanging, settler: relayer, reconcileIntervalMs: 0, recordWaitMs: 300, onEvent: (e) => events.push(e) });
+      const pw = paywall({ payTo: chain.accounts.payTo.address, network: "base-sepolia", settler: relayer, store, checker: false, routes: { "GET /r": { price: "$0.01" } } });
+      try {
+        const offer = await pw.offerFor(pw.routes[0]!, "http://127.0.0.1/r");
+        const raw = decode(await payment(10_000n, newId()));
+        const request = { parts: ["test", "GET /r"] };
+        const claimed = await engine.paymentIds!.begin<X402Replay>(raw, offer, request);
+        assert.equal(claimed.kind, "claimed");
+        const attempt = await engine.verifyX402(2, raw, offer);
+        attempt.paymentId = claimed.kind === "claimed" ? claimed.hold : undefined;
+        attempt.paymentId!.answer = { status: 200, headers: { "content-type": "text/plain" }, body: Buffer.from("the paid answer") };
+        const settled = await Promise.race([engine.settleX402(attempt), sleep(5_000).then(() => "still waiting" as const)]);
+        assert.notEqual(settled, "still waiting", "the paid answer waited on the hanging payment-id write");
+        assert.ok(events.some((e) => e.type === "record_failed" && e.what === "answer" && e.reason === "record_timeout"), JSON.stringify(events));
+        const during = await engine.paymentIds!.begin<X402Replay>(raw, offer, request);
+        assert.equal(during.kind === "refused" && during.error.reason, "payment_identifier_in_progress", "while the write hangs a retry is told to wait, never charged again");
+        release();
+        let after = await engine.paymentIds!.begin<X402Replay>(raw, offer, request);
+        for (let i = 0; i < 50 && after.kind === "refused"; i++) after = (await sleep(20), await engine.paymentIds!.begin<X402Replay>(raw, offer, request));
+        assert.equal(after.kind, "replay", JSON.stringify(after));
+        const replay = after.kind === "replay" ? after.replay : undefined;
+        assert.equal(replay?.kind === "paid" && Buffer.from(replay.answer.body, "base64").toString(), "the paid answer");
+      } finally {
+        release();
+        engine.stopReconciler();
+        pw.engine.stopReconciler();
       }
     });
 

@@ -468,8 +468,10 @@ export class PaymentEngine {
           await this.store.setNonceState(attempt.lockKey, "pending", err.transaction).catch((e: unknown) => this.recordFailed("nonce", e, offer.resource, err.transaction));
           await this.reconciler.keep(pending);
         })();
+        const recordsFrom = this.now();
         if ((await this.withinRecordWait(recording, storeBudget)) === LATE) this.recordLate(pending);
-        if (attempt.paymentId) await this.keepPaymentId(attempt); // issue 17.3: a retry gets "pending", then the answer
+        // issue 17.3: a retry gets "pending", then the answer
+        if (attempt.paymentId) await this.keepPaymentId(attempt, storeBudget - (this.now() - recordsFrom));
       } else {
         await this.releaseLock(attempt.lockKey);
         await this.reconciler.dropIntent(attempt.lockKey);
@@ -487,9 +489,11 @@ export class PaymentEngine {
       else await this.reconciler.dropIntent(attempt.lockKey);
       return w;
     })();
+    const recordsFrom = this.now();
     let written = await this.withinRecordWait(recording, storeBudget);
     if (written === LATE) written = this.recordLate(rec);
-    if (attempt.paymentId) await this.keepPaymentId(attempt); // issue 17.3: a retry with the same id gets this answer
+    // issue 17.3: a retry with the same id gets this answer
+    if (attempt.paymentId) await this.keepPaymentId(attempt, storeBudget - (this.now() - recordsFrom));
     this.emit({ type: "settled", method: "x402", amount: attempt.info.amount, asset: offer.asset.address, durationMs: this.now() - started, resource: offer.resource });
     if (this.hooks) await this.hooks.observe("onAfterSettle", { ...verifiedContext(attempt), transaction: result.transaction });
     return { ...result, recorded: written.ok, payment: written.payment };
@@ -531,7 +535,7 @@ export class PaymentEngine {
       recorded = false;
       this.recordFailed("nonce", e, attempt.offer.resource);
     });
-    if (attempt.paymentId) await this.keepPaymentId(attempt); // a retry with the same id gets this answer, as after a transfer
+    if (attempt.paymentId) await this.keepPaymentId(attempt, this.recordWaitMs); // a retry with the same id gets this answer, as after a transfer
     this.emit({ type: "settled", method: "x402", amount: "0", asset: attempt.offer.asset.address, durationMs: 0, resource: attempt.offer.resource });
     return { transaction: "" as Hex, network: attempt.offer.network.caip2, payer: attempt.info.payer, recorded };
   }
@@ -560,11 +564,20 @@ export class PaymentEngine {
     };
   }
 
-  /** Issue 17.3: hold the attempt's answer (when the adapter gave one) for retries with its id, then mark the id kept. */
-  private async keepPaymentId(attempt: X402Attempt): Promise<void> {
+  /**
+   * Issue 17.3: hold the attempt's answer (when the adapter gave one) for retries with its id, then mark the id kept.
+   * Waits at most `left` ms (what the settlement's record deadline leaves): past it the paid answer goes out, the
+   * writes go on (the id stays "in progress" for a retry until they land) and a `record_failed` event says so.
+   */
+  private async keepPaymentId(attempt: X402Attempt, left: number): Promise<void> {
     const hold = attempt.paymentId!;
-    if (hold.answer) await this.holdAnswer(attempt, hold.answer);
-    await hold.keep(attempt.lockKey, attempt.info.payer);
+    const keeping = (async () => {
+      if (hold.answer) await this.holdAnswer(attempt, hold.answer);
+      await hold.keep(attempt.lockKey, attempt.info.payer);
+    })();
+    if ((await this.withinRecordWait(keeping, left)) === LATE) {
+      this.emit({ type: "record_failed", what: "answer", reason: "record_timeout", resource: attempt.offer.resource, transaction: attempt.info.transaction });
+    }
   }
 
   private recordFailed(what: "nonce" | "answer", err: unknown, resource: string, transaction?: string): void {
