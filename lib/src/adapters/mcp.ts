@@ -45,8 +45,8 @@ import type { PaymentRequiredV2, SettleResponse } from "../protocol/types.js";
 import type { StoredPayment } from "../state/store.js";
 import { buildPaidRoutes, offerOf, paymentRequiredOf, type PaidRoutes } from "./paid-routes.js";
 import { importOptional } from "../optional.js";
-import { holdToolResult, replayToolCall } from "./mcp-held.js";
-import { jsonDigest, toolAnswer, toolFromAnswer, type PaymentIdHold } from "../core/idempotency.js";
+import { holdToolResult, toolAnswer, toolReplay } from "./mcp-held.js";
+import { jsonDigest, type PaymentIdHold } from "../core/idempotency.js";
 import type { X402PaymentInfo, X402Replay } from "../core/engine.js";
 
 /** zod at run time (the MCP SDK installs it); a missing install is a one-line MissingDependencyError. */
@@ -188,6 +188,15 @@ function withMeta(result: CallToolResult, meta: Record<string, unknown>): CallTo
   return { ...result, _meta: { ...(result._meta ?? {}), ...meta } };
 }
 
+/** A paid call's receipt, where the client's family looks for it (the dotted key's clients read the dotted one), and what paid it. */
+function receiptMeta(key: string, receipt: SettleResponse, info: X402PaymentInfo): Record<string, unknown> {
+  return {
+    [MCP_META.paymentResponse]: receipt,
+    ...(key === MCP_META.paymentDotted ? { [MCP_META.paymentResponseDotted]: receipt } : {}),
+    [MCP_META.server402Payment]: { method: "x402", payer: info.payer, amount: info.amount, network: info.network, transaction: info.transaction },
+  };
+}
+
 /**
  * The engine and priced routes for MCP tools served without an Express
  * paywall: `registerPaidTool(server, paidRoutes({ routes, payTo, settler }), …)`.
@@ -317,19 +326,12 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
     } catch (err) {
       await idHold?.release();
       // issue 14 B10: a retry of a tool call whose answer was held while its settlement was pending
-      const replay = await replayToolCall(engine, err, offer, (payment) => runHandler(args, { payment, validated, signal: extra.signal, extra }));
-      if (replay?.kind === "paid") return withMeta(replay.result, receiptMeta(replay.response, replay.info));
+      const held = await engine.replayX402(err, offer);
+      const replay = held && (await toolReplay(held, (payment) => runHandler(args, { payment, validated, signal: extra.signal, extra })));
+      if (replay?.kind === "paid") return withMeta(replay.result, receiptMeta(key, replay.response, replay.info));
       return refusal(offer, replay?.error ?? err);
     }
     const ctx: PaidToolContext<V> = { payment: attempt.info, validated, signal: extra.signal, extra };
-    // the receipt goes where the client's family looks for it (the dotted key's clients read the dotted one)
-    function receiptMeta(receipt: SettleResponse, info = attempt.info) {
-      return {
-        [MCP_META.paymentResponse]: receipt,
-        ...(key === MCP_META.paymentDotted ? { [MCP_META.paymentResponseDotted]: receipt } : {}),
-        [MCP_META.server402Payment]: { method: "x402", payer: info.payer, amount: info.amount, network: info.network, transaction: info.transaction },
-      };
-    }
 
     if (route.settlement === "before") {
       let receipt: SettleResponse;
@@ -340,7 +342,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
         return refusal(offer, err, attempt);
       }
       const result = await runHandler(args, ctx);
-      return withMeta(result, receiptMeta(receipt));
+      return withMeta(result, receiptMeta(key, receipt, attempt.info));
     }
 
     const result = await runHandler(args, ctx);
@@ -353,7 +355,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
       const receipt = settleResponse(attempt, await engine.settleX402(attempt));
       // issue 14 B10: the client went away while the transfer was settled: keep its paid result for a retry with the same payment
       if (extra.signal.aborted) await holdToolResult(engine, attempt, result);
-      return withMeta(result, receiptMeta(receipt));
+      return withMeta(result, receiptMeta(key, receipt, attempt.info));
     } catch (err) {
       if (err instanceof SettlementError && err.pending) await holdToolResult(engine, attempt, result); // issue 14 B10
       return refusal(offer, err, attempt);
@@ -361,18 +363,11 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
   }
 
   /** Issue 17.3: answer a payment-identifier retry with the held result (or "pending" again; settlement before: run once). */
-  async function replayById(replay: X402Replay, key: string, args: PaidToolArgs<Shape>, validated: V, extra: McpToolExtra, offer: Offer): Promise<CallToolResult> {
+  async function replayById(held: X402Replay, key: string, args: PaidToolArgs<Shape>, validated: V, extra: McpToolExtra, offer: Offer): Promise<CallToolResult> {
+    const replay = await toolReplay(held, (payment) => runHandler(args, { payment, validated, signal: extra.signal, extra }));
+    if (!replay) return toolError("payment_identifier_answer_unavailable", "the call with this payment identifier was paid, but its result was not kept; you were not charged again.");
     if (replay.kind === "pending") return refusal(offer, replay.error);
-    let held: { result: CallToolResult; info: X402PaymentInfo } | undefined;
-    if (replay.kind === "run") held = { result: await runHandler(args, { payment: replay.info, validated, signal: extra.signal, extra }), info: replay.info };
-    else held = toolFromAnswer<CallToolResult, X402PaymentInfo>(replay.answer);
-    if (!held) return toolError("payment_identifier_answer_unavailable", "the call with this payment identifier was paid, but its result was not kept; you were not charged again.");
-    const info = held.info;
-    return withMeta(held.result, {
-      [MCP_META.paymentResponse]: replay.response,
-      ...(key === MCP_META.paymentDotted ? { [MCP_META.paymentResponseDotted]: replay.response } : {}),
-      [MCP_META.server402Payment]: { method: "x402", payer: info.payer, amount: info.amount, network: info.network, transaction: replay.response.transaction },
-    });
+    return withMeta(replay.result, receiptMeta(key, replay.response, replay.info));
   }
 
   const callback = async (input: Record<string, unknown>, extra: McpToolExtra): Promise<CallToolResult> => {

@@ -332,21 +332,3 @@ export function sendPaymentIdRefusal(res: ServerResponse, err: PaymentError): vo
   if (retryAfter !== undefined) res.setHeader("Retry-After", String(retryAfter));
   res.end(JSON.stringify({ error: err.reason, message: err.message }));
 }
-
-/** Marks a held answer as an MCP tool result (issue 17.3, MCP transport): never taken for an HTTP answer. */
-const TOOL_RESULT_TYPE = "application/vnd.server402.mcp-tool-result+json";
-
-/** A paid MCP tool result, as kept for a retry with the same id. */
-export function toolAnswer(result: unknown, info: unknown): NonNullable<PaymentIdHold["answer"]> {
-  return { status: 200, headers: { "content-type": TOOL_RESULT_TYPE }, body: Buffer.from(JSON.stringify({ result, info })) };
-}
-
-/** The tool result and payment of a held MCP answer, or undefined when it is no tool result. */
-export function toolFromAnswer<T, I>(answer: { headers: Record<string, string | string[]>; body: string }): { result: T; info: I } | undefined {
-  if (answer.headers["content-type"] !== TOOL_RESULT_TYPE) return undefined;
-  try {
-    return JSON.parse(Buffer.from(answer.body, "base64").toString("utf8")) as { result: T; info: I };
-  } catch {
-    return undefined;
-  }
-}
