@@ -13,6 +13,7 @@ import { MemoryStore, paywall, relayerSettler, StoreError, type PaymentEvent, ty
 import { PaymentEngine } from "server402/internal";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { startPaidApp, type PaidApp } from "./support/paid-app.js";
+import { chainRpc } from "./support/chain-rpc.js";
 import { v1Header, v2Header } from "./support/sign.js";
 
 /** A store whose methods named in `failing` throw a StoreError (as a store outage would) while the set holds them. */
@@ -31,12 +32,10 @@ const decode = (h: string | null) => JSON.parse(Buffer.from(h ?? "", "base64").t
 
 describe("issue 14 B10/B11: settlement records (real chain)", function () {
   let chain: DevChain;
-  const rpc = async (method: string, params: unknown[] = []) => {
-    const r = await fetch(chain.rpcUrl, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }) });
-    const j = (await r.json()) as { result?: unknown; error?: { message: string } };
-    if (j.error) throw new Error(j.error.message);
-    return j.result;
-  };
+  const rpc = chainRpc(() => chain.rpcUrl);
+  /** A PAYMENT-SIGNATURE (v2) of a fresh authorization of payer `payer` paying `value` to payTo. */
+  const signature = (payer: number, value = 10_000n) => v2Header({ privateKey: chain.accounts.payers[payer]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value });
+  const header = async (payer: number, value = 10_000n) => ({ "payment-signature": await signature(payer, value) });
 
   before(async () => {
     chain = await startDevChain();
@@ -63,12 +62,8 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
     const created = await request(app).post("/api/payments").send({ serviceId: "echo" });
     assert.equal(created.status, 201, created.text);
     const p = created.body as { paymentId: string; token: string; amount: string };
-    const account = chain.accounts.payers[payer]!;
-    const pay = async () =>
-      request(app)
-        .post(`/api/payments/${p.paymentId}/pay`)
-        .set({ "payment-signature": await v2Header({ privateKey: account.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: BigInt(p.amount) }) });
-    return { pw, app, p, pay, payer: account };
+    const pay = async () => request(app).post(`/api/payments/${p.paymentId}/pay`).set(await header(payer, BigInt(p.amount)));
+    return { pw, app, p, pay, payer: chain.accounts.payers[payer]! };
   }
 
   describe("B10 pending settlement", function () {
@@ -88,9 +83,6 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
       await store?.close();
     });
 
-    const header = async (payer: number, value = 10_000n) => ({
-      "payment-signature": await v2Header({ privateKey: chain.accounts.payers[payer]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value }),
-    });
     const get = (h: Record<string, string>) => fetch(`${app.url}/weather`, { headers: h });
 
     /** One paid request while the chain does not mine: 504 settlement_pending with the transaction. */
@@ -184,7 +176,7 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
       const store = new MemoryStore();
       const app = await startPaidApp(chain, { settler: slowSettler(), store, settlement: "before" });
       try {
-        const h = { "payment-signature": await v2Header({ privateKey: chain.accounts.payers[6]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }) };
+        const h = await header(6);
         const before = await chain.balanceOf(chain.accounts.payTo.address);
         await rpc("evm_setAutomine", [false]);
         const first = await fetch(`${app.url}/weather`, { headers: h });
@@ -219,7 +211,7 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
       const engine = new PaymentEngine({ store, settler, reconcileIntervalMs: 0 });
       try {
         const offer = await pw.offerFor(pw.routes[0]!, "http://127.0.0.1/r");
-        const raw = async (payer: number) => JSON.parse(Buffer.from(await v2Header({ privateKey: chain.accounts.payers[payer]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }), "base64").toString()) as Record<string, unknown>;
+        const raw = async (payer: number) => JSON.parse(Buffer.from(await signature(payer), "base64").toString()) as Record<string, unknown>;
         /** One settlement left pending (the chain does not mine), its answer held for a retry: its transaction. */
         const pending = async (payload: Record<string, unknown>) => {
           const attempt = await engine.verifyX402(2, payload, offer);
@@ -302,7 +294,7 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
       const app = await startPaidApp(chain, { store: failingStore(inner, failing), settler: failAfterSettle(failing, RECORD_WRITES) });
       let tx: string;
       try {
-        const h = { "payment-signature": await v2Header({ privateKey: chain.accounts.payers[8]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }) };
+        const h = await header(8);
         const res = await fetch(`${app.url}/weather`, { headers: h });
         assert.equal(res.status, 200, await res.clone().text());
         tx = decode(res.headers.get("payment-response")).transaction;
@@ -327,54 +319,63 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
       await inner.close();
     });
 
-    it("B11 store refusing the settlement's intent: the paid answer is refused with 503 before any money moves, and the authorization is released", async () => {
+    /**
+     * Payer 0 pays an app whose store refuses `methods` (until `failing` is cleared): refused 503
+     * store_unavailable with nothing moved. `h` is the payment, `charged()` what payer 0 paid since.
+     */
+    async function refusedWhileStoreFails(methods: string[]) {
       const inner = new MemoryStore();
-      const failing = new Set(["putOutbox"]);
+      const failing = new Set(methods);
       const app = await startPaidApp(chain, { store: failingStore(inner, failing) });
+      const close = async () => {
+        await app.close();
+        await inner.close();
+      };
       try {
-        const payer = chain.accounts.payers[0]!;
-        const before = await chain.balanceOf(payer.address);
-        const h = { "payment-signature": await v2Header({ privateKey: payer.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }) };
+        const payer = chain.accounts.payers[0]!.address;
+        const before = await chain.balanceOf(payer);
+        const h = await header(0);
         const res = await fetch(`${app.url}/weather`, { headers: h });
         const body = (await res.json()) as { error: string };
         assert.equal(res.status, 503, JSON.stringify(body));
         assert.equal(body.error, "store_unavailable");
         assert.ok(res.headers.get("retry-after"));
-        assert.equal(await chain.balanceOf(payer.address), before, "no money moved");
-        failing.clear();
-        const retry = await fetch(`${app.url}/weather`, { headers: h });
+        assert.equal(await chain.balanceOf(payer), before, "no money moved");
+        return { inner, failing, app, h, charged: async () => before - (await chain.balanceOf(payer)), close };
+      } catch (err) {
+        await close();
+        throw err;
+      }
+    }
+
+    it("B11 store refusing the settlement's intent: the paid answer is refused with 503 before any money moves, and the authorization is released", async () => {
+      const t = await refusedWhileStoreFails(["putOutbox"]);
+      try {
+        t.failing.clear();
+        const retry = await fetch(`${t.app.url}/weather`, { headers: t.h });
         assert.equal(retry.status, 200, await retry.clone().text());
-        assert.equal(before - (await chain.balanceOf(payer.address)), 10_000n, "charged once in all");
-        assert.equal((await inner.listLedger()).length, 1);
+        assert.equal(await t.charged(), 10_000n, "charged once in all");
+        assert.equal((await t.inner.listLedger()).length, 1);
       } finally {
-        await app.close();
-        await inner.close();
+        await t.close();
       }
     });
 
     it("B11 store refusing the intent and the lock's release: once the store is back the reconciler releases the lock, so the same authorization pays (was locked until it expired)", async function () {
       this.timeout(20_000);
-      const inner = new MemoryStore();
-      const failing = new Set(["putOutbox", "releaseNonce", "giveBackNonce"]);
-      const app = await startPaidApp(chain, { store: failingStore(inner, failing) });
+      const t = await refusedWhileStoreFails(["putOutbox", "releaseNonce", "giveBackNonce"]);
       try {
-        const payer = chain.accounts.payers[0]!;
-        const before = await chain.balanceOf(payer.address);
-        const h = { "payment-signature": await v2Header({ privateKey: payer.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n }) };
-        const res = await fetch(`${app.url}/weather`, { headers: h });
-        assert.equal(res.status, 503, await res.clone().text());
-        failing.clear();
+        t.failing.clear();
         // the reconciler runs every 5 s by default; the lock must be gone by its next pass
         let retry: Response | undefined;
         for (const t0 = Date.now(); Date.now() - t0 < 12_000; await new Promise((r) => setTimeout(r, 500))) {
-          retry = await fetch(`${app.url}/weather`, { headers: h });
+          retry = await fetch(`${t.app.url}/weather`, { headers: t.h });
           if (retry.status === 200) break;
         }
         assert.equal(retry!.status, 200, await retry!.clone().text());
-        assert.equal(before - (await chain.balanceOf(payer.address)), 10_000n, "charged once in all");
+        assert.equal(await t.charged(), 10_000n, "charged once in all");
       } finally {
-        await app.close();
-        await inner.close();
+        await t.close();
       }
     });
 
@@ -397,8 +398,7 @@ describe("issue 14 B10/B11: settlement records (real chain)", function () {
       const engine = new PaymentEngine({ store, settler: relayer, reconcileIntervalMs: 0, recordWaitMs: 1000 });
       try {
         const offer = await pw.offerFor(pw.routes[0]!, "http://127.0.0.1/r");
-        const header = await v2Header({ privateKey: chain.accounts.payers[8]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value: 10_000n });
-        const attempt = await engine.verifyX402(2, JSON.parse(Buffer.from(header, "base64").toString()), offer);
+        const attempt = await engine.verifyX402(2, JSON.parse(Buffer.from(await signature(8), "base64").toString()), offer);
         const started = performance.now();
         const settled = await engine.settleX402(attempt);
         const waited = performance.now() - started;
