@@ -13,8 +13,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { request as httpRequest, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { request as httpRequest } from "node:http";
 import express from "express";
 import type { Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
@@ -27,7 +26,9 @@ import type { X402Replay } from "../lib/src/core/engine.js";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { SqliteStore } from "../lib/src/state/sqlite.js";
 import { RedisStore } from "../lib/src/state/redis.js";
-import { signAuthorization } from "./support/sign.js";
+import { chainRpc } from "./support/chain-rpc.js";
+import { listen } from "./support/listen.js";
+import { v2Header } from "./support/sign.js";
 import { startPaidApp } from "./support/paid-app.js";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
@@ -102,34 +103,31 @@ describe("issue 17.3: payment-identifier (idempotent retries, dev chain)", funct
       runs.before++;
       res.status(status.value).json({ before: req.body, answer: randomUUID() });
     });
-    const server = await new Promise<Server>((resolve) => {
-      const s = app.listen(0, "127.0.0.1", () => resolve(s));
-    });
-    return {
-      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      runs,
-      status,
-      onRun,
-      close: () =>
-        new Promise<void>((r) => {
-          server.closeAllConnections();
-          server.close(() => r());
-        }),
-    };
+    const { url, close } = await listen(app);
+    return { url, runs, status, onRun, close };
   }
 
   /** A PAYMENT-SIGNATURE of `value` from a payer (a different one per call), with `id` in the payment-identifier extension. */
-  async function payment(value: bigint, id?: string, payer = payerSeq++ % chain.accounts.payers.length): Promise<string> {
-    const payload = await signAuthorization({ privateKey: chain.accounts.payers[payer]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value });
-    return encodeHeader({
-      x402Version: 2,
-      payload,
-      accepted: { scheme: "exact", network: "eip155:84532", amount: value.toString(), asset: chain.usdc, payTo: chain.accounts.payTo.address, maxTimeoutSeconds: 300, extra: { name: "USDC", version: "2" } },
-      ...(id !== undefined ? { extensions: { "payment-identifier": { info: { required: false, id } } } } : {}),
-    });
+  function payment(value: bigint, id?: string, payer = payerSeq++ % chain.accounts.payers.length): Promise<string> {
+    const extensions = id !== undefined ? { "payment-identifier": { info: { required: false, id } } } : undefined;
+    return v2Header({ privateKey: chain.accounts.payers[payer]!.privateKey, asset: chain.usdc, payTo: chain.accounts.payTo.address, value }, undefined, extensions);
   }
 
   const balance = () => chain.balanceOf(chain.accounts.payTo.address);
+
+  let app: App;
+  let store: MemoryStore;
+  /** Hooks of the calling describe: a fresh MemoryStore and `startApp` on it (`app`, `store`) for each test. */
+  function freshAppEachTest(): void {
+    beforeEach(async () => {
+      store = new MemoryStore();
+      app = await startApp(store);
+    });
+    afterEach(async () => {
+      await app.close();
+      await store.close();
+    });
+  }
 
   async function call(url: string, sig: string, init: { method?: string; body?: unknown } = {}) {
     const res = await fetch(url, {
@@ -141,16 +139,7 @@ describe("issue 17.3: payment-identifier (idempotent retries, dev chain)", funct
   }
 
   describe("advertising and parsing", function () {
-    let app: App;
-    let store: MemoryStore;
-    beforeEach(async () => {
-      store = new MemoryStore();
-      app = await startApp(store);
-    });
-    afterEach(async () => {
-      await app.close();
-      await store.close();
-    });
+    freshAppEachTest();
 
     it("every v2 PaymentRequired declares payment-identifier (info.required false, the id schema), as @x402/extensions reads it", async () => {
       const res = await fetch(`${app.url}/weather`);
@@ -204,16 +193,7 @@ describe("issue 17.3: payment-identifier (idempotent retries, dev chain)", funct
   });
 
   describe("retries on one instance", function () {
-    let app: App;
-    let store: MemoryStore;
-    beforeEach(async () => {
-      store = new MemoryStore();
-      app = await startApp(store);
-    });
-    afterEach(async () => {
-      await app.close();
-      await store.close();
-    });
+    freshAppEachTest();
 
     it("a retry with the same id after a lost answer gets the same answer (status, body, PAYMENT-RESPONSE): one charge, one handler run", async () => {
       const before = await balance();
@@ -392,10 +372,7 @@ describe("issue 17.3: payment-identifier (idempotent retries, dev chain)", funct
     });
 
     it("pending settlement (the money-safety path): the retry with the same id gets 504 settlement_pending with the same transaction, then the same answer once mined; never a second charge", async () => {
-      const rpc = async (method: string, params: unknown[] = []) => {
-        const r = (await (await fetch(chain.rpcUrl, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }) })).json()) as { error?: { message: string } };
-        if (r.error) throw new Error(r.error.message);
-      };
+      const rpc = chainRpc(() => chain.rpcUrl);
       const settler = relayerSettler({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, privateKey: chain.accounts.relayer.privateKey, pollingIntervalMs: 5, receiptTimeoutMs: 300 });
       const pending = await startApp(store, { settler });
       try {

@@ -55,8 +55,8 @@ export async function v1Header(p: PaymentParts, network = "base-sepolia"): Promi
   return encodeHeader({ x402Version: 1, scheme: "exact", network, payload: await signAuthorization(p) });
 }
 
-/** `PAYMENT-SIGNATURE` header value (v2). */
-export async function v2Header(p: PaymentParts, accepted?: Record<string, unknown>): Promise<string> {
+/** `PAYMENT-SIGNATURE` header value (v2), with `extensions` (e.g. a payment identifier) when given. */
+export async function v2Header(p: PaymentParts, accepted?: Record<string, unknown>, extensions?: Record<string, unknown>): Promise<string> {
   return encodeHeader({
     x402Version: 2,
     payload: await signAuthorization(p),
@@ -69,5 +69,6 @@ export async function v2Header(p: PaymentParts, accepted?: Record<string, unknow
       maxTimeoutSeconds: 300,
       extra: { name: "USDC", version: "2" },
     },
+    ...(extensions ? { extensions } : {}),
   });
 }
