@@ -7,16 +7,12 @@
  * Real MCP SDK server over Streamable HTTP, real dev chain with automine off.
  */
 import assert from "node:assert/strict";
-import type { AddressInfo } from "node:net";
-import type { Server } from "node:http";
 import express from "express";
-import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import { z } from "zod";
 import { MemoryStore, paywall, relayerSettler, type SettlementMode } from "server402";
-import { registerPaidTool } from "server402/mcp";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { chainRpc } from "./support/chain-rpc.js";
+import { listen } from "./support/listen.js";
+import { mountMcp, registerSecretAnswer } from "./support/mcp-endpoint.js";
 import { signAuthorization } from "./support/sign.js";
 
 type ToolResult = { isError?: boolean; content: Array<{ type: string; text?: string }>; structuredContent?: Record<string, any>; _meta?: Record<string, any> };
@@ -53,29 +49,9 @@ describe("issue 14 B10 over MCP: pending settlements hold the tool answer (real 
     });
     const state = { runs: 0 };
     const app = express();
-    app.post("/mcp", express.json(), async (req, res) => {
-      const server = new McpServer({ name: "b10-mcp", version: "1" });
-      registerPaidTool(server, pw, {
-        name: "secret_answer",
-        serviceId: "secret",
-        inputSchema: { question: z.string() },
-        handler: async ({ question }) => {
-          state.runs++;
-          return { content: [{ type: "text", text: `the answer to ${question} is forty-two-xyzzy` }] };
-        },
-      });
-      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-      // as the example server does: a client gone closes the server, which aborts its tool calls
-      res.once("close", () => {
-        void transport.close().catch(() => {});
-        void server.close().catch(() => {});
-      });
-      await server.connect(transport);
-      await transport.handleRequest(req, res, req.body);
-    });
-    const http: Server = app.listen(0, "127.0.0.1");
-    await new Promise((r) => http.once("listening", r));
-    const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`;
+    mountMcp(app, (server) => registerSecretAnswer(server, pw, "secret", () => state.runs++));
+    const http = await listen(app);
+    const url = `${http.url}/mcp`;
     let id = 0;
     const call = async (meta?: Record<string, unknown>, signal?: AbortSignal): Promise<ToolResult> => {
       const res = await fetch(url, {
@@ -98,35 +74,51 @@ describe("issue 14 B10 over MCP: pending settlements hold the tool answer (real 
     });
     const close = async () => {
       pw.engine.stopReconciler();
-      http.closeAllConnections();
-      await new Promise((r) => http.close(r));
+      await http.close();
       await store.close();
     };
     return { pw, store, state, call, payment, close };
   }
 
   const text = (r: ToolResult) => r.content.map((c) => c.text ?? "").join("");
+  const received = () => chain.balanceOf(chain.accounts.payTo.address);
+  /** Mine what waits, and mine every transaction again from now on. */
+  const mine = async () => {
+    await rpc("evm_setAutomine", [true]);
+    await rpc("evm_mine");
+  };
+
+  /** Payer `payer`'s call while the chain does not mine: refused settlement_pending, with its transaction. */
+  async function pendingCall(t: Awaited<ReturnType<typeof start>>, payer: number) {
+    const meta = await t.payment(payer);
+    const before = await received();
+    await rpc("evm_setAutomine", [false]);
+    const first = await t.call(meta);
+    assert.equal(first.isError, true);
+    assert.equal(first.structuredContent!.reason, "settlement_pending", JSON.stringify(first));
+    const tx = first._meta?.["x402/payment-response"]?.transaction as string;
+    assert.match(tx, /^0x[0-9a-f]{64}$/);
+    return { meta, before, first, tx };
+  }
+
+  /** Paid `PRICE` once since `before`, and on record once with `tx`. */
+  async function chargedOnce(t: Awaited<ReturnType<typeof start>>, before: bigint, tx: string) {
+    assert.equal((await received()) - before, PRICE, "charged exactly once");
+    assert.deepEqual((await t.store.listLedger()).map((e) => e.transaction), [tx]);
+  }
 
   it("B10 pending settlement over MCP: a retry of the same tool call payment gets pending again, then the held answer once mined; never a second charge", async () => {
     const t = await start("after", 300);
     try {
-      const meta = await t.payment(1);
-      const before = await chain.balanceOf(chain.accounts.payTo.address);
-      await rpc("evm_setAutomine", [false]);
-      const first = await t.call(meta);
-      assert.equal(first.isError, true);
-      assert.equal(first.structuredContent!.reason, "settlement_pending", JSON.stringify(first));
+      const { meta, before, first, tx } = await pendingCall(t, 1);
       assert.ok(!JSON.stringify(first).includes("xyzzy"), "the output is withheld while the transfer is pending");
-      const tx = first._meta?.["x402/payment-response"]?.transaction as string;
-      assert.match(tx, /^0x[0-9a-f]{64}$/);
       assert.equal(t.state.runs, 1);
 
       const again = await t.call(meta);
       assert.equal(again.isError, true);
       assert.equal(again.structuredContent!.reason, "settlement_pending", "pending again, not duplicate_settlement: " + JSON.stringify(again.structuredContent));
 
-      await rpc("evm_setAutomine", [true]);
-      await rpc("evm_mine");
+      await mine();
       const paid = await t.call(meta);
       assert.notEqual(paid.isError, true, JSON.stringify(paid));
       assert.match(text(paid), /forty-two-xyzzy/);
@@ -137,8 +129,7 @@ describe("issue 14 B10 over MCP: pending settlements hold the tool answer (real 
       const once = await t.call(meta);
       assert.match(text(once), /forty-two-xyzzy/, "the held answer is served again to the same payment");
       assert.equal(t.state.runs, 1, "the tool ran once");
-      assert.equal((await chain.balanceOf(chain.accounts.payTo.address)) - before, PRICE, "charged exactly once");
-      assert.deepEqual((await t.store.listLedger()).map((e) => e.transaction), [tx]);
+      await chargedOnce(t, before, tx);
     } finally {
       await t.close();
     }
@@ -147,15 +138,9 @@ describe("issue 14 B10 over MCP: pending settlements hold the tool answer (real 
   it("B10 pending settlement over MCP (settlement before the tool): once confirmed, a retry with the same payment runs the tool once, never a second charge", async () => {
     const t = await start("before", 300);
     try {
-      const meta = await t.payment(2);
-      const before = await chain.balanceOf(chain.accounts.payTo.address);
-      await rpc("evm_setAutomine", [false]);
-      const first = await t.call(meta);
-      assert.equal(first.structuredContent!.reason, "settlement_pending", JSON.stringify(first));
+      const { meta, before, tx } = await pendingCall(t, 2);
       assert.equal(t.state.runs, 0, "settlement before the tool: not run yet");
-      const tx = first._meta?.["x402/payment-response"]?.transaction as string;
-      await rpc("evm_setAutomine", [true]);
-      await rpc("evm_mine");
+      await mine();
       const paid = await t.call(meta);
       assert.notEqual(paid.isError, true, JSON.stringify(paid));
       assert.match(text(paid), /forty-two-xyzzy/);
@@ -164,8 +149,7 @@ describe("issue 14 B10 over MCP: pending settlements hold the tool answer (real 
       const again = await t.call(meta);
       assert.equal(again.isError, true, "the paid run is given once");
       assert.equal(t.state.runs, 1);
-      assert.equal((await chain.balanceOf(chain.accounts.payTo.address)) - before, PRICE);
-      assert.deepEqual((await t.store.listLedger()).map((e) => e.transaction), [tx]);
+      await chargedOnce(t, before, tx);
     } finally {
       await t.close();
     }
@@ -175,7 +159,7 @@ describe("issue 14 B10 over MCP: pending settlements hold the tool answer (real 
     const t = await start("after", 15_000);
     try {
       const meta = await t.payment(3);
-      const before = await chain.balanceOf(chain.accounts.payTo.address);
+      const before = await received();
       await rpc("evm_setAutomine", [false]);
       const abort = new AbortController();
       const gone = t.call(meta, abort.signal).catch((err: unknown) => err);
@@ -188,8 +172,7 @@ describe("issue 14 B10 over MCP: pending settlements hold the tool answer (real 
       abort.abort();
       assert.ok((await gone) instanceof Error);
       await new Promise((r) => setTimeout(r, 100));
-      await rpc("evm_setAutomine", [true]);
-      await rpc("evm_mine");
+      await mine();
       for (let i = 0; i < 200 && (await t.store.listLedger()).length === 0; i++) await new Promise((r) => setTimeout(r, 25));
       const ledger = await t.store.listLedger();
       assert.equal(ledger.length, 1, "the settled payment is on record");
@@ -198,8 +181,8 @@ describe("issue 14 B10 over MCP: pending settlements hold the tool answer (real 
       assert.notEqual(retry.isError, true, JSON.stringify(retry));
       assert.match(text(retry), /forty-two-xyzzy/);
       assert.equal(retry._meta?.["x402/payment-response"]?.transaction, ledger[0]!.transaction);
+      await chargedOnce(t, before, ledger[0]!.transaction!);
       assert.equal(t.state.runs, 1, "the tool ran once");
-      assert.equal((await chain.balanceOf(chain.accounts.payTo.address)) - before, PRICE, "charged exactly once");
     } finally {
       await t.close();
     }

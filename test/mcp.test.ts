@@ -10,12 +10,12 @@ import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { PaymentRequirementsSchema } from "x402/types";
 import { z } from "zod";
 import express from "express";
-import type { AddressInfo } from "node:net";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { MemoryStore, paywall, SettlementError, type Settler } from "server402";
 import { registerPaidTool } from "server402/mcp";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { signAuthorization, v1Header } from "./support/sign.js";
+import { listen } from "./support/listen.js";
+import { mountMcp, registerSecretAnswer } from "./support/mcp-endpoint.js";
 import { IMAGE_A, IMAGE_B, startExampleApp, type ExampleApp } from "./support/example-app.js";
 
 type ToolResult = {
@@ -275,25 +275,9 @@ describe("registerPaidTool on a bare McpServer (library use)", () => {
     const pw = makePaywall(failingSettler);
     let runs = 0;
     const app = express();
-    app.post("/mcp", express.json(), async (req, res) => {
-      const server = new McpServer({ name: "lib-test", version: "1" });
-      registerPaidTool(server, pw, {
-        name: "secret_answer",
-        serviceId: "x",
-        inputSchema: { question: z.string() },
-        handler: async ({ question }) => {
-          runs++;
-          return { content: [{ type: "text", text: `the answer to ${question} is forty-two-xyzzy` }] };
-        },
-      });
-      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-      res.once("close", () => void server.close());
-      await server.connect(transport);
-      await transport.handleRequest(req, res, req.body);
-    });
-    const http = app.listen(0, "127.0.0.1");
-    await new Promise((r) => http.once("listening", r));
-    const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`;
+    mountMcp(app, (server) => registerSecretAnswer(server, pw, "x", () => runs++));
+    const http = await listen(app);
+    const url = `${http.url}/mcp`;
     const client = new Client({ name: "lib-test", version: "1" });
     try {
       await client.connect(new StreamableHTTPClientTransport(new URL(url)));
@@ -315,8 +299,7 @@ describe("registerPaidTool on a bare McpServer (library use)", () => {
       }
     } finally {
       await client.close();
-      http.closeAllConnections();
-      http.close();
+      await http.close();
     }
   });
 });

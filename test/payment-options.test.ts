@@ -8,8 +8,6 @@
  * nothing moved.
  */
 import assert from "node:assert/strict";
-import type { AddressInfo } from "node:net";
-import type { Server } from "node:http";
 import express from "express";
 import { wrapFetchWithPayment as wrapV2, x402Client, decodePaymentResponseHeader } from "@x402/fetch";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
@@ -24,9 +22,9 @@ import { payerWallet } from "./support/paid-app.js";
 import { signAuthorization, v1Header, v2Header } from "./support/sign.js";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { registerPaidTool } from "server402/mcp";
+import { listen, type Listening } from "./support/listen.js";
+import { mountMcp } from "./support/mcp-endpoint.js";
 
 const CHAIN_B = 31338;
 /** A second test USDC on chain A (a copy of the planted token's code: same EIP-712 name and version, another address). */
@@ -37,7 +35,7 @@ describe("issue 16: several payment options per route", function () {
   this.timeout(60_000);
   let a: DevChain;
   let b: DevChain;
-  let server: Server;
+  let server: Listening;
   let url: string;
   let pw: PaywallMiddleware;
   let other: Address;
@@ -71,8 +69,7 @@ describe("issue 16: several payment options per route", function () {
       },
     });
     const app = express();
-    app.post("/mcp", express.json(), async (req, res) => {
-      const mcp = new McpServer({ name: "options-test", version: "1" });
+    mountMcp(app, (mcp) =>
       registerPaidTool(mcp, pw, {
         name: "two_chains",
         route: "GET /two-chains",
@@ -81,12 +78,8 @@ describe("issue 16: several payment options per route", function () {
           runs.mcp = (runs.mcp ?? 0) + 1;
           return { content: [{ type: "text", text: `paid on ${payment.network}` }] };
         },
-      });
-      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-      res.once("close", () => void mcp.close());
-      await mcp.connect(transport);
-      await transport.handleRequest(req, res, req.body);
-    });
+      }),
+    );
     app.use(pw);
     for (const k of ["two-chains", "two-payees", "single", "two-assets", "prepaid"]) {
       app.get(`/${k}`, (req, res) => {
@@ -94,12 +87,11 @@ describe("issue 16: several payment options per route", function () {
         res.json({ ok: k, payment: req.payment });
       });
     }
-    server = app.listen(0, "127.0.0.1");
-    await new Promise((r) => server.once("listening", r));
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    server = await listen(app);
+    url = server.url;
   });
   after(async () => {
-    server?.close();
+    await server?.close();
     pw?.engine.stopReconciler();
     await Promise.all([a?.stop(), b?.stop()]);
   });

@@ -5,8 +5,6 @@
  * (x402-fetch 1.2.0 reads the body, @x402/fetch the header) still pay.
  */
 import assert from "node:assert/strict";
-import type { AddressInfo } from "node:net";
-import type { Server } from "node:http";
 import express from "express";
 import { wrapFetchWithPayment as wrapV2, x402Client } from "@x402/fetch";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
@@ -16,11 +14,12 @@ import { ConfigError, paywall, relayerSettler, type PaymentRequiredBodyContext, 
 import { startDevChain, type DevChain } from "server402/devchain";
 import { payerWallet } from "./support/paid-app.js";
 import { v2Header } from "./support/sign.js";
+import { listen, type Listening } from "./support/listen.js";
 
 describe("issue 16: custom 402 bodies", function () {
   this.timeout(60_000);
   let chain: DevChain;
-  let server: Server;
+  let server: Listening;
   let url: string;
   let pw: PaywallMiddleware;
   const seen: PaymentRequiredBodyContext[] = [];
@@ -48,12 +47,11 @@ describe("issue 16: custom 402 bodies", function () {
     const app = express();
     app.use(pw);
     for (const k of ["plain", "custom", "broken"]) app.get(`/${k}`, (_req, res) => res.json({ ok: k }));
-    server = app.listen(0, "127.0.0.1");
-    await new Promise((r) => server.once("listening", r));
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    server = await listen(app);
+    url = server.url;
   });
   after(async () => {
-    server?.close();
+    await server?.close();
     pw?.engine.stopReconciler();
     await chain?.stop();
   });
