@@ -20,11 +20,6 @@
  */
 import assert from "node:assert/strict";
 import type { Hex } from "viem";
-import { startDevChain, type DevChain } from "server402/devchain";
-import type { AlibabaEmulator } from "../support/alibaba-emulator.js";
-import { behave } from "../support/alibaba-emulator.js";
-import { startServerProcess, type ServerProcess } from "../support/server-process.js";
-import { startPgCluster, type PgCluster } from "./pg-cluster.js";
 import {
   authorizationOf,
   authorizationUsed,
@@ -33,9 +28,8 @@ import {
   freshPayTo,
   ledgerOf,
   paymentOf,
-  serverEnv,
+  postgresServersPerSuite,
   sleep,
-  startEmulator,
   transfersTo,
   waitFor,
   x402Headers,
@@ -62,40 +56,13 @@ interface Outcome {
 
 describe("reliability 20b: PostgreSQL restarted under load (STORE=postgres)", function () {
   this.timeout(240_000);
-  let cluster: PgCluster | string;
-  let chain: DevChain;
-  let emulator: AlibabaEmulator;
-  let server: ServerProcess;
   const payTo = freshPayTo();
-
-  before(async function () {
-    cluster = await startPgCluster();
-    if (typeof cluster === "string") return;
-    chain = await startDevChain();
-    emulator = await startEmulator();
-    emulator.setDefault(behave.success(undefined, 20));
-    server = await startServerProcess({
-      name: "r20b",
-      readyTimeoutMs: 120_000,
-      // support.ts's EnvOptions predates STORE=postgres: `extra` sets it. The server refuses a lease
-      // shorter than the handler's deadline (issue 14 A4), so the deadline is the lease.
-      env: serverEnv({ chain, emulator, payTo, store: "memory", extra: { STORE: "postgres", DATABASE_URL: cluster.url, COMPARE_TIMEOUT_MS: "20000", TOKEN_LEASE_MS: "20000" } }),
-    });
-  });
-  after(async () => {
-    await server?.stop();
-    await emulator?.close();
-    await chain?.stop();
-    if (typeof cluster === "object") await cluster.destroy();
-  });
+  const pg = postgresServersPerSuite({ name: "r20b", payTo });
 
   it("503 while it is down, then no lost and no doubled record: ledger = chain, every 200 counted once, every 503 uncharged", async function () {
-    if (typeof cluster === "string") {
-      console.log(`    reliability 20b skipped: ${cluster}`);
-      this.skip();
-    }
-    const db = cluster as PgCluster;
-    const base = server.url;
+    pg.skipUnlessReady(this, "reliability 20b");
+    const { chain, cluster: db } = pg;
+    const base = pg.servers[0]!.url;
     const tokens: Array<{ token: string; paymentId: string }> = [];
     for (let i = 0; i < 30; i++) tokens.push(await buyToken(base, `10.8.0.${i}`));
 

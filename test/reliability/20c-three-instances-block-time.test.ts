@@ -20,13 +20,7 @@
  */
 import assert from "node:assert/strict";
 import type { Address, Hex } from "viem";
-import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { startDevChain, type DevChain } from "server402/devchain";
-import type { AlibabaEmulator } from "../support/alibaba-emulator.js";
-import { behave } from "../support/alibaba-emulator.js";
-import { startServerProcess, type ServerProcess } from "../support/server-process.js";
-import { startPgCluster, type PgCluster } from "./pg-cluster.js";
-import { authorizationOf, authorizationUsed, buyToken, compare, freshPayTo, ledgerOf, paymentOf, PRICE, serverEnv, startEmulator, transfersTo, x402Headers, type Answer } from "./support.js";
+import { authorizationOf, authorizationUsed, buyToken, compare, freshPayTo, ledgerOf, paymentOf, postgresServersPerSuite, PRICE, transfersTo, x402Headers, type Answer } from "./support.js";
 
 const SECONDS = Number(process.env.RELIABILITY_20C_SECONDS ?? 120);
 const WORKERS = 9;
@@ -46,46 +40,14 @@ interface Outcome {
 
 describe("reliability 20c: three servers on one PostgreSQL, 2 s blocks, mixed load", function () {
   this.timeout(SECONDS * 1000 + 300_000);
-  let cluster: PgCluster | string;
-  let chain: DevChain;
-  let emulator: AlibabaEmulator;
-  const servers: ServerProcess[] = [];
   const payTo = freshPayTo();
-
-  before(async function () {
-    cluster = await startPgCluster();
-    if (typeof cluster === "string") return;
-    chain = await startDevChain({ blockTime: 2 });
-    emulator = await startEmulator();
-    emulator.setDefault(behave.success(undefined, 20));
-    const db = cluster;
-    // one relayer wallet per server: one nonce sequence each
-    const keys = Array.from({ length: SERVERS }, () => generatePrivateKey());
-    for (const k of keys) await fetch(chain.rpcUrl, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "anvil_setBalance", params: [privateKeyToAccount(k).address, "0x3635c9adc5dea00000"] }) });
-    // started one after another: the first one runs the schema migration alone
-    for (let i = 0; i < SERVERS; i++) {
-      servers.push(
-        await startServerProcess({
-          name: `r20c-${i}`,
-          readyTimeoutMs: 120_000,
-          env: serverEnv({ chain, emulator, payTo, relayerKey: keys[i], store: "memory", extra: { STORE: "postgres", DATABASE_URL: db.url, COMPARE_TIMEOUT_MS: "20000", TOKEN_LEASE_MS: "20000" } }),
-        }),
-      );
-    }
-  });
-  after(async () => {
-    await Promise.all(servers.map((s) => s.stop()));
-    await emulator?.close();
-    await chain?.stop();
-    if (typeof cluster === "object") await cluster.destroy();
-  });
+  // three servers, one relayer wallet each, on a chain mining a block every 2 s (as on Base)
+  const pg = postgresServersPerSuite({ name: "r20c", payTo, count: SERVERS, blockTime: 2 });
 
   it("every 200 settled exactly once, ledger = chain = payTo's balance, no token beyond its calls, never a 500", async function () {
-    if (typeof cluster === "string") {
-      console.log(`    reliability 20c skipped: ${cluster}`);
-      this.skip();
-    }
-    const bases = servers.map((s) => s.url);
+    pg.skipUnlessReady(this, "reliability 20c");
+    const { chain } = pg;
+    const bases = pg.servers.map((s) => s.url);
     const outcomes: Outcome[] = [];
     const paidHeaders: Array<{ headers: Record<string, string>; server: number }> = [];
     const spare: Array<{ token: string; paymentId: string; server: number }> = [];

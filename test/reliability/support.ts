@@ -8,8 +8,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getAddress, parseAbiItem, type Address, type Hex } from "viem";
 import { privateKeyToAccount, generatePrivateKey } from "viem/accounts";
-import type { DevChain } from "server402/devchain";
-import { startAlibabaEmulator, type AlibabaEmulator } from "../support/alibaba-emulator.js";
+import { startDevChain, type DevChain } from "server402/devchain";
+import { behave, startAlibabaEmulator, type AlibabaEmulator } from "../support/alibaba-emulator.js";
+import { chainRpc } from "../support/chain-rpc.js";
+import { startServerProcess, type ServerProcess } from "../support/server-process.js";
+import { startPgCluster, type PgCluster } from "./pg-cluster.js";
 import { publicClient } from "../support/paid-app.js";
 import { v1Header, v2Header } from "../support/sign.js";
 
@@ -47,9 +50,16 @@ export interface EnvOptions {
   payTo: Address;
   /** Relayer key; default anvil #0. Give each concurrently running server its own key. */
   relayerKey?: Hex;
-  store: "sqlite" | "redis" | "memory";
+  store: "sqlite" | "redis" | "memory" | "postgres";
   dataDir?: string;
   redisUrl?: string;
+  /** STORE=postgres: its DATABASE_URL. */
+  databaseUrl?: string;
+  /**
+   * The handler's deadline (COMPARE_TIMEOUT_MS) and the token lease (TOKEN_LEASE_MS) both: the server
+   * refuses a lease shorter than the handler's deadline (issue 14 A4). Default: the server's.
+   */
+  handlerDeadlineMs?: number;
   settlement?: "after" | "before";
   alibabaTimeoutMs?: number;
   extra?: Record<string, string | undefined>;
@@ -67,6 +77,9 @@ export function serverEnv(o: EnvOptions): Record<string, string | undefined> {
     STORE: o.store,
     DATA_DIR: o.dataDir,
     REDIS_URL: o.redisUrl,
+    DATABASE_URL: o.databaseUrl,
+    COMPARE_TIMEOUT_MS: o.handlerDeadlineMs === undefined ? undefined : String(o.handlerDeadlineMs),
+    TOKEN_LEASE_MS: o.handlerDeadlineMs === undefined ? undefined : String(o.handlerDeadlineMs),
     FACE_ENGINE: "alibaba",
     ALIBABA_CLOUD_ACCESS_KEY_ID: AK.accessKeyId,
     ALIBABA_CLOUD_ACCESS_KEY_SECRET: AK.accessKeySecret,
@@ -197,3 +210,54 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** What `postgresServersPerSuite` starts for its suite (set by its `before` hook). */
+export interface PostgresServers {
+  cluster: PgCluster;
+  chain: DevChain;
+  emulator: AlibabaEmulator;
+  servers: ServerProcess[];
+  /** In a test: skip it, saying why, when no PostgreSQL cluster could be made. */
+  skipUnlessReady(test: Mocha.Context, suite: string): void;
+}
+
+/**
+ * Issue 20 (20b, 20c): hooks of the calling suite that start a throwaway PostgreSQL cluster, a dev chain
+ * (a block every `blockTime` s when given), the emulator answering in 20 ms and `count` example servers
+ * on STORE=postgres, and stop them all after it. The servers start one after another (the first runs the
+ * schema migration alone); several get a relayer wallet each (one nonce sequence each).
+ */
+export function postgresServersPerSuite(o: { name: string; payTo: Address; count?: number; blockTime?: number }): PostgresServers {
+  let why: string | undefined;
+  const s = {
+    servers: [],
+    skipUnlessReady(test, suite) {
+      if (why === undefined) return;
+      console.log(`    ${suite} skipped: ${why}`);
+      test.skip();
+    },
+  } as Partial<PostgresServers> as PostgresServers;
+  before(async () => {
+    const cluster = await startPgCluster();
+    if (typeof cluster === "string") return void (why = cluster);
+    s.cluster = cluster;
+    s.chain = await startDevChain(o.blockTime === undefined ? {} : { blockTime: o.blockTime });
+    s.emulator = await startEmulator();
+    s.emulator.setDefault(behave.success(undefined, 20));
+    const count = o.count ?? 1;
+    const keys = count > 1 ? Array.from({ length: count }, () => generatePrivateKey()) : [];
+    const rpc = chainRpc(() => s.chain.rpcUrl);
+    for (const k of keys) await rpc("anvil_setBalance", [privateKeyToAccount(k).address, "0x3635c9adc5dea00000"]);
+    for (let i = 0; i < count; i++) {
+      const env = serverEnv({ chain: s.chain, emulator: s.emulator, payTo: o.payTo, relayerKey: keys[i], store: "postgres", databaseUrl: cluster.url, handlerDeadlineMs: 20_000 });
+      s.servers.push(await startServerProcess({ name: count > 1 ? `${o.name}-${i}` : o.name, readyTimeoutMs: 120_000, env }));
+    }
+  });
+  after(async () => {
+    await Promise.all(s.servers.map((p) => p.stop()));
+    await s.emulator?.close();
+    await s.chain?.stop();
+    await s.cluster?.destroy();
+  });
+  return s;
+}
