@@ -95,10 +95,12 @@ if (!DATABASE_URL) {
         emulator,
         payTo,
         relayerKey,
-        store: "memory", // support.ts's EnvOptions predates STORE=postgres: `extra` sets it
+        store: "postgres",
+        databaseUrl: DATABASE_URL,
+        handlerDeadlineMs: LEASE_MS,
         settlement: mode,
         alibabaTimeoutMs: 120_000,
-        extra: { STORE: "postgres", DATABASE_URL, DATABASE_SCHEMA: schema, COMPARE_TIMEOUT_MS: String(LEASE_MS), TOKEN_LEASE_MS: String(LEASE_MS) },
+        extra: { DATABASE_SCHEMA: schema },
       });
       const first = await startServerProcess({ name: `r20a-${mode}`, env, readyTimeoutMs: 120_000 });
 
