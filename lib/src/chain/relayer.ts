@@ -37,10 +37,10 @@ import {
 import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
 import { ConfigError, SettlementError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
-import { findAuthorizationUse, isTransferLog, type RawReceipt } from "./authorization-log.js";
+import { isTransferLog, type RawReceipt } from "./authorization-log.js";
 import { rpcOrigin } from "./reader.js";
 import { bytesSettleCall, MAX_DEPLOY_GAS, needsBytesForm, parseErc6492 } from "./smart-wallet.js";
-import { permit2NonceUsed, permit2SettleCall, settleTarget } from "./permit2.js";
+import { findSettlementUse, permit2NonceUsed, permit2SettleCall, settleTarget } from "./permit2.js";
 import type { ExactAuthorization, SettleRequest, SettleResult, Settler } from "./settler.js";
 import { validateRelayerOptions } from "./settler-options.js";
 import { HeadWatcher, WalletLane, WalletPool, type Fees, type RelayerEvent } from "./wallet-lane.js";
@@ -488,9 +488,9 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
    * a replay and stays refused.
    */
   async function usedBy(req: SettleRequest, toBlock?: bigint, thirdPartyOnly = false): Promise<SettleResult | undefined> {
-    let found: Awaited<ReturnType<typeof findAuthorizationUse>>;
+    let found: Awaited<ReturnType<typeof findSettlementUse>>;
     try {
-      found = await findAuthorizationUse(rpc, req.asset, req.authorization, toBlock);
+      found = await findSettlementUse(rpc, req, toBlock);
     } catch (err) {
       throw rpcFailure("authorization log lookup", err);
     }
