@@ -11,30 +11,25 @@
  * @x402/fetch with a signer that signs through the wallet's owners.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import express from "express";
-import { concat, createWalletClient, encodeFunctionData, http, maxUint256, serializeErc6492Signature, type Abi, type Address, type Hex } from "viem";
+import { serializeErc6492Signature, type Address, type Hex } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { wrapFetchWithPayment, x402Client, decodePaymentResponseHeader } from "@x402/fetch";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
 import { UptoEvmScheme } from "@x402/evm/upto/client";
 import { startDevChain, type DevChain } from "server402/devchain";
 import { paywall, relayerSettler } from "server402";
-import { PERMIT2_ADDRESS, verifyPermit2, X402_EXACT_PERMIT2_PROXY, X402_UPTO_PERMIT2_PROXY } from "../lib/src/protocol/permit2.js";
+import { verifyPermit2, X402_EXACT_PERMIT2_PROXY, X402_UPTO_PERMIT2_PROXY } from "../lib/src/protocol/permit2.js";
 import { PERMIT2_READ_ABI } from "../lib/src/chain/permit2.js";
 import { smartWalletVerifier, type SmartWalletVerifier } from "../lib/src/chain/smart-wallet.js";
-import { WALLETS_ARTIFACT_PATH } from "../scripts/compile-token.js";
-import { devChainDef, publicClient } from "./support/paid-app.js";
-import { chainRpc } from "./support/chain-rpc.js";
+import { publicClient } from "./support/paid-app.js";
+import { testWallets } from "./support/test-wallets.js";
 import { permit2Payment, type TypedData } from "./support/permit2-pay.js";
 
 const PRICE = 10_000n; // GET /plain: 0.01 of the plain token
 const MAX = 500_000n; // GET /usage: upto $0.50 (USDC)
-const wallets = JSON.parse(readFileSync(WALLETS_ARTIFACT_PATH, "utf8")) as { contracts: Record<string, { abi: Abi; bytecode: Hex }> };
-const FACTORY = wallets.contracts.TestWalletFactory!;
 
 describe("Permit2 payments from smart wallets (issue 17: ERC-1271 over Permit2; ERC-6492 refused)", function () {
   this.timeout(120_000);
@@ -43,18 +38,15 @@ describe("Permit2 payments from smart wallets (issue 17: ERC-1271 over Permit2; 
   let url: string;
   let token: Address;
   let payTo: Address;
-  let factory: Address;
+  let wallets: Awaited<ReturnType<typeof testWallets>>;
   const runs = { plain: 0, usage: 0 };
   const pub = () => publicClient(chain);
-  const rpc = chainRpc(() => chain.rpcUrl);
 
   before(async () => {
     chain = await startDevChain();
     token = chain.permit2.token;
     payTo = chain.accounts.payTo.address;
-    const deployer = createWalletClient({ account: privateKeyToAccount(chain.accounts.payers[8]!.privateKey), chain: devChainDef(chain), transport: http(chain.rpcUrl) });
-    const hash = await deployer.deployContract({ abi: FACTORY.abi, bytecode: FACTORY.bytecode, account: deployer.account!, chain: deployer.chain });
-    factory = (await pub().waitForTransactionReceipt({ hash })).contractAddress!;
+    wallets = await testWallets(chain, chain.accounts.payers[8]!.privateKey);
     const plainPrice = { amount: PRICE.toString(), asset: { address: token, decimals: 6, eip712: { name: "Plain Test Dollar", version: "1" } } };
     const pw = paywall({
       payTo,
@@ -92,37 +84,8 @@ describe("Permit2 payments from smart wallets (issue 17: ERC-1271 over Permit2; 
   const tokenBalance = (owner: Address) => pub().readContract({ address: token, abi: PERMIT2_READ_ABI, functionName: "balanceOf", args: [owner] });
   const code = async (a: Address) => (await pub().getCode({ address: a })) ?? "0x";
   const relayerNonce = () => pub().getTransactionCount({ address: chain.accounts.relayer.address });
-  const salt = (): Hex => `0x${randomBytes(32).toString("hex")}`;
-  const deployCall = (owners: Address[], s: Hex) => encodeFunctionData({ abi: FACTORY.abi, functionName: "deploy", args: [owners, s] });
 
-  /**
-   * A wallet of fresh owner keys (deployed or counterfactual), funded with both tokens. A deployed one approves
-   * Permit2 on both: the test wallets have no execute function, so the wallet's own call is made by impersonating it.
-   */
-  async function newWallet(ownerCount: number, deployed: boolean) {
-    const owners = Array.from({ length: ownerCount }, () => privateKeyToAccount(generatePrivateKey()));
-    const s = salt();
-    const ownerAddrs = owners.map((o) => o.address);
-    const address = (await pub().readContract({ address: factory, abi: FACTORY.abi, functionName: "walletAddress", args: [ownerAddrs, s] })) as Address;
-    await chain.mint(address, 1_000_000n);
-    await chain.mintToken(address, 1_000_000n);
-    if (deployed) {
-      const deployer = createWalletClient({ account: privateKeyToAccount(chain.accounts.payers[8]!.privateKey), chain: devChainDef(chain), transport: http(chain.rpcUrl) });
-      const hash = await deployer.sendTransaction({ to: factory, data: deployCall(ownerAddrs, s), account: deployer.account!, chain: deployer.chain });
-      assert.equal((await pub().waitForTransactionReceipt({ hash })).status, "success");
-      await rpc("anvil_impersonateAccount", [address]);
-      await rpc("anvil_setBalance", [address, "0xde0b6b3a7640000"]);
-      for (const asset of [token, chain.usdc]) {
-        const data = encodeFunctionData({ abi: PERMIT2_READ_ABI, functionName: "approve", args: [PERMIT2_ADDRESS, maxUint256] });
-        const tx = (await rpc("eth_sendTransaction", [{ from: address, to: asset, data }])) as Hex;
-        assert.equal((await pub().waitForTransactionReceipt({ hash: tx })).status, "success");
-      }
-      await rpc("anvil_stopImpersonatingAccount", [address]);
-    }
-    /** Every owner signs the same typed data; the wallet wants their signatures concatenated in owner order. */
-    const sign = async (td: TypedData): Promise<Hex> => concat(await Promise.all(owners.map((o) => o.signTypedData(td as never))));
-    return { address, owners, sign, factoryData: deployCall(ownerAddrs, s) };
-  }
+  const newWallet = (ownerCount: number, deployed: boolean) => wallets.newWallet(ownerCount, deployed, deployed ? [token, chain.usdc] : []);
 
   /** The official @x402/fetch client with the exact and upto schemes, paying as `address`, signing through the wallet's owners. */
   function walletFetch(address: Address, sign: (td: TypedData) => Promise<Hex>) {
@@ -212,7 +175,7 @@ describe("Permit2 payments from smart wallets (issue 17: ERC-1271 over Permit2; 
 
   it("a counterfactual wallet's ERC-6492 signature over Permit2 (exact and upto) → 402 with a clear reason; nothing deployed, nothing sent", async () => {
     const w = await newWallet(1, false);
-    const wrap = async (td: TypedData) => serializeErc6492Signature({ address: factory, data: w.factoryData, signature: await w.sign(td) });
+    const wrap = async (td: TypedData) => serializeErc6492Signature({ address: wallets.factory, data: w.factoryData, signature: await w.sign(td) });
     const nonce = await relayerNonce();
     for (const [path, scheme, asset, amount] of [["/plain", "exact", token, PRICE], ["/usage", "upto", chain.usdc, MAX]] as const) {
       const { header } = await permit2Payment(chain, { scheme, owner: w.address, sign: wrap, token: asset, amount, payTo, facilitator: chain.accounts.relayer.address });
