@@ -245,6 +245,27 @@ describe("issue 17: front-run Permit2 exact settlement (a copy of the permit is 
     }
   });
 
+  it("ours dropped, then the payer invalidates the nonce → failed at the next reconciler pass (not left pending until the deadline), uncharged", async () => {
+    const p = await payment(5);
+    const a = await app({ receiptTimeoutMs: 300 });
+    try {
+      const payerBefore = await tokenBalance(p.payer.address);
+      const first = await pending(a, p.headers);
+      await rpc("anvil_dropTransaction", [decode(first.headers.get("payment-response")).transaction]);
+      await invalidate(p.payer.privateKey, p.p.nonce);
+      await rpc("evm_mine");
+      await rpc("evm_setAutomine", [true]);
+      await a.pw.engine.reconcile();
+      assert.deepEqual(await a.store.listLedger(), []);
+      assert.equal((await a.store.listOutbox(10)).length, 0, "settled as failed, not kept pending");
+      assert.ok(a.events.some((e) => e.type === "failed" && e.stage === "settle"), JSON.stringify(a.events.map((e) => e.type)));
+      assert.equal(await tokenBalance(p.payer.address), payerBefore, "uncharged");
+    } finally {
+      await rpc("evm_setAutomine", [true]);
+      await a.close();
+    }
+  });
+
   it("a transfer of the same amount to payTo by another permit of the same payer in the same block is not taken for this one (its nonce invalidated) → failed", async () => {
     // the payer's other payment (a different nonce) moves the same amount to payTo; this permit's nonce is spent by invalidation
     const p = await payment(5);
