@@ -32,14 +32,15 @@ export interface TestFacilitator {
 /** Where the facilitator settles: a dev chain, or its RPC URL, chain id and the settling wallet's key. */
 export type FacilitatorChain = { rpcUrl: string; chainId: number; privateKey: Hex } | { rpcUrl: string; chainId: number; accounts: { relayer: { privateKey: Hex } } };
 
-export async function startFacilitator(chain: FacilitatorChain): Promise<TestFacilitator> {
+/** `eip6492AllowedFactories`: the official scheme's option taking counterfactual wallets (ERC-6492) of these factories, deployed before settling. */
+export async function startFacilitator(chain: FacilitatorChain, config: { eip6492AllowedFactories?: string[] } = {}): Promise<TestFacilitator> {
   const privateKey = "privateKey" in chain ? chain.privateKey : chain.accounts.relayer.privateKey;
   const account = privateKeyToAccount(privateKey);
   const viemChain = defineChain({ id: chain.chainId, name: "devchain", nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 }, rpcUrls: { default: { http: [chain.rpcUrl] } } });
   const wallet = createWalletClient({ account, chain: viemChain, transport: http(chain.rpcUrl), pollingInterval: 5 }).extend(publicActions);
   const v2 = new x402Facilitator().register(
     `eip155:${chain.chainId}`,
-    new ExactEvmScheme(toFacilitatorEvmSigner({ ...(wallet as never as object), address: account.address } as never)),
+    new ExactEvmScheme(toFacilitatorEvmSigner({ ...(wallet as never as object), address: account.address } as never), config),
   );
   const calls = { verify: 0, settle: 0, supported: 0 };
   const state: TestFacilitator = { url: "", calls, settled: [], close: async () => {} };

@@ -4,7 +4,7 @@
  * and the MCP adapter both use it, so the two can never charge differently.
  */
 import { createChainReader } from "../chain/reader.js";
-import { smartWalletVerifier } from "../chain/smart-wallet.js";
+import { facilitatorVerifiedWallets, smartWalletVerifier } from "../chain/smart-wallet.js";
 import type { FacilitatorSettler } from "../chain/facilitator.js";
 import { chainChecker, type PaymentChecker } from "../core/checker.js";
 import { permit2Checker } from "../chain/permit2.js";
@@ -41,11 +41,17 @@ export function buildPaidRoutes<Req>(options: PaymentOptions, routes: Record<str
     abuseLimits: options.abuseLimits,
     hooks: options.hooks,
     paymentIdentifier: options.paymentIdentifier, // issue 17.3
-    // smart-wallet signatures (ERC-1271 / ERC-6492) are checked on-chain through rpcUrl; without it only EOAs pay
-    smartWallets: options.rpcUrl ? smartWalletVerifier({ rpcUrl: options.rpcUrl }) : undefined,
+    // smart-wallet signatures (ERC-1271 / ERC-6492) are checked on-chain through rpcUrl, else by the facilitator's
+    // /verify when it checks every payment (the default check without rpcUrl); with neither only EOAs pay
+    smartWallets: options.rpcUrl ? smartWalletVerifier({ rpcUrl: options.rpcUrl }) : facilitatorChecks(options) ? facilitatorVerifiedWallets : undefined,
   });
   const table = new RouteTable(resolved);
   return { engine, routes: table.routes.map((r) => r.value), options, table };
+}
+
+/** True when the pre-handler check is the facilitator's /verify (no rpcUrl, no checker given, a facilitator settler). */
+function facilitatorChecks(options: PaymentOptions): boolean {
+  return !options.rpcUrl && options.checker === undefined && typeof (options.settler as Partial<FacilitatorSettler>).checker === "function";
 }
 
 /** The pre-handler check: as given; else on-chain via rpcUrl; else the facilitator's /verify; `false` for none. */

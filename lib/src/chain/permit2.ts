@@ -2,14 +2,30 @@
  * The chain side of Permit2 payments (x402 `exact` with assetTransferMethod
  * `permit2`, and `upto`): the proxy call the relayer sends, the pre-handler
  * check (Permit2 nonce unused, allowance to Permit2, balance: three reads in
- * one JSON-RPC batch), and the nonce lookup a pending settlement's
- * confirmation needs.
+ * one JSON-RPC batch), and the lookups a pending settlement's confirmation
+ * needs (nonce used; which transaction used it, e.g. a front-runner's copy).
  */
-import { BaseError, createPublicClient, encodeFunctionData, http, parseAbi, type Address, type Hex } from "viem";
+import {
+  BaseError,
+  createPublicClient,
+  decodeFunctionData,
+  encodeEventTopics,
+  encodeFunctionData,
+  hexToBigInt,
+  http,
+  isAddressEqual,
+  numberToHex,
+  pad,
+  parseAbi,
+  type Address,
+  type Hex,
+} from "viem";
 import { ChainError, PaymentError, SettlementError } from "../errors.js";
 import type { PaymentChecker } from "../core/checker.js";
 import { PERMIT2_ADDRESS, type Permit2Payment } from "../protocol/permit2.js";
-import type { SettleRequest } from "./settler.js";
+import { EIP3009_ABI } from "./abi.js";
+import { AUTHORIZATION_LOG_BLOCKS, findAuthorizationUse, isTransferLog, type RawLog } from "./authorization-log.js";
+import type { ExactAuthorization, SettleRequest } from "./settler.js";
 
 /** The x402 Permit2 proxies' settle functions (the interface @x402/evm 2.x calls). */
 export const X402_PERMIT2_PROXY_ABI = parseAbi([
@@ -116,4 +132,90 @@ export function permit2Checker(opts: Permit2CheckerOptions, base?: PaymentChecke
 /** The `to` of the transaction that settles `req`: its x402 proxy for a Permit2 payment, else the token. */
 export function settleTarget(req: SettleRequest): Address {
   return req.permit2 ? req.permit2.proxy : req.asset;
+}
+
+/** Permit2's log of a payer spending its own nonces (`invalidateUnorderedNonces`): no money moves. */
+const INVALIDATION_ABI = parseAbi(["event UnorderedNonceInvalidation(address indexed owner, uint256 word, uint256 mask)"]);
+
+/**
+ * The successful transaction that used Permit2 payment `p` (its transfer of
+ * `a.value` from the owner to `p.to`), searched in the
+ * `AUTHORIZATION_LOG_BLOCKS` blocks up to `toBlock` (default: latest), with
+ * its sender; undefined when Permit2 has the nonce unused or no such
+ * transaction is found. Neither Permit2 nor the x402 proxies log the nonce
+ * (the proxies' `Settled()` has no arguments), so the candidates are the
+ * token's Transfer(owner → to, value) logs, and one counts when its
+ * transaction carries this permit: a call of the x402 proxy whose decoded
+ * permit, owner and witness are this payment's (the signature bytes are not
+ * compared: a malleated copy is still this permit), or, for a call through
+ * another contract, calldata holding this nonce and owner as 32-byte words.
+ * RPC failures are thrown.
+ */
+export async function findPermit2Use(rpc: Rpc, p: Permit2Payment, a: ExactAuthorization, toBlock?: bigint): Promise<{ transaction: Hex; from?: Address } | undefined> {
+  if (!(await permit2NonceUsed(rpc, p))) return undefined;
+  const last = toBlock ?? hexToBigInt(await rpc<Hex>("eth_blockNumber", []));
+  const first = last > AUTHORIZATION_LOG_BLOCKS ? last - AUTHORIZATION_LOG_BLOCKS : 0n;
+  const topics = encodeEventTopics({ abi: EIP3009_ABI, eventName: "Transfer", args: { from: p.owner, to: p.to } });
+  const logs = await rpc<RawLog[]>("eth_getLogs", [{ address: p.token, topics, fromBlock: numberToHex(first), toBlock: numberToHex(last) }]);
+  const seen = new Set<string>();
+  for (const log of logs) {
+    // logs are only kept for successful transactions
+    if (log.removed || !log.transactionHash || seen.has(log.transactionHash) || !isTransferLog(log, p.token, a)) continue;
+    seen.add(log.transactionHash);
+    const tx = await rpc<{ from?: Address; to?: Address | null; input?: Hex } | null>("eth_getTransactionByHash", [log.transactionHash]);
+    if (tx?.input && carriesPermit(tx.to ?? undefined, tx.input, p)) return { transaction: log.transactionHash, from: tx.from };
+  }
+  return undefined;
+}
+
+/** True when a transaction to `to` with calldata `input` submits permit `p` (see {@link findPermit2Use}). */
+function carriesPermit(to: Address | undefined, input: Hex, p: Permit2Payment): boolean {
+  if (to && isAddressEqual(to, p.proxy)) {
+    let args: readonly unknown[];
+    try {
+      ({ args } = decodeFunctionData({ abi: X402_PERMIT2_PROXY_ABI, data: input }));
+    } catch {
+      return false;
+    }
+    // exact: (permit, owner, witness, signature); upto: (permit, amount, owner, witness, signature)
+    const [permit, owner, witness] = (args.length === 4 ? args : [args[0], args[2], args[3]]) as [
+      { permitted: { token: Address; amount: bigint }; nonce: bigint; deadline: bigint },
+      Address,
+      { to: Address; validAfter: bigint; facilitator?: Address },
+    ];
+    return (
+      isAddressEqual(owner, p.owner) &&
+      isAddressEqual(permit.permitted.token, p.token) &&
+      permit.permitted.amount === BigInt(p.permitted) &&
+      permit.nonce === BigInt(p.nonce) &&
+      permit.deadline === BigInt(p.deadline) &&
+      isAddressEqual(witness.to, p.to) &&
+      witness.validAfter === BigInt(p.validAfter) &&
+      (p.facilitator === undefined || (witness.facilitator !== undefined && isAddressEqual(witness.facilitator, p.facilitator)))
+    );
+  }
+  const body = input.toLowerCase();
+  return hasWord(body, numberToHex(BigInt(p.nonce), { size: 32 })) && hasWord(body, pad(p.owner.toLowerCase() as Hex));
+}
+
+/** True when 32-byte `word` appears in `hex` at a whole byte (a wrapper's calldata nests the call at any byte offset). */
+function hasWord(hex: string, word: Hex): boolean {
+  const w = word.slice(2);
+  for (let i = hex.indexOf(w, 2); i >= 0; i = hex.indexOf(w, i + 1)) if (i % 2 === 0) return true;
+  return false;
+}
+
+/** True when the owner invalidated this payment's nonce itself (Permit2 `UnorderedNonceInvalidation` log in the searched window). */
+export async function permit2NonceInvalidated(rpc: Rpc, p: Permit2Payment): Promise<boolean> {
+  const { wordPos, bit } = nonceSlot(p.nonce);
+  const last = hexToBigInt(await rpc<Hex>("eth_blockNumber", []));
+  const first = last > AUTHORIZATION_LOG_BLOCKS ? last - AUTHORIZATION_LOG_BLOCKS : 0n;
+  const topics = encodeEventTopics({ abi: INVALIDATION_ABI, eventName: "UnorderedNonceInvalidation", args: { owner: p.owner } });
+  const logs = await rpc<RawLog[]>("eth_getLogs", [{ address: PERMIT2_ADDRESS, topics, fromBlock: numberToHex(first), toBlock: numberToHex(last) }]);
+  return logs.some((l) => !l.removed && l.data.length === 130 && hexToBigInt(`0x${l.data.slice(2, 66)}`) === wordPos && (hexToBigInt(`0x${l.data.slice(66)}`) & bit) !== 0n);
+}
+
+/** The transaction that used `req`'s authorization (EIP-3009) or permit (Permit2), up to `toBlock`; see findAuthorizationUse / findPermit2Use. */
+export function findSettlementUse(rpc: Rpc, req: SettleRequest, toBlock?: bigint): Promise<{ transaction: Hex; from?: Address } | undefined> {
+  return req.permit2 ? findPermit2Use(rpc, req.permit2, req.authorization, toBlock) : findAuthorizationUse(rpc, req.asset, req.authorization, toBlock);
 }

@@ -37,10 +37,10 @@ import {
 import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
 import { ConfigError, SettlementError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
-import { findAuthorizationUse, isTransferLog, type RawReceipt } from "./authorization-log.js";
+import { isTransferLog, type RawReceipt } from "./authorization-log.js";
 import { rpcOrigin } from "./reader.js";
 import { bytesSettleCall, MAX_DEPLOY_GAS, needsBytesForm, parseErc6492 } from "./smart-wallet.js";
-import { permit2NonceUsed, permit2SettleCall, settleTarget } from "./permit2.js";
+import { findSettlementUse, permit2NonceInvalidated, permit2NonceUsed, permit2SettleCall, settleTarget } from "./permit2.js";
 import type { ExactAuthorization, SettleRequest, SettleResult, Settler } from "./settler.js";
 import { validateRelayerOptions } from "./settler-options.js";
 import { HeadWatcher, WalletLane, WalletPool, type Fees, type RelayerEvent } from "./wallet-lane.js";
@@ -456,6 +456,11 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
         // another transaction used it: a copy of this payment settles it; else looked at again until it expires
         const copy = await usedBy(req);
         if (copy) unresolved.delete(key);
+        // a Permit2 nonce the payer invalidated itself moved no money: a failure now, not at the deadline
+        if (!copy && req.permit2 && (await permit2NonceInvalidated(rpc, req.permit2).catch((err: unknown) => Promise.reject(rpcFailure("nonce invalidation lookup", err))))) {
+          unresolved.delete(key);
+          throw new SettlementError("settlement_canceled", `the payer invalidated this Permit2 nonce and transaction ${hash} was dropped: nothing was transferred`, { transaction: hash });
+        }
         return copy;
       }
       unresolved.delete(key);
@@ -488,9 +493,9 @@ export function relayerSettler(opts: RelayerSettlerOptions): RelayerSettler {
    * a replay and stays refused.
    */
   async function usedBy(req: SettleRequest, toBlock?: bigint, thirdPartyOnly = false): Promise<SettleResult | undefined> {
-    let found: Awaited<ReturnType<typeof findAuthorizationUse>>;
+    let found: Awaited<ReturnType<typeof findSettlementUse>>;
     try {
-      found = await findAuthorizationUse(rpc, req.asset, req.authorization, toBlock);
+      found = await findSettlementUse(rpc, req, toBlock);
     } catch (err) {
       throw rpcFailure("authorization log lookup", err);
     }

@@ -4,12 +4,15 @@
  * time, cut the connection, or refused a transfer that a third party's copy
  * of the authorization made, leaves the outcome unknown to us. The token's
  * `authorizationState` and its AuthorizationUsed + Transfer logs tell
- * whether the signed transfer happened, and by which transaction.
+ * whether the signed transfer happened, and by which transaction; for a
+ * Permit2 payment, Permit2's nonce bitmap and the transaction carrying the
+ * permit (chain/permit2.ts `findPermit2Use`).
  */
 import { createPublicClient, encodeEventTopics, encodeFunctionData, hexToBigInt, hexToNumber, http, numberToHex, parseAbi, type Hex } from "viem";
 import { SettlementError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
-import { AUTHORIZATION_LOG_BLOCKS, findAuthorizationUse, isTransferLog, type RawLog, type RawReceipt } from "./authorization-log.js";
+import { AUTHORIZATION_LOG_BLOCKS, isTransferLog, type RawLog, type RawReceipt } from "./authorization-log.js";
+import { findSettlementUse, permit2NonceInvalidated, permit2NonceUsed } from "./permit2.js";
 import { rpcOrigin } from "./reader.js";
 import type { SettleRequest, SettleResult } from "./settler.js";
 
@@ -56,12 +59,14 @@ export function settlementLookup(rpcUrl: string, timeoutMs = 10_000): Settlement
   const resultOf = (req: SettleRequest, transaction: Hex): SettleResult => ({ transaction, network: req.network, payer: req.authorization.from });
 
   async function used(req: SettleRequest): Promise<boolean> {
+    if (req.permit2) return permit2NonceUsed(rpc, req.permit2);
     const data = encodeFunctionData({ abi: EIP3009_ABI, functionName: "authorizationState", args: [req.authorization.from, req.authorization.nonce] });
     return hexToBigInt(await rpc<Hex>("eth_call", [{ to: req.asset, data }, "latest"])) !== 0n;
   }
 
-  /** True when the payer canceled this authorization (AuthorizationCanceled log in the searched window). */
+  /** True when the payer canceled this authorization (AuthorizationCanceled log, or Permit2's UnorderedNonceInvalidation, in the searched window). */
   async function canceled(req: SettleRequest): Promise<boolean> {
+    if (req.permit2) return permit2NonceInvalidated(rpc, req.permit2);
     const last = hexToBigInt(await rpc<Hex>("eth_blockNumber", []));
     const first = last > AUTHORIZATION_LOG_BLOCKS ? last - AUTHORIZATION_LOG_BLOCKS : 0n;
     const topics = encodeEventTopics({ abi: CANCELED_ABI, eventName: "AuthorizationCanceled", args: { authorizer: req.authorization.from, nonce: req.authorization.nonce } });
@@ -71,7 +76,7 @@ export function settlementLookup(rpcUrl: string, timeoutMs = 10_000): Settlement
 
   async function findUse(req: SettleRequest) {
     try {
-      return await findAuthorizationUse(rpc, req.asset, req.authorization);
+      return await findSettlementUse(rpc, req);
     } catch (err) {
       if (err instanceof SettlementError) throw err;
       throw new SettlementError("unexpected_settle_error", "the chain RPC could not be reached to look up the settlement.", { cause: err });

@@ -104,6 +104,22 @@ export function smartWalletVerifier(opts: SmartWalletVerifierOptions): SmartWall
   };
 }
 
+/**
+ * Smart-wallet signatures on a server without an RPC whose facilitator checks every payment before the
+ * handler (its /verify, the default pre-handler check): not refused here but passed on, for the facilitator
+ * to verify as the exact EVM scheme says (ERC-1271 `isValidSignature`; ERC-6492 verified deployless, the
+ * wallet deployed at settlement). Only what needs no chain is checked locally: the size and the wrapper's shape.
+ */
+export const facilitatorVerifiedWallets: SmartWalletVerifier = {
+  async verify(_from, _digest, signature) {
+    if (size(signature) > MAX_SIGNATURE_BYTES) {
+      throw new PaymentError("invalid_exact_evm_payload_signature", `payload.signature is longer than ${MAX_SIGNATURE_BYTES} bytes.`);
+    }
+    const wrapped = parseErc6492(signature);
+    return wrapped && !isAddressEqual(wrapped.factory, zeroAddress) ? "erc6492" : "erc1271";
+  },
+};
+
 /** Why the probe refused, by its status word. */
 const REFUSALS: Record<number, [string, string]> = {
   1: ["invalid_exact_evm_payload_signature", "the smart wallet at authorization.from does not accept this signature (ERC-1271 isValidSignature)."],

@@ -528,8 +528,23 @@ export class PaymentEngine {
     return { ok: false };
   }
 
-  /** An `upto` payment charged 0: nothing moves; its authorization is marked used so it cannot pay another request. */
+  /**
+   * An `upto` payment charged 0: nothing moves; its authorization is marked used so it cannot pay another request.
+   * The settle hooks run as for a transfer (as in @x402/core, whose upto facilitator answers a zero settlement with
+   * success and transaction ""): onBeforeSettle may refuse (lock given back, answer withheld), onAfterSettle observes.
+   */
   private async settleNothing(attempt: X402Attempt): Promise<X402Settlement> {
+    if (this.hooks) {
+      try {
+        await this.hooks.gate("onBeforeSettle", verifiedContext(attempt));
+      } catch (err) {
+        await this.releaseLock(attempt.lockKey);
+        await attempt.paymentId?.release();
+        this.emit({ type: "failed", method: "x402", reason: reasonOf(err), stage: "settle", resource: attempt.offer.resource });
+        await this.hooks.observe("onSettleFailure", { ...verifiedContext(attempt), error: err as Error });
+        throw err;
+      }
+    }
     let recorded = true;
     await this.store.setNonceState(attempt.lockKey, "settled").catch((e: unknown) => {
       recorded = false;
@@ -537,6 +552,7 @@ export class PaymentEngine {
     });
     if (attempt.paymentId) await this.keepPaymentId(attempt, this.recordWaitMs); // a retry with the same id gets this answer, as after a transfer
     this.emit({ type: "settled", method: "x402", amount: "0", asset: attempt.offer.asset.address, durationMs: 0, resource: attempt.offer.resource });
+    if (this.hooks) await this.hooks.observe("onAfterSettle", { ...verifiedContext(attempt), transaction: "" });
     return { transaction: "" as Hex, network: attempt.offer.network.caip2, payer: attempt.info.payer, recorded };
   }
 

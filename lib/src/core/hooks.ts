@@ -53,7 +53,7 @@ export interface PaymentHooks {
   onVerifyFailure?(ctx: PaymentHookContext & { error: Error }): Awaitable<void>;
   /** Right before the transfer is sent. May abort: nothing is charged and the paid answer is withheld. */
   onBeforeSettle?(ctx: VerifiedHookContext): Awaitable<void | HookAbort>;
-  /** The transfer is confirmed. Observes only: its errors are reported, the answer is delivered. */
+  /** The transfer is confirmed (an `upto` payment charged 0: `transaction` is "", nothing moved). Observes only: its errors are reported, the answer is delivered. */
   onAfterSettle?(ctx: VerifiedHookContext & { transaction: string }): Awaitable<void>;
   /** The transfer failed or is still pending (`error.pending`). Observes only. */
   onSettleFailure?(ctx: VerifiedHookContext & { error: Error }): Awaitable<void>;

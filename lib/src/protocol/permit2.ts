@@ -137,7 +137,13 @@ export function decodePermit2V2(raw: Record<string, unknown>, offer: Offer & { p
   if (typeof signature !== "string" || signature.length > 2 + 2 * MAX_SIGNATURE_BYTES || signature.length < 2 + 2 * 65 || !SIGNATURE.test(signature)) {
     fail("invalid_permit2_signature", `payload.signature must be 0x-prefixed hex of 65 to ${MAX_SIGNATURE_BYTES} bytes.`);
   }
-  if (isErc6492(signature as Hex)) fail("invalid_permit2_signature", "ERC-6492 (counterfactual wallet) signatures are not taken for Permit2 payments: Permit2 checks the signature of a deployed account only.");
+  // Permit2 asks the owner's code (ERC-1271) at settlement and x402's Permit2 flow deploys nothing; an undeployed wallet cannot have approved Permit2 either
+  if (isErc6492(signature as Hex)) {
+    fail(
+      "invalid_permit2_signature",
+      "ERC-6492 (counterfactual wallet) signatures are not taken for Permit2 payments: Permit2 checks a deployed account's signature only. To pay over Permit2, deploy the wallet and approve Permit2 on the token, then sign with the deployed wallet (ERC-1271); or pay an EIP-3009 route, where counterfactual wallets are deployed at settlement.",
+    );
+  }
   if (!isObject(a)) fail("invalid_payload", "payload.permit2Authorization must be an object.");
   onlyKeys(a, ["from", "permitted", "spender", "nonce", "deadline", "witness"], "permit2Authorization");
   const permitted = a.permitted;
