@@ -8,7 +8,9 @@
  * poll for the receipt (or take it from `eth_sendRawTransactionSync`) and
  * check the ERC-20 Transfer log. Nonces, replacement of stuck transactions,
  * the gas-funds check and the wallet pool live in wallet-lane.ts; `sendCall`
- * is the one way to send a call from a relayer wallet.
+ * is the one way to send a call from a relayer wallet. With the `batch`
+ * option, plain EIP-3009 payments go out together through batcher.ts (the
+ * same lanes send the batch transaction).
  */
 import { createRequire } from "node:module";
 import {
