@@ -263,6 +263,32 @@ for (const mode of ["block-time 1", "automine"] as const) {
         assert.equal(await dev.balanceOf(dev.accounts.payTo.address), before + sum(reqs), "each paid exactly once");
       });
 
+      it("a batch left pending: confirm() reads each payment's own outcome from the batch receipt; a failed twin of a settled payment (same from/to/value) is not taken for paid", async function () {
+        const { key } = await wallet();
+        const { settler } = batchSettler(key, { maxSize: 3, maxWaitMs: 10_000 }, { receiptTimeoutMs: 200 });
+        const poor = await payer(1000n);
+        const twins = [await authorize(poor, 1000n), await authorize(poor, 1000n)]; // only one can be paid
+        const other = (await authorizeMany(1))[0]!;
+        const reqs = [...twins, other].map((r) => ({ ...r, prechecked: true, precheckedAt: Date.now() }));
+        const before = await dev.balanceOf(dev.accounts.payTo.address);
+        const pending = await Promise.allSettled(reqs.map((r) => settler.settle(r)));
+        const hashes = pending.map((o) => (o.status === "rejected" && o.reason instanceof SettlementError && o.reason.pending ? o.reason.transaction : undefined));
+        assert.ok(hashes.every((h) => h !== undefined && h === hashes[0]), JSON.stringify(pending.map((o) => o.status)));
+        let outcomes: PromiseSettledResult<SettleResult | undefined>[];
+        for (;;) {
+          outcomes = await Promise.allSettled(reqs.map((r) => settler.confirm!(r, hashes[0]!)));
+          if (outcomes.every((o) => o.status === "rejected" || o.value !== undefined)) break;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        const paid = outcomes.filter((o) => o.status === "fulfilled");
+        assert.equal(paid.length, 2, JSON.stringify(outcomes.map((o) => (o.status === "rejected" ? String(o.reason) : o.value?.transaction))));
+        assert.equal(outcomes[2]!.status, "fulfilled", "the other payer's payment is paid");
+        const twinFailed = outcomes.slice(0, 2).filter((o) => o.status === "rejected");
+        assert.equal(twinFailed.length, 1, "exactly one twin is refused");
+        assert.equal(((twinFailed[0] as PromiseRejectedResult).reason as SettlementError).pending, false);
+        assert.equal(await dev.balanceOf(dev.accounts.payTo.address), before + 1000n + other.authorization.value);
+      });
+
       it("over HTTP: 24 parallel paid requests, batched; the ledger equals the chain", async function () {
         const { key, address } = await wallet();
         const store = new MemoryStore();
