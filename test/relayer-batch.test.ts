@@ -220,6 +220,22 @@ for (const mode of ["block-time 1", "automine"] as const) {
       assert.equal(sends.length, 1);
     });
 
+    it("a wallet pool sends batches from its wallets side by side; every payment settled once, each wallet's nonces consecutive", async function () {
+      const [w1, w2] = [await wallet(), await wallet()];
+      const settler = relayerSettler({ rpcUrl: dev.rpcUrl, chainId: CHAIN_ID, privateKeys: [w1.key, w2.key], batch: { contract: dev.batchSettlement, maxSize: 5, maxWaitMs: 10_000 } });
+      const reqs = await authorizeMany(20);
+      const before = await dev.balanceOf(dev.accounts.payTo.address);
+      const results = await Promise.all(reqs.map((r) => settler.settle(r)));
+      const txs = await Promise.all([...new Set(results.map((r) => r.transaction))].map((hash) => client.getTransaction({ hash })));
+      assert.equal(txs.length, 4, "4 batches of 5");
+      const bySender = (a: Address) => txs.filter((t) => t.from.toLowerCase() === a.toLowerCase()).map((t) => t.nonce).sort((x, y) => x - y);
+      const [n1, n2] = [bySender(w1.address), bySender(w2.address)];
+      assert.ok(n1.length > 0 && n2.length > 0, `both wallets sent: ${n1} / ${n2}`);
+      assert.deepEqual(n1, n1.map((_, i) => i));
+      assert.deepEqual(n2, n2.map((_, i) => i));
+      assert.equal(await dev.balanceOf(dev.accounts.payTo.address), before + sum(reqs));
+    });
+
     it("a relayer wallet without gas funds: every payment of the batch gets 503 relayer_low_funds, nothing moves", async function () {
       const { key } = await wallet(0n);
       const { settler, events } = batchSettler(key, { maxSize: 3, maxWaitMs: 10_000 });
