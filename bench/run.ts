@@ -23,7 +23,7 @@
  * Environment: BENCH_SECONDS (3) BENCH_ROUNDS (5) BENCH_TOKEN_ROUNDS (9, scenario 2) BENCH_WARMUP (5)
  * BENCH_CONNECTIONS (50) BENCH_PAID_PER_ROUND (40) BENCH_VERIFY_SECONDS (1.5)
  * BENCH_RSS_REQUESTS (100000) BENCH_FACE_PAIRS (40) BENCH_FACE_WORKERS (2)
- * BENCH_ONLY ("1,2,3,4,5,6,7,8,9") BENCH_BLOCK_SECONDS (20) BENCH_BLOCK_CONCURRENCY (150, scenario 9) BENCH_PIN (1: servers and load generator on separate CPUs in scenarios 1, 2, 6) REDIS_URL (scenario 2's RedisStore; skipped
+ * BENCH_ONLY ("1,2,3,4,5,6,7,8,9") BENCH_BLOCK_SECONDS (15) BENCH_BLOCK_CONCURRENCY (150) BENCH_BLOCK_HIGH (600) BENCH_BLOCK_LOW (20) (scenario 9) BENCH_PIN (1: servers and load generator on separate CPUs in scenarios 1, 2, 6) REDIS_URL (scenario 2's RedisStore; skipped
  * without it). BENCH_STRICT=1 exits 1 when a goal is missed. BENCH_SOURCE=1
  * runs contenders from TS sources with tsx instead of compiled JavaScript
  * (lib/dist and bench/dist, built here).

@@ -71,7 +71,7 @@ async function middleware(): Promise<RequestHandler | undefined> {
         payTo: c.payTo,
         network: "base-sepolia",
         rpcUrl: c.rpcUrl,
-        settler: relayerSettler({ rpcUrl: c.rpcUrl, chainId: c.chainId, privateKey: c.settlerKey }),
+        settler: relayerSettler({ rpcUrl: c.rpcUrl, chainId: c.chainId, privateKey: c.settlerKey, batch: target.batch }),
         store: await openStore(),
         onEvent: target.settleStats
           ? (e) => {

@@ -31,6 +31,8 @@ export interface Target {
    * server without one does not do.
    */
   settleStats?: boolean;
+  /** server402's relayer sends payments in batches (`relayerSettler({ batch })`, scenario 9). */
+  batch?: { contract: Address; maxSize?: number; maxWaitMs?: number };
   chain: {
     rpcUrl: string;
     chainId: number;

@@ -60,11 +60,26 @@ export async function findAuthorizationUse(rpc: Rpc, asset: Address, a: ExactAut
   for (const log of logs) {
     if (log.removed || !log.transactionHash || log.logIndex === undefined) continue;
     const receipt = await rpc<RawReceipt | null>("eth_getTransactionReceipt", [log.transactionHash]);
-    if (!receipt || hexToNumber(receipt.status) !== 1) continue;
-    // the token emits AuthorizationUsed, then the transfer's Transfer log (FiatToken order): only that adjacent log counts
-    const at = receipt.logs.findIndex((l) => l.logIndex !== undefined && hexToNumber(l.logIndex) === hexToNumber(log.logIndex!));
-    const next = at >= 0 ? receipt.logs[at + 1] : undefined;
-    if (next && isAddressEqual(log.address, asset) && isTransferLog(next, asset, a)) return { transaction: log.transactionHash, from: receipt.from };
+    if (receipt && usedInReceipt(receipt, asset, a)) return { transaction: log.transactionHash, from: receipt.from };
   }
   return undefined;
+}
+
+/**
+ * True when the successful transaction of `receipt` used authorization `a` of
+ * token `asset`: its `AuthorizationUsed(a.from, a.nonce)` log directly followed
+ * by `Transfer(a.from, a.to, a.value)`, both emitted by the token (FiatToken
+ * order). Exact per authorization, so it also tells apart the payments of one
+ * batch transaction (where a bare Transfer of the same from/to/value may be
+ * another payment's).
+ */
+export function usedInReceipt(receipt: RawReceipt, asset: Address, a: ExactAuthorization): boolean {
+  if (hexToNumber(receipt.status) !== 1) return false;
+  const [sig, authorizer, nonce] = encodeEventTopics({ abi: USED_ABI, eventName: "AuthorizationUsed", args: { authorizer: a.from, nonce: a.nonce } }).map((t) => String(t).toLowerCase());
+  return receipt.logs.some((log, i) => {
+    if (log.removed || !isAddressEqual(log.address, asset)) return false;
+    if (log.topics[0]?.toLowerCase() !== sig || log.topics[1]?.toLowerCase() !== authorizer || log.topics[2]?.toLowerCase() !== nonce) return false;
+    const next = receipt.logs[i + 1];
+    return next !== undefined && isTransferLog(next, asset, a);
+  });
 }

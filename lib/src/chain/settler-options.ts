@@ -3,7 +3,9 @@
  * names the option and says how to fix it, instead of a viem TypeError on the
  * first payment. Private keys are never echoed.
  */
+import { isAddress } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
+import { MAX_BATCH_SIZE } from "./batcher.js";
 import { ConfigError } from "../errors.js";
 import type { NetworkInfo } from "../protocol/networks.js";
 import type { Settler } from "./settler.js";
@@ -50,6 +52,26 @@ export function validateRelayerOptions(opts: unknown): void {
   if (o.sendMode !== undefined && o.sendMode !== "auto" && o.sendMode !== "sync" && o.sendMode !== "poll") {
     throw new ConfigError("sendMode", `must be "auto", "sync" or "poll", got ${JSON.stringify(o.sendMode)}.`);
   }
+  if (o.batch !== undefined) checkBatch(o.batch);
+}
+
+/** `relayerSettler({ batch })`: the batch contract's address, a size within the per-transaction gas cap, a wait in ms. */
+function checkBatch(batch: unknown): void {
+  const example = "batch: { contract: dev.batchSettlement, maxSize: 100, maxWaitMs: 25 }";
+  if (!batch || typeof batch !== "object" || Array.isArray(batch)) throw new ConfigError("batch", `must be an object, e.g. ${example}; leave it out to send one transaction per payment.`);
+  const b = batch as Record<string, unknown>;
+  if (typeof b.contract !== "string" || !isAddress(b.contract, { strict: false })) {
+    throw new ConfigError(
+      "batch.contract",
+      `must be the address of the X402BatchSettlement contract (0x and 40 hex digits), got ${JSON.stringify(b.contract)}: \`dev.batchSettlement\` on the dev chain; on a real chain deploy it once (README, "Batched settlement").`,
+    );
+  }
+  if (b.maxSize !== undefined && (typeof b.maxSize !== "number" || !Number.isInteger(b.maxSize) || b.maxSize < 1 || b.maxSize > MAX_BATCH_SIZE)) {
+    throw new ConfigError("batch.maxSize", `must be a whole number of payments from 1 to ${MAX_BATCH_SIZE} (a batch's gas limit must stay under 2^24, the per-transaction cap on Base), got ${JSON.stringify(b.maxSize)}.`);
+  }
+  checkMs(b.maxWaitMs, "batch.maxWaitMs", 0, 10_000);
+  const unknown = Object.keys(b).filter((k) => k !== "contract" && k !== "maxSize" && k !== "maxWaitMs");
+  if (unknown.length > 0) throw new ConfigError(`batch.${unknown[0]}`, "is not an option of batch; it takes contract, maxSize and maxWaitMs.");
 }
 
 /** Validate `facilitatorSettler`'s options (see FacilitatorOptions). */

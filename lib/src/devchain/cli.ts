@@ -35,6 +35,7 @@ console.log(`export RPC_URL=${rpcUrl}`);
 console.log(`export RELAYER_PRIVATE_KEY=${accounts.relayer.privateKey}  # pays gas`);
 console.log(`export PAY_TO=${accounts.payTo.address}  # receives the payments`);
 console.log(`export PAYER_PRIVATE_KEY=${accounts.payers[0].privateKey}  # holds test USDC`);
+console.log(`# batched settlement: relayerSettler({ batch: { contract: "${dev.batchSettlement}" } })`);
 
 // anvil's process does not hold the event loop open (see startDevChain); this timer does, until a signal.
 const keepAlive = setInterval(() => {}, 1 << 30);

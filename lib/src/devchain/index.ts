@@ -31,6 +31,7 @@ import { ConfigError, Server402Error } from "../errors.js";
 import { packageDir } from "../optional.js";
 import artifact from "./TestUSDC.artifact.json" with { type: "json" };
 import { plantPermit2, type DevPermit2 } from "./permit2.js";
+import batchArtifact from "../chain/X402BatchSettlement.artifact.json" with { type: "json" };
 
 /** The well-known anvil / Hardhat development mnemonic. Never hold real funds with it. */
 export const DEV_MNEMONIC = "test test test test test test test test test test test junk";
@@ -44,6 +45,9 @@ export const BASE_SEPOLIA_USDC: Address = "0x036CbD53842c5426634e7929541eC2318f3
  * relayer's nonce.
  */
 export const DEV_MINTER: Address = "0x0000000000000000000000000000000000004020";
+
+/** Where the dev chain plants the X402BatchSettlement contract (batched settlement, `relayerSettler({ batch })`). */
+const DEV_BATCH_SETTLEMENT: Address = "0x0000000000000000000000000000000000402030";
 
 /** What went wrong while running the dev chain (`DevChainError.reason`). */
 export type DevChainFailure = "startup_timeout" | "anvil_exited" | "spawn_failed" | "chain_id_mismatch" | "token_setup_failed" | "mint_failed" | "rpc_failed";
@@ -79,6 +83,8 @@ export interface DevChain {
   balanceOf(owner: Address): Promise<bigint>;
   /** Permit2 at its canonical address, the x402 exact/upto Permit2 proxies, and a plain ERC-20 (no EIP-3009) paid through them. */
   permit2: DevPermit2;
+  /** Address of the X402BatchSettlement contract (planted at 0x…402030), for `relayerSettler({ batch: { contract } })`. */
+  batchSettlement: Address;
   /** Mint the plain ERC-20 (atomic units) to `to`; resolves once mined. Payers are not minted any at start. */
   mintToken(to: Address, amount: bigint): Promise<void>;
   /** Stop anvil and wait for it to exit. Idempotent. */
@@ -105,6 +111,12 @@ export interface DevChainOptions {
    * (a block per transaction, at once). Fractions are allowed (0.5).
    */
   blockTime?: number;
+  /**
+   * Block gas limit (anvil `--gas-limit`); default anvil's 30,000,000. Base
+   * mainnet runs with about 140,000,000 per 2 s block: give that to measure
+   * what a Base block can carry.
+   */
+  gasLimit?: number;
 }
 
 const STARTUP_TIMEOUT_MS = 15_000;
@@ -151,6 +163,10 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
   }
   const args = ["--host", host, "--port", String(opts.port ?? 0), "--chain-id", String(chainId), "--mnemonic", DEV_MNEMONIC, "--accounts", "10"];
   if (opts.blockTime !== undefined) args.push("--block-time", String(opts.blockTime));
+  if (opts.gasLimit !== undefined && !(Number.isSafeInteger(opts.gasLimit) && opts.gasLimit >= 1_000_000)) {
+    throw new ConfigError("gasLimit", `must be the block gas limit as an integer of at least 1000000, got ${String(opts.gasLimit)}; leave it out for anvil's 30000000.`);
+  }
+  if (opts.gasLimit !== undefined) args.push("--gas-limit", String(opts.gasLimit));
 
   const anvil = spawnAnvil(opts.anvilPath ?? anvilBinaryPath(), args);
   try {
@@ -169,7 +185,11 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
       client.request({ method: "anvil_setBalance", params: [DEV_MINTER, toHex(10n ** 24n)] } as never),
     ]);
     if (!runtime || runtime === "0x") throw new DevChainError("token_setup_failed", "the test token's constructor returned no code");
-    const [, permit2] = await Promise.all([client.request({ method: "anvil_setCode", params: [usdc, runtime] } as never), plantPermit2(client)]);
+    const [, permit2] = await Promise.all([
+      client.request({ method: "anvil_setCode", params: [usdc, runtime] } as never),
+      plantPermit2(client),
+      client.request({ method: "anvil_setCode", params: [DEV_BATCH_SETTLEMENT, batchArtifact.deployedBytecode] } as never),
+    ]);
 
     // Only this chain sends as DEV_MINTER, so a local nonce counter is exact.
     // Sends go out one after another (a queue), so anvil never sees a nonce
@@ -212,6 +232,7 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
       mint,
       balanceOf,
       permit2,
+      batchSettlement: DEV_BATCH_SETTLEMENT,
       mintToken: async (to: Address, amount: bigint) => {
         try {
           await mintOnce(to, amount, permit2.token);
