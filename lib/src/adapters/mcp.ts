@@ -44,6 +44,7 @@ import { toPaymentRequiredV2, type Offer } from "../protocol/requirements.js";
 import type { PaymentRequiredV2, SettleResponse } from "../protocol/types.js";
 import type { StoredPayment } from "../state/store.js";
 import { buildPaidRoutes, offerOf, paymentRequiredOf, type PaidRoutes } from "./paid-routes.js";
+import { outageAnswer, reportErrorAnswer } from "./error-detail.js";
 import { importOptional } from "../optional.js";
 import { holdToolResult, replayToolCall } from "./mcp-held.js";
 import { jsonDigest, toolAnswer, toolFromAnswer, type PaymentIdHold } from "../core/idempotency.js";
@@ -259,13 +260,19 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
     if (err instanceof SettlementError) {
       const receipt = attempt ? settleResponse(attempt, err) : undefined;
       const error = `Payment settlement failed: ${err.message}`;
+      reportErrorAnswer(pw.options.onEvent, err.status, err.reason, err, offer.resource);
       return paymentRequired(offer, error, err.reason, `${error} The tool output is withheld.`, receipt ? { "x402/payment-response": receipt } : {});
     }
     if (err instanceof PaymentError) {
       const payment = (err as PaymentError & { payment?: StoredPayment }).payment;
       return paymentRequired(offer, err.reason, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : {});
     }
-    if (err instanceof StoreError || err instanceof ChainError) return toolError(err.code, `${err.message} Nothing was charged; try again shortly.`);
+    if (err instanceof StoreError || err instanceof ChainError) {
+      // issue 14 C16: the client gets the code and a plain message; the error's own text (a host, an RPC address) goes to the logs
+      const { status, message } = outageAnswer(err);
+      reportErrorAnswer(pw.options.onEvent, status, err.code, err, offer.resource);
+      return toolError(err.code, `${message} Nothing was charged.`);
+    }
     return toolError("payment_processing_failed", "payment processing failed unexpectedly; nothing was charged.");
   }
 

@@ -16,7 +16,7 @@ import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
 import { withProtectedRequestHook } from "./protected-request.js";
 import { endBeforeBody } from "./unread-body.js";
-import { errorDetail } from "../error-detail.js";
+import { outageAnswer, reportErrorAnswer } from "../error-detail.js";
 import { paymentsApi, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, RouteTable } from "../routes.js";
 import { buildPaidRoutes, offerOf, paymentRequiredOf, type PaidRoutes } from "../paid-routes.js";
@@ -246,14 +246,7 @@ function makeMiddleware(
     // The client gets the code and a plain message; what happened in full goes to onEvent (C16).
     const status = err instanceof SettlementError ? err.status : err instanceof ChainError ? 502 : 503;
     const code = err instanceof SettlementError || err instanceof StoreError || err instanceof ChainError ? reasonOf(err) : "service_unavailable";
-    const message =
-      err instanceof SettlementError
-        ? err.message
-        : err instanceof ChainError
-          ? "the chain could not be reached; retry in a few seconds."
-          : err instanceof StoreError
-            ? "the payment store is unavailable; retry in a few seconds."
-            : "payment processing is unavailable right now; retry later.";
+    const message = err instanceof SettlementError ? err.message : outageAnswer(err).message;
     reportError(status, code, err, offer.resource);
     res.statusCode = status;
     res.setHeader("Content-Type", "application/json; charset=utf-8");
@@ -264,11 +257,7 @@ function makeMiddleware(
 
   /** Issue 14 C16: an error answer's full story (its detail and causes) goes to `onEvent`, for the logs. */
   function reportError(status: number, code: string, err: unknown, resource: string): void {
-    try {
-      options.onEvent?.({ type: "error_answer", status, code, detail: errorDetail(err), resource });
-    } catch {
-      // a listener must not break an answer
-    }
+    reportErrorAnswer(options.onEvent, status, code, err, resource);
   }
 
   /** A refused token: build the offer (only now) and answer 402 with the reason (503 for a store outage). */
