@@ -45,6 +45,7 @@ import type { PaymentRequiredV2, SettleResponse } from "../protocol/types.js";
 import type { StoredPayment } from "../state/store.js";
 import { buildPaidRoutes, offerOf, paymentRequiredOf, type PaidRoutes } from "./paid-routes.js";
 import { outageAnswer, reportErrorAnswer } from "./error-detail.js";
+import { LeaseKeeper } from "../core/leases.js";
 import { importOptional } from "../optional.js";
 import { holdToolResult, replayToolCall } from "./mcp-held.js";
 import { jsonDigest, toolAnswer, toolFromAnswer, type PaymentIdHold } from "../core/idempotency.js";
@@ -217,6 +218,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
   const engine = pw.engine;
   const serviceId = route.options.serviceId;
   const mcpRoute: ResolvedRoute<never> = { ...route, options: { ...route.options, resource: undefined } };
+  const leases = new LeaseKeeper(engine.store, pw.options.tokenLeaseMs ?? 120_000);
   const bazaar = route.options.discoverable === false ? undefined : mcpBazaar(opts.name, opts.description ?? route.description, opts.inputSchema);
 
   function resourceFor(extra: McpToolExtra): string {
@@ -289,12 +291,19 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
       return paymentRequired(offer, "tokens_not_accepted", "tokens_not_accepted", `this tool does not accept ${PAYMENT_TOKEN_ARGUMENT}; pay with x402.`);
     }
     let attempt;
+    const reservedAt = Date.now();
     try {
       attempt = await engine.reserveToken(token, serviceId, offer.resource);
     } catch (err) {
       return refusal(offer, err);
     }
-    const result = await runHandler(args, { payment: attempt.info, validated, signal: extra.signal, extra });
+    let lost = false; // issue 14 A4: the reservation may lapse (renewals could not reach the store)
+    leases.track(attempt, reservedAt, () => (lost = true));
+    const result = await runHandler(args, { payment: attempt.info, validated, signal: extra.signal, extra }).finally(() => leases.untrack(attempt));
+    if (lost) {
+      await engine.releaseToken(attempt);
+      return toolError("store_unavailable", "the payment store could not keep this call reserved, so its result is withheld; nothing was charged. Retry shortly.");
+    }
     if (result.isError || extra.signal.aborted) {
       await engine.releaseToken(attempt);
       return result;
