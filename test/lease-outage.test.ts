@@ -16,7 +16,7 @@ import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import express from "express";
 import { z } from "zod";
-import { MemoryStore, paywall, StoreError, type Store } from "server402";
+import { MemoryStore, paywall, StoreError, type PaymentEvent, type Store } from "server402";
 import { paidRoutes, registerPaidTool } from "server402/mcp";
 import { generatePaymentToken, hashToken } from "../lib/src/state/tokens.js";
 import { samplePayment } from "./store-conformance.js";
@@ -79,8 +79,9 @@ describe("issue 14 A4: a lease lost in a store outage", function () {
     const { store, inner, setDown } = outageStore();
     const { token, paymentId } = await paidToken(store);
     let runs = 0;
+    const events: PaymentEvent[] = [];
     const a = express();
-    a.use(paywall({ payTo: PAY_TO, settler: noSettle, checker: false, store, tokenLeaseMs: LEASE_MS, routes: { "GET /slow": { price: "$0.01", serviceId: "svc" } } }));
+    a.use(paywall({ payTo: PAY_TO, settler: noSettle, checker: false, store, tokenLeaseMs: LEASE_MS, onEvent: (e) => events.push(e), routes: { "GET /slow": { price: "$0.01", serviceId: "svc" } } }));
     a.get("/slow", async (_req, res) => {
       if (++runs === 1) setDown(true); // the store goes down right after the first call was reserved
       await sleep(2200);
@@ -104,6 +105,8 @@ describe("issue 14 A4: a lease lost in a store outage", function () {
       assert.equal((await inner.getPayment(paymentId))!.callsUsed, 1);
       const third = await fetch(url, { headers: { "x-payment-token": token } });
       assert.equal(third.status, 402, await third.text());
+      // the cut answer is on record for the operator
+      assert.ok(events.some((e) => e.type === "error_answer" && e.code === "store_unavailable" && /lease/.test(e.detail)), JSON.stringify(events));
     } finally {
       server.closeAllConnections();
       server.close();

@@ -302,6 +302,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
     const result = await runHandler(args, { payment: attempt.info, validated, signal: extra.signal, extra }).finally(() => leases.untrack(attempt));
     if (lost) {
       await engine.releaseToken(attempt);
+      reportErrorAnswer(pw.options.onEvent, 503, "store_unavailable", new StoreError("server402: the token call's lease could not be renewed before it would lapse; the result was withheld"), offer.resource);
       return toolError("store_unavailable", "the payment store could not keep this call reserved, so its result is withheld; nothing was charged. Retry shortly.");
     }
     if (result.isError || extra.signal.aborted) {

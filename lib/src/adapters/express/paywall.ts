@@ -264,7 +264,10 @@ function makeMiddleware(
       return out;
     } as Response["writeHead"];
     // a reservation that may lapse (store unreachable for renewals): cut the answer before a second use can start
-    leases.track(reserved, reservedAt, () => res.destroy());
+    leases.track(reserved, reservedAt, () => {
+      res.destroy();
+      reportErrorAnswer(options.onEvent, 503, "store_unavailable", new StoreError("server402: the token call's lease could not be renewed before it would lapse; the answer was cut"), advertised);
+    });
     req.payment = reserved.info;
     next();
   }
