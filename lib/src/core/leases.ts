@@ -2,17 +2,19 @@
  * Keeps the token calls of running handlers reserved (issue 14 A4), for the
  * Express and MCP adapters.
  *
- * Every third of a lease, the lease of each call whose handler has not
+ * Every quarter of a lease, the lease of each call whose handler has not
  * answered yet is renewed (`Store.renewCall`), so a handler slower than
  * `tokenLeaseMs` cannot have its call reserved a second time. One timer for
  * all calls, running only while some are tracked.
  *
  * The rule when renewals cannot get through (a store outage): a call is held
  * only until the end of the last lease the store granted (its reservation or
- * its last renewal). Once the next renewal could come too late (within half
- * a tick of that end), the call is *lost*: `onLost` runs while the store
- * still holds the reservation, so before anyone else can be given the call,
- * and the adapter stops the answer (Express cuts the response, MCP withholds
+ * its last renewal). Once a tick finds that end less than a tick and a half
+ * away (the renewals of the last two ticks did not get through), the call is
+ * *lost*: `onLost` runs at least half a tick (an eighth of the lease, which
+ * also covers clock skew between instances) before the lease ends, while the
+ * store still holds the reservation, so before anyone else can be given the
+ * call, and the adapter stops the answer (Express cuts the response, MCP withholds
  * the result and gives the call back). A renewal the store refuses (the
  * reservation is gone) loses the call at once. So an answer is never
  * delivered as paid after its reservation could have lapsed.
@@ -35,7 +37,8 @@ export class LeaseKeeper {
     private readonly store: Store,
     private readonly leaseMs: number,
   ) {
-    this.tickMs = Math.floor(leaseMs / 3);
+    // a quarter: a renewal may take up to two ticks to answer, or a tick come 1.5 ticks late, before a call is lost
+    this.tickMs = Math.floor(leaseMs / 4);
   }
 
   /** Keep `attempt` reserved; `reservedAt` is the time sent to the store with its reservation; `onLost` runs if the reservation may lapse. */
