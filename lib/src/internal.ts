@@ -16,3 +16,4 @@ export { smartWalletVerifier, MAX_SIGNATURE_BYTES, type SmartWalletVerifier, typ
 export { SERVER402_ERROR_CODES } from "./errors.js";
 export { permit2Digest, permit2TypedData, verifyPermit2, type Permit2Payment, type Permit2Scheme } from "./protocol/permit2.js";
 export { permit2Checker, type Permit2CheckerOptions } from "./chain/permit2.js";
+export { endBeforeBody } from "./adapters/express/unread-body.js";

@@ -44,6 +44,8 @@ import { toPaymentRequiredV2, type Offer } from "../protocol/requirements.js";
 import type { PaymentRequiredV2, SettleResponse } from "../protocol/types.js";
 import type { StoredPayment } from "../state/store.js";
 import { buildPaidRoutes, offerOf, paymentRequiredOf, type PaidRoutes } from "./paid-routes.js";
+import { outageAnswer, reportErrorAnswer } from "./error-detail.js";
+import { LeaseKeeper } from "../core/leases.js";
 import { importOptional } from "../optional.js";
 import { holdToolResult, toolAnswer, toolReplay } from "./mcp-held.js";
 import { jsonDigest, type PaymentIdHold } from "../core/idempotency.js";
@@ -225,6 +227,7 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
   const engine = pw.engine;
   const serviceId = route.options.serviceId;
   const mcpRoute: ResolvedRoute<never> = { ...route, options: { ...route.options, resource: undefined } };
+  const leases = new LeaseKeeper(engine.store, pw.options.tokenLeaseMs ?? 120_000);
   const bazaar = route.options.discoverable === false ? undefined : mcpBazaar(opts.name, opts.description ?? route.description, opts.inputSchema);
 
   function resourceFor(extra: McpToolExtra): string {
@@ -268,13 +271,19 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
     if (err instanceof SettlementError) {
       const receipt = attempt ? settleResponse(attempt, err) : undefined;
       const error = `Payment settlement failed: ${err.message}`;
+      reportErrorAnswer(pw.options.onEvent, err.status, err.reason, err, offer.resource);
       return paymentRequired(offer, error, err.reason, `${error} The tool output is withheld.`, receipt ? { "x402/payment-response": receipt } : {});
     }
     if (err instanceof PaymentError) {
       const payment = (err as PaymentError & { payment?: StoredPayment }).payment;
       return paymentRequired(offer, err.reason, err.reason, err.message, payment ? { payment: toPublicPayment(payment, Date.now()) } : {});
     }
-    if (err instanceof StoreError || err instanceof ChainError) return toolError(err.code, `${err.message} Nothing was charged; try again shortly.`);
+    if (err instanceof StoreError || err instanceof ChainError) {
+      // issue 14 C16: the client gets the code and a plain message; the error's own text (a host, an RPC address) goes to the logs
+      const { status, message } = outageAnswer(err);
+      reportErrorAnswer(pw.options.onEvent, status, err.code, err, offer.resource);
+      return toolError(err.code, `${message} Nothing was charged.`);
+    }
     return toolError("payment_processing_failed", "payment processing failed unexpectedly; nothing was charged.");
   }
 
@@ -291,12 +300,20 @@ export function registerPaidTool<Shape extends z.ZodRawShape, V = undefined>(ser
       return paymentRequired(offer, "tokens_not_accepted", "tokens_not_accepted", `this tool does not accept ${PAYMENT_TOKEN_ARGUMENT}; pay with x402.`);
     }
     let attempt;
+    const reservedAt = Date.now();
     try {
       attempt = await engine.reserveToken(token, serviceId, offer.resource);
     } catch (err) {
       return refusal(offer, err);
     }
-    const result = await runHandler(args, { payment: attempt.info, validated, signal: extra.signal, extra });
+    let lost = false; // issue 14 A4: the reservation may lapse (renewals could not reach the store)
+    leases.track(attempt, reservedAt, () => (lost = true));
+    const result = await runHandler(args, { payment: attempt.info, validated, signal: extra.signal, extra }).finally(() => leases.untrack(attempt));
+    if (lost) {
+      await engine.releaseToken(attempt);
+      reportErrorAnswer(pw.options.onEvent, 503, "store_unavailable", new StoreError("server402: the token call's lease could not be renewed before it would lapse; the result was withheld"), offer.resource);
+      return toolError("store_unavailable", "the payment store could not keep this call reserved, so its result is withheld; nothing was charged. Retry shortly.");
+    }
     if (result.isError || extra.signal.aborted) {
       await engine.releaseToken(attempt);
       return result;

@@ -123,7 +123,7 @@ export interface PaymentOptions {
   /**
    * How long a token call stays reserved if the process dies mid-request, in
    * ms. Default 120 000. While a handler runs, its call's lease is renewed
-   * every third of this. Must not be shorter than `handlerTimeoutMs`.
+   * every quarter of this. Must not be shorter than `handlerTimeoutMs`.
    */
   tokenLeaseMs?: number;
   /**

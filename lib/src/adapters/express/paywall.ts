@@ -11,17 +11,18 @@ import { decodeHeader, encodeHeader } from "../../protocol/encoding.js";
 import { resolvePrice } from "../../protocol/price.js";
 import { NO_PAYMENT, type Offer } from "../../protocol/requirements.js";
 import { HEADER } from "../../protocol/types.js";
-import type { Store, StoredPayment } from "../../state/store.js";
+import type { StoredPayment } from "../../state/store.js";
 import { toPublicPayment } from "../../core/payment-object.js";
 import { bufferResponse } from "./buffer.js";
 import { withProtectedRequestHook } from "./protected-request.js";
 import { endBeforeBody } from "./unread-body.js";
-import { errorDetail } from "../error-detail.js";
+import { outageAnswer, reportErrorAnswer } from "../error-detail.js";
 import { paymentsApi, type PaymentsApiOptions } from "./payments-router.js";
 import { normalizePath, RouteTable } from "../routes.js";
 import { buildPaidRoutes, offerOf, paymentRequiredOf, type PaidRoutes } from "../paid-routes.js";
 import { createPaywallPage, type PaywallPageSetting } from "./paywall-page.js";
 import { httpBodyDigest, sendPaymentIdRefusal, type PaymentIdHold } from "../../core/idempotency.js";
+import { LeaseKeeper } from "../../core/leases.js";
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -66,55 +67,6 @@ export interface PaywallMiddleware extends RequestHandler, PaidRoutes<Request> {
 }
 
 const MAX_CACHE = 1000;
-
-/**
- * Keeps the token calls of running handlers reserved (issue 14 A4): every
- * third of a lease, the lease of each call whose handler has not answered yet
- * is renewed, so a handler slower than `tokenLeaseMs` cannot have its call
- * reserved a second time. One timer for all calls, running only while some
- * are tracked; a request pays a Set insert and delete.
- */
-class LeaseKeeper {
-  private readonly live = new Set<TokenAttempt>();
-  private timer?: NodeJS.Timeout;
-
-  constructor(
-    private readonly store: Store,
-    private readonly leaseMs: number,
-  ) {}
-
-  track(attempt: TokenAttempt): void {
-    this.live.add(attempt);
-    if (!this.timer) {
-      this.timer = setInterval(this.renew, Math.floor(this.leaseMs / 3));
-      this.timer.unref();
-    }
-  }
-
-  untrack(attempt: TokenAttempt): void {
-    this.live.delete(attempt);
-  }
-
-  private readonly renew = (): void => {
-    if (this.live.size === 0) {
-      clearInterval(this.timer);
-      this.timer = undefined;
-      return;
-    }
-    const now = Date.now();
-    for (const attempt of this.live) {
-      // a failed renewal is retried at the next tick; a lost reservation (false) is not renewed again
-      try {
-        this.store.renewCall(attempt.reservationId, now, this.leaseMs).then(
-          (kept) => kept || this.live.delete(attempt),
-          () => {},
-        );
-      } catch {
-        // a store written before renewCall existed: the lease alone applies
-      }
-    }
-  };
-}
 
 /** Seconds a client should wait before retrying after a store or chain outage (Retry-After). */
 const RETRY_AFTER_SECONDS = "2";
@@ -246,14 +198,7 @@ function makeMiddleware(
     // The client gets the code and a plain message; what happened in full goes to onEvent (C16).
     const status = err instanceof SettlementError ? err.status : err instanceof ChainError ? 502 : 503;
     const code = err instanceof SettlementError || err instanceof StoreError || err instanceof ChainError ? reasonOf(err) : "service_unavailable";
-    const message =
-      err instanceof SettlementError
-        ? err.message
-        : err instanceof ChainError
-          ? "the chain could not be reached; retry in a few seconds."
-          : err instanceof StoreError
-            ? "the payment store is unavailable; retry in a few seconds."
-            : "payment processing is unavailable right now; retry later.";
+    const message = err instanceof SettlementError ? err.message : outageAnswer(err).message;
     reportError(status, code, err, offer.resource);
     res.statusCode = status;
     res.setHeader("Content-Type", "application/json; charset=utf-8");
@@ -264,11 +209,7 @@ function makeMiddleware(
 
   /** Issue 14 C16: an error answer's full story (its detail and causes) goes to `onEvent`, for the logs. */
   function reportError(status: number, code: string, err: unknown, resource: string): void {
-    try {
-      options.onEvent?.({ type: "error_answer", status, code, detail: errorDetail(err), resource });
-    } catch {
-      // a listener must not break an answer
-    }
+    reportErrorAnswer(options.onEvent, status, code, err, resource);
   }
 
   /** A refused token: build the offer (only now) and answer 402 with the reason (503 for a store outage). */
@@ -307,6 +248,7 @@ function makeMiddleware(
       engine.finishToken(attempt, advertised, res.headersSent && (sentStatus ?? res.statusCode) < 400);
     });
     let reserved: TokenAttempt;
+    const reservedAt = Date.now();
     try {
       reserved = await engine.reserveToken(token, serviceId, advertised);
     } catch (err) {
@@ -321,7 +263,11 @@ function makeMiddleware(
       sentStatus ??= this.statusCode;
       return out;
     } as Response["writeHead"];
-    leases.track(reserved);
+    // a reservation that may lapse (store unreachable for renewals): cut the answer before a second use can start
+    leases.track(reserved, reservedAt, () => {
+      res.destroy();
+      reportErrorAnswer(options.onEvent, 503, "store_unavailable", new StoreError("server402: the token call's lease could not be renewed before it would lapse; the answer was cut"), advertised);
+    });
     req.payment = reserved.info;
     next();
   }
