@@ -11,7 +11,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { prepareImage } from "./decode.js";
 import { judgeableFace } from "./index.js";
-import { ALIGNED, loadFaceModel, type RecognizerName } from "./model.js";
+import { alignedPipeline, loadFaceModel, type RecognizerName } from "./model.js";
 import { cosineSimilarity, faceImageStats, qualityScore } from "./score.js";
 
 /** One photo of the labelled set. */
@@ -89,7 +89,8 @@ export async function embedPhotos(
   for (const p of photos) {
     const bytes = readFileSync(path.join(dir, p.file));
     // The aligned pipeline's key carries its crop parameters, so a cache from other parameters is not reused.
-    const variant = recognizer === "faceres-aligned" ? `${recognizer}(${ALIGNED.size},${ALIGNED.zoom},${ALIGNED.flip})` : recognizer;
+    const pipe = alignedPipeline(recognizer);
+    const variant = pipe ? `${recognizer}(${pipe.size},${pipe.zoom},${pipe.flip})` : recognizer;
     const key = `${variant}:${createHash("sha1").update(bytes).digest("hex")}`;
     let hit = cache[key];
     if (!hit) {
