@@ -24,7 +24,7 @@ import { fileURLToPath } from "node:url";
 import sharp, { type Sharp } from "sharp";
 import { createLocalEngine } from "../example-server/src/engine/local/index.js";
 import { measureEngine } from "../example-server/src/engine/local/measure.js";
-import { embedPhotos, evaluate, listPhotoSet, pairScores } from "../example-server/src/engine/local/calibration.js";
+import { embedPhotos, evaluate, listPhotoSet, pairScores, personBootstrapInterval } from "../example-server/src/engine/local/calibration.js";
 import { resolveModelPaths } from "../example-server/src/engine/local/model.js";
 import { anchorsFor, confidenceFromAnchors, LOCAL_THRESHOLDS } from "../example-server/src/engine/local/score.js";
 import type { CompareInput } from "../example-server/src/engine/types.js";
@@ -101,12 +101,15 @@ if (!process.argv.includes("--no-accuracy")) {
   const pct = (v: number, d = 1) => (100 * v).toFixed(d);
   for (const recognizer of recognizers) {
     const { photos } = await embedPhotos(dir, heldOut, recognizer);
-    const { genuine, impostor } = pairScores(photos, "heldout");
+    const { genuine, genuineIdentity, impostor } = pairScores(photos, "heldout");
     const conf = (xs: number[]) => xs.map((c) => confidenceFromAnchors(c, anchorsFor(recognizer)));
     const e = evaluate(conf(genuine), conf(impostor), LOCAL_THRESHOLDS);
     const r = e.rates[0];
+    // Pairs of one person are not independent: the person-level bootstrap interval is the honest one.
+    const [plo, phi] = personBootstrapInterval(conf(genuine).map((c) => c >= LOCAL_THRESHOLDS[0]), genuineIdentity);
     console.log(
-      `held-out recognizer=${recognizer}  TAR61=${pct(r.tar)} % [${pct(r.tarInterval[0])}, ${pct(r.tarInterval[1])}] (${r.accepted}/${e.genuinePairs})  ` +
+      `held-out recognizer=${recognizer}  TAR61=${pct(r.tar)} % [${pct(r.tarInterval[0])}, ${pct(r.tarInterval[1])}] (${r.accepted}/${e.genuinePairs}; ` +
+        `by person [${pct(plo)}, ${pct(phi)}])  ` +
         `FAR61=${pct(r.far, 2)} % [${pct(r.farInterval[0], 2)}, ${pct(r.farInterval[1], 2)}] (${r.falseAccepts}/${e.impostorPairs})  ` +
         `AUC=${e.auc.toFixed(4)} [${e.aucInterval[0].toFixed(3)}, ${e.aucInterval[1].toFixed(3)}]`,
     );

@@ -26,6 +26,7 @@ import {
   fitCalibration,
   listPhotoSet,
   pairScores,
+  personBootstrapInterval,
   type Evaluation,
 } from "../example-server/src/engine/local/calibration.js";
 import { alignedPipeline, RECOGNIZERS, resolveModelPaths, type RecognizerName } from "../example-server/src/engine/local/model.js";
@@ -106,10 +107,18 @@ for (const recognizer of models) {
   );
   console.log(`  anchors: ${JSON.stringify(fit.anchors)}`);
   const map = (scores: number[], anchors: readonly (readonly [number, number])[]) => scores.map((c) => confidenceFromAnchors(c, anchors));
+  /** TAR at each Threshold with a person-level bootstrap interval (pairs of one person are not independent). */
+  const byPerson = (label: string, s: { genuine: number[]; genuineIdentity: string[] }) => {
+    const conf = map(s.genuine, fit.anchors);
+    const cells = LOCAL_THRESHOLDS.map((t) => `≥ ${t}: ${ci(personBootstrapInterval(conf.map((c) => c >= t), s.genuineIdentity))}`);
+    console.log(`    ${label} TAR, 95 % person-bootstrap interval (${new Set(s.genuineIdentity).size} people): ${cells.join(", ")}`);
+  };
   printEvaluation("calibration half", evaluate(map(cal.genuine, fit.anchors), map(cal.impostor, fit.anchors), LOCAL_THRESHOLDS));
+  byPerson("calibration", cal);
   if (!showHeldOut) continue;
   const heldOut = evaluate(map(held.genuine, fit.anchors), map(held.impostor, fit.anchors), LOCAL_THRESHOLDS);
   printEvaluation("HELD-OUT half", heldOut);
+  byPerson("held-out", held);
   const rssMb = loadMs > 0 ? process.resourceUsage().maxRSS / 1024 : undefined;
   rows.push({ label: `${recognizer}, anchors fitted now`, e: heldOut, msPerPair: 2 * msPerImage, rssMb });
   if (recognizer === "faceres-aligned") {

@@ -16,7 +16,16 @@ import {
   type LocalFaceEngine,
 } from "../example-server/src/engine/local/index.js";
 import { decodeBmp } from "../example-server/src/engine/local/bmp.js";
-import { embedPhotos, evaluate, fitCalibration, listPhotoSet, pairScores, rocAuc } from "../example-server/src/engine/local/calibration.js";
+import {
+  embedPhotos,
+  evaluate,
+  fitCalibration,
+  listPhotoSet,
+  pairScores,
+  personBootstrapInterval,
+  proportionInterval,
+  rocAuc,
+} from "../example-server/src/engine/local/calibration.js";
 import { DEFAULT_RECOGNIZER } from "../example-server/src/engine/local/model.js";
 import { FaceError, type CompareFaceResult, type FaceErrorCode } from "../example-server/src/engine/types.js";
 
@@ -98,6 +107,25 @@ describe("engine/local: score calibration", () => {
     }
     // Thresholds are Alibaba's numbers at the anchors for FAR 1e-3 / 1e-4 / 1e-5.
     assert.deepEqual([...LOCAL_THRESHOLDS], [61, 69, 75]);
+  });
+
+  it("gives a person-level (cluster) bootstrap interval wider than Wilson's when pairs share people", () => {
+    // 20 same-person pairs of 2 people: one person's 10 all accepted, the other's 10 all rejected.
+    const accepted = [...Array(10).fill(true), ...Array(10).fill(false)] as boolean[];
+    const people = [...Array(10).fill("A"), ...Array(10).fill("B")] as string[];
+    const [lo, hi] = personBootstrapInterval(accepted, people);
+    // Resampling people: half the draws hold one person twice → 0 % or 100 %; Wilson treats 20 pairs as independent.
+    assert.equal(lo, 0);
+    assert.equal(hi, 1);
+    const [wlo, whi] = proportionInterval(10, 20);
+    assert.ok(wlo > 0.25 && whi < 0.75);
+    // Independent pairs (one person each): close to Wilson's interval, and the same numbers on every run (seeded).
+    const many = Array.from({ length: 200 }, (_, i) => i % 5 !== 0);
+    const ids = many.map((_, i) => `p${i}`);
+    const a = personBootstrapInterval(many, ids);
+    assert.deepEqual(a, personBootstrapInterval(many, ids));
+    const w = proportionInterval(160, 200);
+    assert.ok(Math.abs(a[0] - w[0]) < 0.03 && Math.abs(a[1] - w[1]) < 0.03, JSON.stringify({ a, w }));
   });
 
   it("decodes BMP variants and refuses oversized BMP headers", async () => {
