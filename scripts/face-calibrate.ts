@@ -29,7 +29,7 @@ import {
   personBootstrapInterval,
   type Evaluation,
 } from "../example-server/src/engine/local/calibration.js";
-import { alignedPipeline, RECOGNIZERS, resolveModelPaths, type RecognizerName } from "../example-server/src/engine/local/model.js";
+import { RECOGNIZERS, resolveModelPaths, type RecognizerName } from "../example-server/src/engine/local/model.js";
 import {
   CALIBRATION_ANCHORS,
   HUMAN_CROP_FACERES_ANCHORS,
@@ -46,7 +46,7 @@ function arg(name: string): string | undefined {
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
-const available = RECOGNIZERS.filter((r) => alignedPipeline(r) || r === "faceres" || resolveModelPaths().extraModelBaseUrl);
+const available = RECOGNIZERS.filter((r) => r === "faceres-aligned" || r === "faceres" || resolveModelPaths().extraModelBaseUrl);
 const showHeldOut = process.argv.includes("--heldout");
 const models = (arg("models")?.split(",") ?? available) as RecognizerName[];
 const cache = !process.argv.includes("--no-cache") && existsSync(cacheFile) ? JSON.parse(readFileSync(cacheFile, "utf8")) : {};
