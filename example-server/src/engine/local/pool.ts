@@ -9,7 +9,8 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { FaceError } from "../types.js";
-import type { DecodedImage, DetectResult, WorkerRequest, WorkerResponse } from "./protocol.js";
+import type { RecognizerName } from "./model.js";
+import type { DecodedImage, DetectResult, WorkerInit, WorkerRequest, WorkerResponse } from "./protocol.js";
 
 /** Pool sizing and timing. */
 export interface PoolOptions {
@@ -21,6 +22,8 @@ export interface PoolOptions {
   jobTimeoutMs: number;
   /** Worker start-up budget (module + wasm + model load); exceeded → `ready()` rejects. */
   startTimeoutMs: number;
+  /** Descriptor pipeline each worker loads (default: model.ts's `DEFAULT_RECOGNIZER`). */
+  recognizer?: RecognizerName;
 }
 
 interface Job {
@@ -75,13 +78,13 @@ function tsxEsmApiUrl(): string {
  * imports the `.ts` entry. The parent's execArgv (e.g. `--conditions`) is
  * inherited either way.
  */
-function startWorker(entry: URL, name: string): Worker {
-  if (!entry.pathname.endsWith(".ts")) return new Worker(entry, { name });
+function startWorker(entry: URL, name: string, workerData: WorkerInit): Worker {
+  if (!entry.pathname.endsWith(".ts")) return new Worker(entry, { name, workerData });
   const tsxApi = tsxEsmApiUrl();
   const boot =
     `import(${JSON.stringify(tsxApi)})` +
     `.then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); });`;
-  return new Worker(boot, { eval: true, name });
+  return new Worker(boot, { eval: true, name, workerData });
 }
 
 /** Runs `detect` jobs on a fixed set of worker threads. */
@@ -162,7 +165,7 @@ export class WorkerPool {
 
   private spawn(index: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const worker = startWorker(this.entry, `face-engine-${index}`);
+      const worker = startWorker(this.entry, `face-engine-${index}`, { recognizer: this.opts.recognizer });
       const slot: Slot = { worker, ready: false };
       this.slots[index] = slot;
       const startTimer = setTimeout(() => {

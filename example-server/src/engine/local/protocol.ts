@@ -20,7 +20,7 @@ export interface DetectedFace {
   boxScore: number;
   /** Mesh (FaceMesh) confidence 0..1. */
   faceScore: number;
-  /** Face descriptor (1024 floats for Human's FaceRes). */
+  /** Face descriptor (256 floats for MobileFace, 1024 for FaceRes). */
   embedding: Float32Array;
   /** Five points [x, y] × 5: right eye, left eye, nose tip, right and left mouth corner (subject's sides). */
   landmarks?: number[];
@@ -45,6 +45,11 @@ export interface DetectResult {
   faces: DetectedFace[];
   /** Milliseconds of inference for this image. */
   inferMs: number;
+}
+
+/** The worker's `workerData`: which descriptor pipeline to load (a `RecognizerName`; undefined → the default). */
+export interface WorkerInit {
+  recognizer?: string;
 }
 
 /** Main thread → worker. */

