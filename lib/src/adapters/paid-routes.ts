@@ -49,9 +49,14 @@ export function buildPaidRoutes<Req>(options: PaymentOptions, routes: Record<str
   return { engine, routes: table.routes.map((r) => r.value), options, table };
 }
 
-/** True when the pre-handler check is the facilitator's /verify (no rpcUrl, no checker given, a facilitator settler). */
+/**
+ * True when the pre-handler check is a facilitator's /verify (no rpcUrl, no checker given, a facilitatorSettler).
+ * Only a facilitator: other settlers with a `checker()` (settlerByNetwork) may check on-chain balances only, and a
+ * forged EOA signature must still be refused locally.
+ */
 function facilitatorChecks(options: PaymentOptions): boolean {
-  return !options.rpcUrl && options.checker === undefined && typeof (options.settler as Partial<FacilitatorSettler>).checker === "function";
+  const settler = options.settler as Partial<FacilitatorSettler>;
+  return !options.rpcUrl && options.checker === undefined && settler.kind === "facilitator" && typeof settler.checker === "function";
 }
 
 /** The pre-handler check: as given; else on-chain via rpcUrl; else the facilitator's /verify; `false` for none. */
