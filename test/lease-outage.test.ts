@@ -114,6 +114,39 @@ describe("issue 14 A4: a lease lost in a store outage", function () {
     }
   });
 
+  it("A4 commit refused by a store blip after the answer: the delivered call is counted once the store answers, not given back when its lease lapses", async function () {
+    const { store, inner, setDown } = outageStore();
+    const { token, paymentId } = await paidToken(store);
+    let runs = 0;
+    const a = express();
+    const mw = paywall({ payTo: PAY_TO, settler: noSettle, checker: false, store, tokenLeaseMs: LEASE_MS, routes: { "GET /fast": { price: "$0.01", serviceId: "svc" } } });
+    a.use(mw);
+    a.get("/fast", (_req, res) => {
+      runs++;
+      setDown(true); // the store is down when the call is committed, and back a moment later
+      res.json({ paid: "content" });
+    });
+    const server = a.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fast`;
+    try {
+      const first = await fetch(url, { headers: { "x-payment-token": token } });
+      assert.equal(first.status, 200, await first.text());
+      await sleep(50);
+      setDown(false);
+      await mw.engine.reconcile(); // the next reconciler pass (every 5 s by default)
+      await sleep(LEASE_MS + 200); // the reservation's lease has ended
+      const second = await fetch(url, { headers: { "x-payment-token": token } });
+      assert.equal(second.status, 402, `a 1-call token answered twice: ${await second.text()}`);
+      assert.equal(runs, 1);
+      assert.equal((await inner.getPayment(paymentId))!.callsUsed, 1);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+      await inner.close();
+    }
+  });
+
   it("A4 lease overrun (MCP): tokenLeaseMs 1000 and a 1.5 s tool: a second use of a 1-call token is refused while the first runs", async function () {
     const store = new MemoryStore();
     const { token, paymentId } = await paidToken(store);

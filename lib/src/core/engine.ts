@@ -795,7 +795,8 @@ export class PaymentEngine {
   /**
    * Count the reserved call as used (the handler succeeded). Never rejects: a
    * store failure is reported as a `failed` event (stage `settle`) and
-   * resolves false; the reservation then lapses and the call comes back.
+   * resolves false; the reconciler's next pass commits it, so the delivered
+   * call is not given back when its lease lapses.
    */
   async commitToken(attempt: TokenAttempt, resource: string): Promise<boolean> {
     let ok: boolean;
@@ -803,6 +804,7 @@ export class PaymentEngine {
       ok = await this.store.commitCall(attempt.reservationId);
     } catch (err) {
       this.commitFailed(err, resource);
+      this.reconciler.commitLater(attempt.reservationId, () => this.tokenSettled(attempt, resource));
       return false;
     }
     if (ok) this.tokenSettled(attempt, resource);

@@ -95,6 +95,8 @@ export class Reconciler {
   /** Records the store did not take (it refused writes); tried first on every run. */
   private readonly unstored = new Map<string, SettlementRecord>();
   private readonly unreleased = new Set<string>();
+  /** Token calls delivered whose commit the store refused, with what to do once committed. */
+  private readonly uncommitted = new Map<string, () => void>();
   private running?: Promise<void>;
   /** Records a retry of their payment is moving forward right now (see `runFor`): a pass leaves them alone. */
   private readonly single = new Map<string, Promise<void>>();
@@ -189,6 +191,15 @@ export class Reconciler {
     this.unreleased.add(lockKey);
   }
 
+  /**
+   * A delivered token call whose commit the store refused (it was down): committed by the next pass, so
+   * the call is not given back when its lease lapses (a lapsed reservation nobody reclaimed still commits).
+   * `onCommitted` runs once it is.
+   */
+  commitLater(reservationId: string, onCommitted: () => void): void {
+    this.uncommitted.set(reservationId, onCommitted);
+  }
+
   /** One pass over the outbox (memory first). Concurrent calls share the pass in progress. */
   run(): Promise<void> {
     return (this.running ??= this.pass().finally(() => (this.running = undefined)));
@@ -217,6 +228,12 @@ export class Reconciler {
   }
 
   private async pass(): Promise<void> {
+    for (const [id, onCommitted] of [...this.uncommitted]) {
+      const ok = await this.o.store.commitCall(id).catch(() => undefined);
+      if (ok === undefined) continue; // still down
+      this.uncommitted.delete(id);
+      if (ok) onCommitted(); // false: reclaimed by another use after its lease lapsed, or the refused commit had landed
+    }
     for (const key of [...this.unreleased]) {
       if (await this.o.store.releaseNonce(key).then(() => true, () => false)) this.unreleased.delete(key);
     }
