@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import express from "express";
-import { createPublicClient, encodeFunctionData, http, toHex, type Address, type Hex } from "viem";
+import { concat, createPublicClient, decodeFunctionData, encodeFunctionData, http, size, slice, toHex, type Abi, type Address, type Hex } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { MemoryStore, paywall } from "server402";
 import { startDevChain, type DevAccount, type DevChain } from "server402/devchain";
@@ -254,7 +254,7 @@ for (const mode of ["block-time 1", "automine"] as const) {
     });
 
     if (mode === "automine") {
-      it("gas: a 100-payment batch costs ≤ 0.635× per payment of a lone transferWithAuthorization measured alongside (was 0.646×)", async function () {
+      it("gas: a 100-payment batch costs ≤ 0.63× per payment of a lone transferWithAuthorization measured alongside (was 0.646×; 0.6× is below this token's floor, bench/README scenario 9)", async function () {
         // fresh payers (each one's balance slot cold, as in a real batch) and a payee that already holds some
         const { key } = await wallet();
         let nonce = 0;
@@ -282,7 +282,18 @@ for (const mode of ["block-time 1", "automine"] as const) {
         for (const r of reqs) assert.ok(await used(r), "every payment of the batch settled");
         const ratio = Number(batchGas) / 100 / Number(loneGas);
         console.log(`      lone ${loneGas} gas; batch of 100 ${batchGas} = ${Number(batchGas) / 100} per payment = ${ratio.toFixed(4)}×`);
-        assert.ok(ratio <= 0.635, `${ratio.toFixed(4)}× per payment`);
+        assert.ok(ratio <= 0.63, `${ratio.toFixed(4)}× per payment`);
+      });
+
+      it("malformed packed payments (a truncated last record, or a first record without payee and value) revert the whole call: nothing moves", async function () {
+        const reqs = await authorizeMany(2);
+        const { args } = decodeFunctionData({ abi: batchArtifact.abi as Abi, data: encodeBatch(dev.usdc, reqs) });
+        const payments = args?.[1] as Hex;
+        const call = (data: Hex) => rpc("eth_call", [{ to: dev.batchSettlement, data: encodeFunctionData({ abi: batchArtifact.abi as Abi, functionName: "settle", args: [dev.usdc, data] }) }, "latest"]);
+        await call(payments); // well-formed: runs
+        await assert.rejects(call(slice(payments, 0, size(payments) - 1)), /revert/i);
+        await assert.rejects(call(concat(["0x00", slice(payments, 1)])), /revert/i);
+        for (const r of reqs) assert.equal(await used(r), false);
       });
     }
 

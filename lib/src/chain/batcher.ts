@@ -219,20 +219,23 @@ export class Batcher {
 
 /**
  * The batch contract's `settle(token, payments)` call for `reqs` (all of
- * token `token`): `payments` packs each authorization into 233 bytes, with no
- * ABI padding (calldata is most of what a batch adds per payment):
- * from (20) | to (20) | value, validAfter, validBefore (32 each) | nonce (32) | v (1) | r (32) | s (32).
+ * token `token`): `payments` packs each authorization with no ABI padding
+ * (calldata is most of what a batch adds per payment):
+ * flag (1) | from (20) | [to (20) | value (32), when flag is 1] | validAfter, validBefore, nonce (32 each) | v (1) | r (32) | s (32);
+ * flag 0 means "same to and value as the previous record".
  */
 export function encodeBatch(token: Address, reqs: SettleRequest[]): Hex {
-  return encodeFunctionData({ abi: ABI, functionName: "settle", args: [token, concat(reqs.map(packAuthorization))] });
-}
-
-/** One payment as its 233-byte record (v as 27/28). */
-function packAuthorization(req: SettleRequest): Hex {
-  const a = req.authorization;
-  const vByte = hexToNumber(slice(req.signature, 64, 65));
-  return encodePacked(
-    ["address", "address", "uint256", "uint256", "uint256", "bytes32", "uint8", "bytes32", "bytes32"],
-    [a.from, a.to, a.value, a.validAfter, a.validBefore, a.nonce, vByte < 27 ? vByte + 27 : vByte, slice(req.signature, 0, 32), slice(req.signature, 32, 64)],
-  );
+  const records = reqs.map((req, i) => {
+    const a = req.authorization;
+    const prev = reqs[i - 1]?.authorization;
+    const same = prev !== undefined && isAddressEqual(prev.to, a.to) && prev.value === a.value;
+    const vByte = hexToNumber(slice(req.signature, 64, 65));
+    const head = same ? encodePacked(["uint8", "address"], [0, a.from]) : encodePacked(["uint8", "address", "address", "uint256"], [1, a.from, a.to, a.value]);
+    const tail = encodePacked(
+      ["uint256", "uint256", "bytes32", "uint8", "bytes32", "bytes32"],
+      [a.validAfter, a.validBefore, a.nonce, vByte < 27 ? vByte + 27 : vByte, slice(req.signature, 0, 32), slice(req.signature, 32, 64)],
+    );
+    return concat([head, tail]);
+  });
+  return encodeFunctionData({ abi: ABI, functionName: "settle", args: [token, concat(records)] });
 }
