@@ -19,7 +19,7 @@
  * authorization), or the revert reason of its own call, or the batch's
  * failure when nothing was sent (e.g. 503 relayer_low_funds).
  */
-import { decodeEventLog, encodeFunctionData, hexToNumber, isAddressEqual, size, slice, type Abi, type Address, type Hex } from "viem";
+import { concat, decodeEventLog, encodeFunctionData, encodePacked, hexToNumber, isAddressEqual, size, slice, type Abi, type Address, type Hex } from "viem";
 import { SettlementError } from "../errors.js";
 import type { RawReceipt } from "./authorization-log.js";
 import type { SettleRequest } from "./settler.js";
@@ -149,7 +149,7 @@ export class Batcher {
     let sent: Broadcast;
     try {
       await this.checkContract();
-      const data = encodeFunctionData({ abi: ABI, functionName: "settle", args: [items[0]!.req.asset, items.map((i) => authorizationTuple(i.req))] });
+      const data = encodeBatch(items[0]!.req.asset, items.map((i) => i.req));
       sent = await this.d.broadcast(this.contract, data, BATCH_BASE_GAS + PAYMENT_GAS * BigInt(items.length));
     } catch (err) {
       for (const i of items) i.reject(err); // nothing sent (or pending with the hash): each payment gets the batch's error
@@ -217,19 +217,25 @@ export class Batcher {
   }
 }
 
-/** One payment as the batch contract's `Authorization` struct (v as 27/28). */
-function authorizationTuple(req: SettleRequest) {
-  const a = req.authorization;
-  const vByte = hexToNumber(slice(req.signature, 64, 65));
-  return {
-    from: a.from,
-    to: a.to,
-    value: a.value,
-    validAfter: a.validAfter,
-    validBefore: a.validBefore,
-    nonce: a.nonce,
-    v: vByte < 27 ? vByte + 27 : vByte,
-    r: slice(req.signature, 0, 32),
-    s: slice(req.signature, 32, 64),
-  };
+/**
+ * The batch contract's `settle(token, payments)` call for `reqs` (all of
+ * token `token`): `payments` packs each authorization with no ABI padding
+ * (calldata is most of what a batch adds per payment):
+ * flag (1) | from (20) | [to (20) | value (32), when flag is 1] | validAfter, validBefore, nonce (32 each) | v (1) | r (32) | s (32);
+ * flag 0 means "same to and value as the previous record".
+ */
+export function encodeBatch(token: Address, reqs: SettleRequest[]): Hex {
+  const records = reqs.map((req, i) => {
+    const a = req.authorization;
+    const prev = reqs[i - 1]?.authorization;
+    const same = prev !== undefined && isAddressEqual(prev.to, a.to) && prev.value === a.value;
+    const vByte = hexToNumber(slice(req.signature, 64, 65));
+    const head = same ? encodePacked(["uint8", "address"], [0, a.from]) : encodePacked(["uint8", "address", "address", "uint256"], [1, a.from, a.to, a.value]);
+    const tail = encodePacked(
+      ["uint256", "uint256", "bytes32", "uint8", "bytes32", "bytes32"],
+      [a.validAfter, a.validBefore, a.nonce, vByte < 27 ? vByte + 27 : vByte, slice(req.signature, 0, 32), slice(req.signature, 32, 64)],
+    );
+    return concat([head, tail]);
+  });
+  return encodeFunctionData({ abi: ABI, functionName: "settle", args: [token, concat(records)] });
 }
