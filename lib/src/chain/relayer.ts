@@ -93,7 +93,7 @@ export interface RelayerSettlerOptions {
    * through the X402BatchSettlement contract at `contract`, up to `maxSize`
    * each; one failing payment does not sink the others. Smart-wallet and
    * Permit2 payments still go out one transaction each. Worth it on a chain
-   * with block times (gas per payment ≈ 0.65× with 100 per batch, one send for many payments).
+   * with block times (gas per payment ≈ 0.625× with 100 per batch, one send for many payments).
    */
   batch?: BatchOptions;
 }
