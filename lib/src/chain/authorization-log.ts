@@ -9,7 +9,7 @@
  */
 import { encodeEventTopics, hexToBigInt, hexToNumber, isAddressEqual, isHex, numberToHex, parseAbi, size, type Address, type Hex } from "viem";
 import { EIP3009_ABI } from "./abi.js";
-import type { ExactAuthorization } from "./settler.js";
+import type { ExactAuthorization, SettleRequest } from "./settler.js";
 
 const USED_ABI = parseAbi(["event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)"]);
 /** Blocks searched back from the block where the authorization was found used (≈ 2.8 h on Base): never unbounded history. */
@@ -82,4 +82,14 @@ export function usedInReceipt(receipt: RawReceipt, asset: Address, a: ExactAutho
     const next = receipt.logs[i + 1];
     return next !== undefined && isTransferLog(next, asset, a);
   });
+}
+
+/**
+ * True when the successful transaction of `receipt` paid `req`: for EIP-3009 this authorization's own
+ * AuthorizationUsed + Transfer (`usedInReceipt`); Permit2 logs no nonce, so its Transfer. The one rule for the
+ * relayer's check and the chain lookups of both settlers.
+ */
+export function paidInReceipt(receipt: RawReceipt, req: SettleRequest): boolean {
+  if (req.permit2) return hexToNumber(receipt.status) === 1 && receipt.logs.some((log) => isTransferLog(log, req.asset, req.authorization));
+  return usedInReceipt(receipt, req.asset, req.authorization);
 }

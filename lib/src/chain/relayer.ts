@@ -39,7 +39,7 @@ import {
 import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
 import { ConfigError, SettlementError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
-import { isTransferLog, usedInReceipt, type RawReceipt } from "./authorization-log.js";
+import { paidInReceipt, type RawReceipt } from "./authorization-log.js";
 import { rpcOrigin } from "./reader.js";
 import { bytesSettleCall, MAX_DEPLOY_GAS, needsBytesForm, parseErc6492 } from "./smart-wallet.js";
 import { findSettlementUse, permit2NonceInvalidated, permit2NonceUsed, permit2SettleCall, settleTarget } from "./permit2.js";
@@ -547,7 +547,7 @@ function checkedResult(req: SettleRequest, hash: Hex, receipt: RawReceipt): Sett
   }
   // EIP-3009: the token's AuthorizationUsed log of this very authorization, followed by its Transfer (a batch holds
   // other payments' Transfers, maybe of the same from/to/value); Permit2 emits no such log: its Transfer.
-  if (!(req.permit2 ? hasTransferLog(receipt, req.asset, req.authorization) : usedInReceipt(receipt, req.asset, req.authorization))) {
+  if (!paidInReceipt(receipt, req)) {
     throw new SettlementError("invalid_exact_evm_transfer_event_mismatch", `transaction ${hash} has no matching Transfer log`, { transaction: hash });
   }
   return { transaction: hash, network: req.network, payer: req.authorization.from };
@@ -566,11 +566,6 @@ function encodeSettleCall(a: ExactAuthorization, signature: Hex): Hex {
     });
   }
   return encodeFunctionData({ abi: EIP3009_ABI, functionName: "transferWithAuthorization", args: [...head, signature] });
-}
-
-/** True when the receipt holds Transfer(from, to, value) emitted by `asset`. */
-function hasTransferLog(receipt: RawReceipt, asset: Address, a: ExactAuthorization): boolean {
-  return receipt.logs.some((log) => isTransferLog(log, asset, a));
 }
 
 /**

@@ -11,7 +11,7 @@
 import { createPublicClient, encodeEventTopics, encodeFunctionData, hexToBigInt, hexToNumber, http, numberToHex, parseAbi, type Hex } from "viem";
 import { SettlementError } from "../errors.js";
 import { EIP3009_ABI } from "./abi.js";
-import { AUTHORIZATION_LOG_BLOCKS, isTransferLog, type RawLog, type RawReceipt } from "./authorization-log.js";
+import { AUTHORIZATION_LOG_BLOCKS, paidInReceipt, type RawLog, type RawReceipt } from "./authorization-log.js";
 import { findSettlementUse, permit2NonceInvalidated, permit2NonceUsed } from "./permit2.js";
 import { rpcOrigin } from "./reader.js";
 import type { SettleRequest, SettleResult } from "./settler.js";
@@ -88,7 +88,7 @@ export function settlementLookup(rpcUrl: string, timeoutMs = 10_000): Settlement
     async outcome(req, transaction) {
       if (transaction && /^0x[0-9a-fA-F]{64}$/.test(transaction)) {
         const receipt = await rpc<RawReceipt | null>("eth_getTransactionReceipt", [transaction]);
-        if (receipt && hexToNumber(receipt.status) === 1 && receipt.logs.some((l) => isTransferLog(l, req.asset, req.authorization))) {
+        if (receipt && paidInReceipt(receipt, req)) {
           return resultOf(req, transaction as Hex);
         }
       }
