@@ -588,7 +588,7 @@ export class PaymentEngine {
   private async keepPaymentId(attempt: X402Attempt, left: number): Promise<void> {
     const hold = attempt.paymentId!;
     const keeping = (async () => {
-      if (hold.answer) await this.holdAnswer(attempt, hold.answer);
+      if (hold.answer) await this.putHeld(attempt, hold.answer);
       await hold.keep(attempt.lockKey, attempt.info.payer);
     })();
     if ((await this.withinRecordWait(keeping, left)) === LATE) {
@@ -620,9 +620,16 @@ export class PaymentEngine {
    * so a retry with the same authorization gets it once the transfer is
    * confirmed. Bounded by `heldAnswerMaxBytes` and `heldAnswerTtlMs` (and
    * the authorization's lock); one that cannot be kept is reported as a
-   * `record_failed` event (`what: "answer"`). Never rejects.
+   * `record_failed` event (`what: "answer"`). Never rejects. A payment with
+   * a payment identifier that carries its answer has it held already (by
+   * `keepPaymentId`), so nothing is written twice.
    */
   async holdAnswer(attempt: X402Attempt, answer: { status: number; headers: Record<string, string | string[]>; body: Buffer } | "run"): Promise<void> {
+    if (answer !== "run" && attempt.paymentId?.answer) return;
+    return this.putHeld(attempt, answer);
+  }
+
+  private async putHeld(attempt: X402Attempt, answer: { status: number; headers: Record<string, string | string[]>; body: Buffer } | "run"): Promise<void> {
     const resource = attempt.offer.resource;
     const held: HeldAnswer =
       answer === "run"
