@@ -43,15 +43,15 @@ export interface BatchOptions {
 }
 
 /** Gas limit of a batch: this much for the transaction, plus {@link PAYMENT_GAS} per payment (unused gas is not paid). */
-export const BATCH_BASE_GAS = 50_000n;
+const BATCH_BASE_GAS = 50_000n;
 /** Gas limit per payment of a batch (an EIP-3009 transfer uses ≈ 45–65k inside a batch). */
-export const PAYMENT_GAS = 100_000n;
+const PAYMENT_GAS = 100_000n;
 /** Most payments in one batch: its gas limit stays under the per-transaction cap of 2^24 (EIP-7825, enforced on Base). */
 export const MAX_BATCH_SIZE = Number((2n ** 24n - BATCH_BASE_GAS) / PAYMENT_GAS);
-export const BATCH_DEFAULTS = { maxSize: 100, maxWaitMs: 25 } as const;
+const BATCH_DEFAULTS = { maxSize: 100, maxWaitMs: 25 } as const;
 
 /** The batch contract's runtime code, compared with the code at `contract` before the first batch. */
-export const BATCH_CONTRACT_RUNTIME = artifact.deployedBytecode as Hex;
+const BATCH_CONTRACT_RUNTIME = artifact.deployedBytecode as Hex;
 const ABI = artifact.abi as Abi;
 const NONCE_USED = "invalid_exact_evm_nonce_already_used";
 

@@ -13,7 +13,7 @@ import type { Settler } from "./settler.js";
 const KEY_HINT = "read it from the environment (e.g. process.env.RELAYER_PRIVATE_KEY); `npx server402-devchain` prints one for the dev chain";
 
 /** A http(s) URL option: required, parseable, http or https. */
-export function checkHttpUrl(value: unknown, option: string, example: string): URL {
+function checkHttpUrl(value: unknown, option: string, example: string): URL {
   if (value === undefined || value === null || value === "") throw new ConfigError(option, `is required, e.g. ${JSON.stringify(example)}.`);
   if (typeof value !== "string") throw new ConfigError(option, `must be a URL string, e.g. ${JSON.stringify(example)}.`);
   let url: URL;
@@ -27,7 +27,7 @@ export function checkHttpUrl(value: unknown, option: string, example: string): U
 }
 
 /** A whole number of milliseconds from `min` to `max`, when given. */
-export function checkMs(value: unknown, option: string, min: number, max: number): void {
+function checkMs(value: unknown, option: string, min: number, max: number): void {
   if (value !== undefined && (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max)) {
     throw new ConfigError(option, `must be whole milliseconds from ${min} to ${max}, got ${JSON.stringify(value)}.`);
   }

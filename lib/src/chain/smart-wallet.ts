@@ -61,11 +61,6 @@ export function parseErc6492(signature: Hex): Erc6492Signature | undefined {
   }
 }
 
-/** The signature the token must receive: the inner one of an ERC-6492 wrapper, else the signature itself. */
-export function walletSignature(signature: Hex): Hex {
-  return parseErc6492(signature)?.signature ?? signature;
-}
-
 /** True when the settle call must use the token's `bytes signature` form (a smart wallet's signature). */
 export function needsBytesForm(req: { signature: Hex; signatureKind?: SignatureKind }): boolean {
   return req.signatureKind !== undefined ? req.signatureKind !== "eoa" : size(req.signature) !== 65;

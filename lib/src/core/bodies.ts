@@ -33,7 +33,7 @@ export interface PaymentRequiredBodyContext {
 export type PaymentRequiredBody = Record<string, unknown> | ((ctx: PaymentRequiredBodyContext) => Record<string, unknown>);
 
 /** Keys of the 402 body that belong to x402 and server402: never replaced by custom fields. */
-export const RESERVED_402_KEYS: readonly string[] = ["x402Version", "error", "accepts", "prepaid", "message", "payment"];
+const RESERVED_402_KEYS: readonly string[] = ["x402Version", "error", "accepts", "prepaid", "message", "payment"];
 
 /** Validate the option at startup. */
 export function checkPaymentRequiredBody(option: string, v: unknown): void {

@@ -260,7 +260,7 @@ function fingerprint(raw: Record<string, unknown>, offer: Offer, parts: string[]
 }
 
 /** JSON with object keys sorted, so equal values give equal text whatever their key order. */
-export function canonicalJson(v: unknown): string {
+function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map((x) => canonicalJson(x ?? null)).join(",")}]`;
   if (v && typeof v === "object") {
     const o = v as Record<string, unknown>;

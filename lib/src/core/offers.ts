@@ -32,7 +32,7 @@ export interface PaymentOption {
 }
 
 /** The most options one route may offer (each is one entry of every 402 answer). */
-export const MAX_PAYMENT_OPTIONS = 16;
+const MAX_PAYMENT_OPTIONS = 16;
 
 /** An option resolved at startup: network, asset, exact amount and payee. */
 export type ResolvedOption = OfferOption;
