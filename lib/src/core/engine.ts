@@ -286,7 +286,7 @@ export class PaymentEngine {
       this.refuseLocally(lockKey, payerKey, auth.value);
       this.verifying.add((verifying = lockKey));
       const prior = await this.store.getNonce(lockKey);
-      if (prior) throw withHeldRef(duplicate(prior.state === "locked"), { lockKey, payer, version, network: version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2 });
+      if (prior) throw withHeldRef(duplicate(prior.state === "locked"), { lockKey, payer, version, network: networkLabel(version, offer) });
       const request: SettleRequest = {
         authorization: auth,
         signature: decoded.signature,
@@ -314,7 +314,7 @@ export class PaymentEngine {
       });
       if (!claim.ok) {
         const refusal = this.claimRefusal(claim.reason, claim.held, lockKey, expiresAt, auth.value, balance);
-        throw claim.reason === "used" || claim.reason === "in_use" ? withHeldRef(refusal, { lockKey, payer, version, network: version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2 }) : refusal;
+        throw claim.reason === "used" || claim.reason === "in_use" ? withHeldRef(refusal, { lockKey, payer, version, network: networkLabel(version, offer) }) : refusal;
       }
       locked = lockKey;
       // The pre-check vouches for the transfer only when no other payment of this payer was live
@@ -677,7 +677,7 @@ export class PaymentEngine {
         await this.reconciler.runFor(ref.lockKey); // this record only: a retry never sweeps the whole outbox
         nonce = await this.store.getNonce(ref.lockKey);
       }
-      const network = ref.network ?? (ref.version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2);
+      const network = ref.network ?? networkLabel(ref.version, offer);
       // settled with no transaction: an upto payment charged 0 (nothing was sent)
       if (nonce?.state === "settled") {
         const response: SettleResponse = { success: true, transaction: nonce.transaction ?? "", network, payer: ref.payer };
@@ -825,6 +825,11 @@ export class PaymentEngine {
   }
 }
 
+/** The network's name as the payment's x402 version writes it: v1's short name where it has one, else CAIP-2. */
+function networkLabel(version: number, offer: Offer): string {
+  return version === 1 ? (offer.network.v1Name ?? offer.network.caip2) : offer.network.caip2;
+}
+
 /** What `withinRecordWait` answers once the deadline passed. */
 const LATE = Symbol("server402.late");
 
@@ -877,7 +882,7 @@ export function reasonOf(err: unknown): string {
 
 /** The settlement response header value for a result or a failure. */
 export function settleResponse(attempt: X402Attempt, outcome: SettleResult | SettlementError | Error): SettleResponse {
-  const network = attempt.decoded.x402Version === 1 ? (attempt.offer.network.v1Name ?? attempt.offer.network.caip2) : attempt.offer.network.caip2;
+  const network = networkLabel(attempt.decoded.x402Version, attempt.offer);
   if (!(outcome instanceof Error)) {
     const ok: SettleResponse = { success: true, transaction: outcome.transaction, network, payer: attempt.info.payer };
     return attempt.info.scheme === "upto" ? { ...ok, amount: attempt.info.amount } : ok;
